@@ -1,0 +1,120 @@
+"""Batches from a source, deterministic by seed and identical however many processes read them.
+
+Contract relied on by multi-host training: with global batch size G and P processes, process p's
+batch k is rows [p*G/P, (p+1)*G/P) of the single-process global batch k. The pipeline shuffles the
+whole repeated stream by seed (a fresh permutation per epoch, batches may span an epoch boundary),
+batches it by the local size G/P, and process p takes local batches p, p+P, p+2P, ... Everything
+before batching is index-addressed (grain MapDataset), so iterator state is one position and
+resuming from it replays exactly the remaining batches.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import grain
+import numpy as np
+
+from data.sources import Source
+
+Example = dict[str, Any]
+Batch = dict[str, np.ndarray]
+
+READ_OPTIONS = grain.ReadOptions(num_threads=8, prefetch_buffer_size=16)
+
+
+def _local_batch_size(global_batch_size: int, process_index: int, process_count: int) -> int:
+    """Per-process batch size, refusing layouts where processes would get unequal shares."""
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(
+            f"process_index={process_index} is not in [0, process_count={process_count}); "
+            "pass jax.process_index() and jax.process_count()"
+        )
+    if global_batch_size < 1 or global_batch_size % process_count:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not a positive multiple of process_count={process_count}; "
+            "choose a global batch size divisible by the number of processes"
+        )
+    return global_batch_size // process_count
+
+
+def make_dataset(
+    source: Source,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    drop_remainder: bool = True,
+    transform: Callable[[Example], Example] | grain.transforms.RandomMap | None = None,
+    worker_count: int = 0,
+) -> grain.IterDataset:
+    """This process's training batches (leading dim global_batch_size // process_count), per the module contract.
+
+    `num_epochs=None` repeats forever. `transform` runs per example before batching (in the workers
+    when `worker_count > 0`); a `grain.transforms.RandomMap` gets an rng seeded by `seed` and the
+    example's position in the global stream, so augmentation is reproducible and process-count
+    independent. `iter()` of the result is checkpointable (`get_state`/`set_state`, grain.checkpoint).
+    """
+    local = _local_batch_size(global_batch_size, process_index, process_count)
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed={seed} is negative or too large; pass a seed in [0, 2**63)")
+    if not drop_remainder and num_epochs is not None and process_count > 1:
+        raise ValueError(
+            "drop_remainder=False with num_epochs set and process_count > 1 would give processes unequal final "
+            "batches; use drop_remainder=True for training, or eval_batches() for an exact pass"
+        )
+    if len(source) == 0:
+        raise ValueError(f"source {getattr(source, 'info', source)} is empty; check the data spec and split")
+    ds = grain.MapDataset.source(source).seed(seed)
+    if shuffle:
+        ds = ds.shuffle()
+    ds = ds.repeat(num_epochs)
+    if isinstance(transform, grain.transforms.RandomMap):
+        ds = ds.random_map(transform)
+    elif transform is not None:
+        ds = ds.map(transform)
+    ds = ds.batch(local, drop_remainder=drop_remainder)
+    if process_count > 1:
+        ds = ds[: len(ds) // process_count * process_count][process_index::process_count]
+    out = ds.to_iter_dataset(READ_OPTIONS)
+    if worker_count > 0:
+        out = out.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return out
+
+
+def eval_batches(
+    source: Source,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    *,
+    transform: Callable[[Example], Example] | None = None,
+    limit: int | None = None,
+) -> Iterator[Batch]:
+    """One ordered pass over every example with no drop, for exact metrics on whole test sets.
+
+    `batch_size` is global: each process gets rows [p*B/P, (p+1)*B/P) of every global batch, so all
+    processes yield the same number of batches, ceil(n / batch_size) for n = min(len(source), limit).
+    Padding rows (after the last example) are zeros with `"mask"` False; real rows have `"mask"` True.
+    `"index"` holds each row's position in the source, so per-example randomness can be keyed by it.
+    """
+    local = _local_batch_size(batch_size, process_index, process_count)
+    n = len(source) if limit is None else min(limit, len(source))
+    if n == 0:
+        return
+    template = _apply(source[0], transform)
+    padding = {k: np.zeros_like(v) for k, v in template.items()}
+    for start in range(0, n, batch_size):
+        first = start + process_index * local
+        rows = [_apply(source[i], transform) if i < n else padding for i in range(first, first + local)]
+        batch = {k: np.stack([r[k] for r in rows]) for k in template}
+        batch["index"] = np.arange(first, first + local)
+        batch["mask"] = batch["index"] < n
+        yield batch
+
+
+def _apply(example: Example, transform: Callable[[Example], Example] | None) -> Example:
+    """The example after the optional deterministic transform."""
+    return example if transform is None else transform(example)

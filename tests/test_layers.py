@@ -1,0 +1,147 @@
+"""zoo.layers against flax.linen: same params give the same outputs and the same gradients."""
+from __future__ import annotations
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zoo import layers
+
+# (batch, h, w, in_ch, features, kernel, stride, padding)
+CASES = [
+    (2, 8, 8, 3, 4, 3, 1, "SAME"),
+    (2, 7, 5, 1, 2, 3, 2, "SAME"),
+    (2, 8, 8, 16, 8, 4, 2, "SAME"),
+    (1, 9, 6, 5, 16, 4, 2, "VALID"),
+    (2, 5, 7, 8, 3, 5, 2, "SAME"),
+    (2, 6, 6, 4, 1, 5, 2, "VALID"),
+    (2, 4, 4, 16, 16, 5, 1, "SAME"),
+    (3, 7, 7, 2, 5, 3, 2, "VALID"),
+    (2, 6, 9, 6, 7, 4, 1, "VALID"),
+    (2, 5, 5, 3, 4, 2, 3, "SAME"),
+    (2, 6, 7, 3, 2, 3, 2, ((1, 0), (2, 1))),
+    (2, 8, 8, 4, 6, 4, (1, 2), ((2, 1), (0, 2))),
+]
+PAIRS = {"conv_transpose": (layers.ConvTranspose, nn.ConvTranspose), "conv": (layers.Conv, nn.Conv)}
+
+
+def _modules(kind: str, features: int, kernel: int, stride, padding, **kw) -> tuple[nn.Module, nn.Module]:
+    """(ours, flax) modules of one kind with identical fields."""
+    ours, ref = PAIRS[kind]
+    fields = dict(features=features, kernel_size=(kernel, kernel), strides=stride, padding=padding, **kw)
+    return ours(**fields), ref(**fields)
+
+
+def _assert_close(actual, expected, rtol: float = 1e-5) -> None:
+    """Every leaf within rtol of the reference's largest magnitude (sums of many products differ by order)."""
+    chex.assert_trees_all_equal_shapes_and_dtypes(actual, expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        a, e = np.asarray(a, np.float32), np.asarray(e, np.float32)
+        np.testing.assert_allclose(a, e, rtol=0, atol=rtol * max(np.abs(e).max(), 1e-6))
+
+
+def _random_params(module: nn.Module, x: np.ndarray, rng: np.random.Generator):
+    """Gaussian params of module's flax shapes, built in numpy: no per-shape jax.random compiles."""
+    shapes = jax.eval_shape(module.init, jax.random.key(0), x)
+    return jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), shapes)
+
+
+def _value_and_grads(module: nn.Module, params, x: np.ndarray, ct: np.ndarray):
+    """Output and d(sum(out * ct))/d(params, x), in one compile."""
+
+    def f(params, x):
+        out, vjp = jax.vjp(module.apply, params, x)
+        return out, vjp(ct)
+
+    return jax.jit(f)(params, x)
+
+
+def _check_against_flax(kind: str, case: tuple, seed: int = 0) -> None:
+    """Outputs and input/kernel/bias gradients of ours and flax at the same params and cotangent."""
+    n, h, w, cin, features, kernel, stride, padding = case
+    ours, ref = _modules(kind, features, kernel, stride, padding)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, h, w, cin)).astype(np.float32)
+    params = _random_params(ref, x, rng)
+    chex.assert_trees_all_equal_shapes(jax.eval_shape(ours.init, jax.random.key(0), x), params)
+    out_shape = jax.eval_shape(ref.apply, params, x).shape
+    ct = rng.normal(size=out_shape).astype(np.float32)
+    expected, actual = _value_and_grads(ref, params, x, ct), _value_and_grads(ours, params, x, ct)
+    chex.assert_shape(actual[0], out_shape)
+    _assert_close(actual, expected)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_matches_flax_forward_and_grads(kind: str, case: tuple) -> None:
+    _check_against_flax(kind, case)
+
+
+def test_df_encoder_last_conv_matches_flax() -> None:
+    """The DF encoder's 5x5 stride-2 conv 8x8x64 -> 4x4x128, the case XLA:CPU is slowest at."""
+    _check_against_flax("conv", (2, 8, 8, 64, 128, 5, 2, "SAME"))
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_no_bias_and_batch_dims(kind: str) -> None:
+    ours, ref = _modules(kind, 3, 4, 2, "SAME", use_bias=False)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 3, 6, 6, 5)).astype(np.float32)
+    params = _random_params(ref, x, rng)
+    assert "bias" not in params["params"]
+    _assert_close(jax.jit(ours.apply)(params, x), jax.jit(ref.apply)(params, x))
+    _assert_close(jax.jit(ours.apply)(params, x[0, 0]), jax.jit(ref.apply)(params, x[0, 0]))
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_bf16(kind: str) -> None:
+    ours, ref = _modules(kind, 8, 4, 2, "SAME", dtype=jnp.bfloat16)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+    params = _random_params(ref, x, rng)
+
+    def value_and_grad(module: nn.Module):
+        loss = lambda p: jnp.sum(module.apply(p, x).astype(jnp.float32) ** 2)
+        return jax.jit(lambda p: (module.apply(p, x), jax.grad(loss)(p)))(params)
+
+    (y, g_ours), (y_ref, g_ref) = value_and_grad(ours), value_and_grad(ref)
+    chex.assert_type(y, jnp.bfloat16)
+    chex.assert_trees_all_equal_dtypes(g_ours, params)
+    _assert_close(y, y_ref, rtol=2e-2)
+    _assert_close(g_ours, g_ref, rtol=5e-2)
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_vmap_and_pmap(kind: str) -> None:
+    ours, ref = _modules(kind, 4, 3, 2, "SAME")
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(jax.local_device_count(), 2, 6, 6, 3)).astype(np.float32)
+    params = _random_params(ref, x[0], rng)
+
+    def grad_fn(module: nn.Module):
+        return jax.grad(lambda p, x: jnp.sum(jnp.sin(module.apply(p, x))), argnums=(0, 1))
+
+    expected = jax.jit(jax.vmap(grad_fn(ref), in_axes=(None, 0)))(params, x)
+    _assert_close(jax.jit(jax.vmap(grad_fn(ours), in_axes=(None, 0)))(params, x), expected)
+    _assert_close(jax.pmap(grad_fn(ours), in_axes=(None, 0))(params, x), expected)
+
+
+def test_functions_take_strings_ints_and_pairs() -> None:
+    x, k = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 4))
+    chex.assert_shape(layers.conv_transpose(x, k, 2, "SAME"), (1, 10, 10, 4))
+    chex.assert_shape(layers.conv_transpose(x, k, 2, "VALID"), (1, 11, 11, 4))
+    chex.assert_shape(layers.strided_conv(x, k, 2, 1), (1, 3, 3, 4))
+    chex.assert_shape(layers.strided_conv(x, k, (1, 2), [(0, 1), 2]), (1, 4, 4, 4))
+    with pytest.raises(ValueError, match="CIRCULAR"):
+        layers.strided_conv(x, k, 2, "CIRCULAR")
+
+
+def test_pixel_shuffle() -> None:
+    x = jnp.arange(2 * 3 * 4 * 12, dtype=jnp.float32).reshape(2, 3, 4, 12)
+    y = layers.pixel_shuffle(x, 2)
+    chex.assert_shape(y, (2, 6, 8, 3))
+    b, h, w, c, i, j = 1, 2, 3, 1, 1, 0
+    assert y[b, h * 2 + i, w * 2 + j, c] == x[b, h, w, c * 4 + i * 2 + j]

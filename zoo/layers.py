@@ -1,0 +1,274 @@
+"""Shared NHWC linen conv blocks, interchangeable with flax's, whose backward passes are fast on XLA:CPU.
+
+XLA:CPU runs a few convolution forms at 1-7 GFLOP/s, 20-80x behind an ordinary conv on the same
+cores: a transposed conv's kernel gradient (jax-ml/jax#23783) and some lhs-dilated convs, such as
+the input gradient of a 5x5 stride-2 conv on an 8x8 map. The custom VJPs here never emit those:
+an lhs-dilated conv (a transposed conv's forward, a strided conv's input gradient) runs as
+stride*stride stride-1 "phase" convs with sub-sampled kernels, interleaved by a reshape (no
+zero-insertion, so no wasted FLOPs); a transposed conv's input gradient is its adjoint strided
+conv and its kernel gradient one GEMM per tap. The custom VJPs are first-order only: jax.grad
+(and vmap/jit/pmap of it) works, grad-of-grad and jvp do not.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+from flax.linen.dtypes import promote_dtype
+from jax import lax
+
+Array = jax.Array
+Dtype = Any
+Initializer = Any
+Pads = tuple[tuple[int, int], tuple[int, int]]
+PaddingLike = str | int | Sequence[int | tuple[int, int]]
+
+_DN = ("NHWC", "HWIO", "NHWC")
+_FILTER_GRAD_DN = ("CHWN", "IHWO", "HWNC")
+
+__all__ = ["Conv", "ConvTranspose", "conv_transpose", "pixel_shuffle", "strided_conv"]
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    """(v, v) for an int, else the two values as a tuple: one spelling for 2-D sizes and strides."""
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _explicit_pads(padding: PaddingLike) -> Pads | None:
+    """Int / per-dim int / (lo, hi) pairs as a Pads tuple, None for a string: canonical static args."""
+    if isinstance(padding, str):
+        return None
+    if isinstance(padding, int):
+        return ((padding, padding),) * 2
+    pads = tuple((p, p) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in padding)
+    if len(pads) != 2:
+        raise ValueError(f"padding {padding!r} must give 2 spatial dimensions")
+    return pads  # type: ignore[return-value]
+
+
+def _conv_pads(padding: PaddingLike, in_hw: Sequence[int], k_hw: Sequence[int],
+               strides: Sequence[int]) -> Pads:
+    """Explicit pads of `lax.conv_general_dilated` for a flax.linen.Conv padding, so the VJP can use them."""
+    pads = _explicit_pads(padding)
+    if pads is not None:
+        return pads
+    if padding not in ("SAME", "VALID"):
+        raise ValueError(f"padding {padding!r} is not supported; use 'SAME', 'VALID' or (lo, hi) pairs")
+    pads = lax.padtype_to_pads(in_hw, k_hw, strides, padding)
+    return tuple((int(lo), int(hi)) for lo, hi in pads)  # type: ignore[return-value]
+
+
+def _conv_transpose_pads(padding: PaddingLike, k_hw: Sequence[int], strides: Sequence[int]) -> Pads:
+    """Pads of the lhs-dilated conv that `lax.conv_transpose` runs for this padding, so outputs match flax."""
+    pads = _explicit_pads(padding)
+    if pads is not None:
+        return pads
+    out = []
+    for k, s in zip(k_hw, strides):
+        if padding == "SAME":
+            total = k + s - 2
+            lo = k - 1 if s > k - 1 else -(-total // 2)
+        elif padding == "VALID":
+            total, lo = k + s - 2 + max(k - s, 0), k - 1
+        else:
+            raise ValueError(f"padding {padding!r} is not supported; use 'SAME', 'VALID' or (lo, hi) pairs")
+        out.append((lo, total - lo))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _conv(lhs: Array, rhs: Array, strides: Sequence[int], pads: Sequence[tuple[int, int]],
+          rhs_dilation: Sequence[int] = (1, 1), dn: tuple[str, str, str] = _DN) -> Array:
+    """conv_general_dilated with negative pads done as slices: XLA:CPU miscomputes mixed-sign padding."""
+    (t, b), (l, r) = ((max(-lo, 0), max(-hi, 0)) for lo, hi in pads)
+    lhs = lhs[:, t:lhs.shape[1] - b, l:lhs.shape[2] - r]
+    return lax.conv_general_dilated(lhs, rhs, tuple(strides), [(max(lo, 0), max(hi, 0)) for lo, hi in pads],
+                                    rhs_dilation=tuple(rhs_dilation), dimension_numbers=dn)
+
+
+def _flip_swap(kernel: Array) -> Array:
+    """HWIO kernel spatially flipped with in/out swapped: the kernel of the adjoint conv."""
+    return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
+def _dilated_conv(x: Array, kernel: Array, strides: tuple[int, int], pads: Pads) -> Array:
+    """`conv_general_dilated(x, kernel, 1, pads, lhs_dilation=strides)` as stride-1 phase convs, for speed."""
+    kh, kw = kernel.shape[:2]
+    size = [(i - 1) * s + lo + hi - k + 2
+            for i, s, (lo, hi), k in zip(x.shape[1:3], strides, pads, (kh, kw))]
+    q = [-(-n // s) for n, s in zip(size, strides)]
+
+    def phase(r: int, s: int, lo: int, k: int, n_in: int, n_out: int) -> tuple[int, int, tuple[int, int]]:
+        """First kernel tap, tap count and input pads of the outputs o == r (mod s) along one dim."""
+        first = (lo - r) % s
+        taps = max(-(-(k - first) // s), 0)
+        shift = (r + first - lo) // s
+        return first, taps, (-shift, n_out - 1 + taps - n_in + shift)
+
+    rows = []
+    for rh in range(strides[0]):
+        fh, th, ph = phase(rh, strides[0], pads[0][0], kh, x.shape[1], q[0])
+        row = []
+        for rw in range(strides[1]):
+            fw, tw, pw = phase(rw, strides[1], pads[1][0], kw, x.shape[2], q[1])
+            if th and tw:
+                row.append(_conv(x, kernel[fh::strides[0], fw::strides[1]], (1, 1), (ph, pw)))
+            else:
+                row.append(jnp.zeros((x.shape[0], q[0], q[1], kernel.shape[3]), jnp.result_type(x, kernel)))
+        rows.append(jnp.stack(row, 3))
+    y = rearrange(jnp.stack(rows, 2), "b h r w s c -> b (h r) (w s) c")
+    return y[:, :size[0], :size[1]]
+
+
+def _filter_grad(x: Array, g: Array, strides: tuple[int, int], pads: Pads, k_hw: tuple[int, int]) -> Array:
+    """HWIO kernel gradient of `_conv(x, ., strides, pads)` at g in XLA's own form, fast for strided convs."""
+    fg_pads = [(lo, k + (o - 1) * s - i - lo)
+               for (lo, _), k, o, s, i in zip(pads, k_hw, g.shape[1:3], strides, x.shape[1:3])]
+    return _conv(x, g, (1, 1), fg_pads, rhs_dilation=strides, dn=_FILTER_GRAD_DN)
+
+
+def _tap_filter_grad(x: Array, g: Array, strides: tuple[int, int], pads: Pads,
+                     k_hw: tuple[int, int]) -> Array:
+    """HWIO kernel gradient of `_dilated_conv(x, ., strides, pads)` at g, one GEMM per tap (2x a conv)."""
+    lows = [max(k - 1 - lo, 0) for k, (lo, _) in zip(k_hw, pads)]
+    highs = [max(s * (i - 1) + lo - n + 1, 0)
+             for s, i, (lo, _), n in zip(strides, x.shape[1:3], pads, g.shape[1:3])]
+    g = jnp.pad(g, ((0, 0), (lows[0], highs[0]), (lows[1], highs[1]), (0, 0)))
+    span = [s * (i - 1) + 1 for s, i in zip(strides, x.shape[1:3])]
+    taps = []
+    for a in range(k_hw[0]):
+        for b in range(k_hw[1]):
+            top, left = pads[0][0] - a + lows[0], pads[1][0] - b + lows[1]
+            end = (g.shape[0], top + span[0], left + span[1], g.shape[3])
+            g_tap = lax.slice(g, (0, top, left, 0), end, (1, *strides, 1))
+            taps.append(jnp.einsum("nhwi,nhwo->io", x, g_tap))
+    return jnp.stack(taps).reshape(k_hw + taps[0].shape)
+
+
+def _conv_input_grad(g: Array, kernel: Array, strides: tuple[int, int], pads: Pads,
+                     in_hw: tuple[int, int]) -> Array:
+    """Input gradient of `conv(x, kernel, strides, pads)` at cotangent g, via phase convs, for speed."""
+    adj_pads = tuple((k - 1 - lo, i - 1 - (o - 1) * s + lo)
+                     for (lo, _), k, o, s, i in zip(pads, kernel.shape[:2], g.shape[1:3], strides, in_hw))
+    return _dilated_conv(g, _flip_swap(kernel), strides, adj_pads)  # type: ignore[arg-type]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _strided_conv(x: Array, kernel: Array, strides: tuple[int, int], pads: Pads) -> Array:
+    """Strided conv whose VJP avoids XLA:CPU's slow lhs-dilated input gradient."""
+    return _conv(x, kernel, strides, pads)
+
+
+def _strided_conv_fwd(x: Array, kernel: Array, strides: tuple[int, int],
+                      pads: Pads) -> tuple[Array, tuple[Array, Array]]:
+    """Forward pass keeping the inputs for the backward convs."""
+    return _conv(x, kernel, strides, pads), (x, kernel)
+
+
+def _strided_conv_bwd(strides: tuple[int, int], pads: Pads, res: tuple[Array, Array],
+                      g: Array) -> tuple[Array, Array]:
+    """Input gradient as phase convs, kernel gradient as XLA's ordinary backprop-filter conv."""
+    x, kernel = res
+    dx = _conv_input_grad(g, kernel, strides, pads, x.shape[1:3])
+    dk = _filter_grad(x, g, strides, pads, kernel.shape[:2])
+    return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_transpose(x: Array, kernel: Array, strides: tuple[int, int], pads: Pads) -> Array:
+    """Transposed conv whose forward and VJP use only ordinary convs."""
+    return _dilated_conv(x, kernel, strides, pads)
+
+
+def _conv_transpose_fwd(x: Array, kernel: Array, strides: tuple[int, int],
+                        pads: Pads) -> tuple[Array, tuple[Array, Array]]:
+    """Forward pass keeping the inputs for the backward convs."""
+    return _dilated_conv(x, kernel, strides, pads), (x, kernel)
+
+
+def _conv_transpose_bwd(strides: tuple[int, int], pads: Pads, res: tuple[Array, Array],
+                        g: Array) -> tuple[Array, Array]:
+    """Input gradient as the adjoint strided conv of g, kernel gradient as per-tap GEMMs."""
+    x, kernel = res
+    adj_pads = tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(pads, kernel.shape[:2]))
+    dx = _conv(g, _flip_swap(kernel), strides, adj_pads)
+    dk = _tap_filter_grad(x, g, strides, pads, kernel.shape[:2])
+    return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
+
+
+def strided_conv(x: Array, kernel: Array, strides: int | Sequence[int], padding: PaddingLike) -> Array:
+    """NHWC x HWIO conv as `flax.linen.Conv` computes it, with a fast input gradient when strided."""
+    strides = _pair(strides)
+    pads = _conv_pads(padding, x.shape[1:3], kernel.shape[:2], strides)
+    if strides == (1, 1):
+        return _conv(x, kernel, strides, pads)
+    return _strided_conv(x, kernel, strides, pads)
+
+
+def conv_transpose(x: Array, kernel: Array, strides: int | Sequence[int], padding: PaddingLike) -> Array:
+    """NHWC x HWIO transposed conv as `lax.conv_transpose` (so flax) computes it, with fast gradients."""
+    strides = _pair(strides)
+    return _conv_transpose(x, kernel, strides, _conv_transpose_pads(padding, kernel.shape[:2], strides))
+
+
+def pixel_shuffle(x: Array, r: int) -> Array:
+    """Depth-to-space, (b, h, w, c*r*r) -> (b, h*r, w*r, c): learned upsampling without transposed convs."""
+    return rearrange(x, "b h w (c r s) -> b (h r) (w s) c", r=r, s=r)
+
+
+class _ConvBase(nn.Module):
+    """Shared fields and param/flatten/bias logic of the two conv modules, matching flax's."""
+
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: int | Sequence[int] = (1, 1)
+    padding: PaddingLike = "SAME"
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros_init()
+
+    def _apply(self, op: Any, inputs: Array) -> Array:
+        """Creates flax-named params, flattens leading batch dims like flax, runs `op` and adds the bias."""
+        batch_shape = inputs.shape[:-3]
+        x = inputs.reshape((-1,) + inputs.shape[-3:])
+        kernel_shape = _pair(self.kernel_size) + (x.shape[-1], self.features)
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        bias = None
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = op(x, kernel, self.strides, self.padding)
+        if bias is not None:
+            y = y + bias
+        return y.reshape(batch_shape + y.shape[1:])
+
+
+class Conv(_ConvBase):
+    """`flax.linen.Conv` (same fields, params and output) with a fast strided input gradient on XLA:CPU."""
+
+    @nn.compact
+    def __call__(self, inputs: Array) -> Array:
+        """Applies the conv to (..., h, w, c) inputs."""
+        return self._apply(strided_conv, inputs)
+
+
+class ConvTranspose(_ConvBase):
+    """`flax.linen.ConvTranspose` (same fields, params and output) with fast gradients on XLA:CPU."""
+
+    strides: int | Sequence[int] = (2, 2)
+
+    @nn.compact
+    def __call__(self, inputs: Array) -> Array:
+        """Applies the transposed conv to (..., h, w, c) inputs."""
+        return self._apply(conv_transpose, inputs)

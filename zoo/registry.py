@@ -1,0 +1,55 @@
+"""Name -> model constructor registry: how configs and `zoo.create_model` find architectures.
+
+Modeled on timm's registry: a model file registers a linen module class (or a factory with
+the same fields) under a name; `create_model` calls it with keyword overrides. Explicit imports in
+`zoo/__init__.py` fill the registry, so nothing is found by string import paths.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Any, Callable
+
+import flax.linen as nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: make a module factory available as `create_model(name)`."""
+
+    def add(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = factory
+        return factory
+
+    return add
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted registered model names matching a shell-style pattern, e.g. "vae_*"."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """The linen module registered as `name`, with constructor fields overridden."""
+    _check_name(name)
+    return _MODELS[name](**overrides)
+
+
+def model_class(name: str) -> Callable[..., nn.Module]:
+    """The registered module class (a dataclass: its fields are the model's configuration)."""
+    _check_name(name)
+    return _MODELS[name]
+
+
+def model_fields(name: str) -> tuple[str, ...]:
+    """The constructor fields of model `name`: what a config's model section may set."""
+    return tuple(f.name for f in dataclasses.fields(model_class(name)) if f.name not in ("parent", "name"))
+
+
+def _check_name(name: str) -> None:
+    """Raise a ValueError listing the registered models if `name` is not one."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")

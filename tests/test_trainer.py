@@ -1,0 +1,160 @@
+"""The generic trainer: strategies agree, resume is exact, checkpoints survive kills and moves."""
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "workers.py"
+TOL = dict(rtol=2e-4, atol=2e-6)  # float32 reductions in another order, over a few Adam steps
+
+
+def run_worker(devices: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, str(WORKER), str(devices), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def load(path) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return dict(f)
+
+
+def assert_params_close(a: dict, b: dict, **tol) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], err_msg=k, **(tol or TOL))
+
+
+def smoke(**overrides):
+    from train import config as config_lib
+
+    config = config_lib.load(str(ROOT / "configs/vae_digits.py:smoke"))
+    config.unlock()
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def params_of(state) -> dict[str, np.ndarray]:
+    from flax import traverse_util
+
+    return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(state["params"], sep="/").items()}
+
+
+def test_one_device_jit8_and_pmap8_reach_the_same_parameters(tmp_path):
+    import jax
+
+    from train import trainer
+
+    assert jax.device_count() == 8
+    common = {"total_steps": 6, "batch_size": 32, "eval_every": 0, "preview_every": 0, "checkpoint.every": 0}
+    one = params_of(trainer.train(smoke(**common, **{"parallel.num_devices": 1}), tmp_path / "one"))
+    jit8 = params_of(trainer.train(smoke(**common), tmp_path / "jit8"))
+    pmap8 = params_of(trainer.train(smoke(**common, **{"parallel.strategy": "pmap"}), tmp_path / "pmap8"))
+    after_one = params_of(trainer.train(smoke(**dict(common, total_steps=1)), tmp_path / "one_step"))
+    assert any(not np.allclose(after_one[k], one[k]) for k in one), "training did not move the parameters"
+    assert_params_close(one, jit8)
+    assert_params_close(one, pmap8)
+
+
+def test_resume_after_sigkill_is_exact(tmp_path):
+    """2N steps uninterrupted == N steps, SIGKILL, resume, N more; and the next batch is the same."""
+    n = 6
+    overrides = {"total_steps": 2 * n, "checkpoint.every": n, "eval_every": 0, "preview_every": 0}
+    run_worker(8, "train", json.dumps(overrides), str(tmp_path / "straight"), str(tmp_path / "straight.npz"))
+    killed = subprocess.run(
+        [sys.executable, str(WORKER), "8", "train", json.dumps(overrides), str(tmp_path / "resumed"),
+         str(tmp_path / "unused.npz"), str(n + 2), str(n)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert (tmp_path / "resumed" / "checkpoints" / str(n)).is_dir()
+    assert not (tmp_path / "resumed" / "checkpoints" / str(2 * n)).exists()
+    resumed = run_worker(8, "train", json.dumps(overrides), str(tmp_path / "resumed"), str(tmp_path / "resumed.npz"))
+    assert f"resumed from checkpoint {n}" in resumed.stderr
+    np.testing.assert_equal(load(tmp_path / "straight.npz"), load(tmp_path / "resumed.npz"))
+    _assert_same_next_batch(tmp_path / "straight", tmp_path / "resumed", 2 * n)
+
+
+def _assert_same_next_batch(workdir_a, workdir_b, step):
+    """The data iterators saved at `step` in both runs yield the identical next batch."""
+    from train import checkpoint, evaluate, trainer
+    from data import pipeline
+
+    batches = []
+    for workdir in (workdir_a, workdir_b):
+        config = evaluate.load_config(workdir)
+        setup = trainer.build(config)
+        iterator = iter(pipeline.make_dataset(setup.train_source, global_batch_size=config.batch_size, seed=config.seed))
+        ckpt = checkpoint.Checkpointer(workdir)
+        ckpt.restore(step, setup.abstract_state, iterator)
+        ckpt.close()
+        batches.append(next(iterator))
+    np.testing.assert_equal(batches[0], batches[1])
+
+
+def test_checkpoint_saved_on_8_devices_restores_on_1_and_2(tmp_path):
+    run_worker(8, "train", json.dumps({"eval_every": 0}), str(tmp_path / "run"), str(tmp_path / "trained.npz"))
+    trained = load(tmp_path / "trained.npz")
+    for devices in (1, 2):
+        proc = run_worker(devices, "restore", str(tmp_path / "run"), str(tmp_path / f"r{devices}.npz"))
+        assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"devices": devices, "step": 4}
+        np.testing.assert_equal(load(tmp_path / f"r{devices}.npz"), trained)
+
+
+def test_corrupt_newest_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
+    from train import trainer
+
+    workdir = tmp_path / "run"
+    config = smoke(**{"eval_every": 0, "preview_every": 0, "checkpoint.max_to_keep": 5})
+    trainer.train(config, workdir)
+    ckpts = workdir / "checkpoints"
+    assert sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == [2, 4]
+    for f in (ckpts / "4" / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    config.total_steps = 6
+    with caplog.at_level("WARNING"):
+        state = trainer.train(config, workdir)
+    assert "checkpoint" in caplog.text and "cannot be restored" in caplog.text
+    assert int(np.asarray(state["step"])) == 6
+    assert (ckpts / "2").is_dir(), "the good checkpoint must survive"
+    assert sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == [2, 4, 6]
+    assert len(list((workdir / "checkpoints_corrupt").iterdir())) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_loopback_match_the_single_process_run(tmp_path):
+    """jax.distributed with gloo: 2 processes x 2 CPU devices, each feeding its half of every batch."""
+    overrides = {"total_steps": 5, "eval_every": 0, "preview_every": 0, "checkpoint.every": 0, "batch_size": 16}
+    run_worker(4, "train", json.dumps(overrides), str(tmp_path / "single"), str(tmp_path / "single.npz"))
+    port = str(_free_port())
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen([sys.executable, str(WORKER), "2", "multihost", port, str(i), json.dumps(overrides),
+                          str(tmp_path / "multi"), str(tmp_path / "multi.npz")],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-4000:]
+    assert_params_close(load(tmp_path / "single.npz"), load(tmp_path / "multi.npz"))

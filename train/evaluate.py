@@ -1,0 +1,149 @@
+"""Unified evaluation: `python -m train.evaluate --workdir runs/x [--step N] [--metrics a,b]`.
+
+Reads the run's frozen config and a checkpoint, runs the family's evaluators over the whole
+evaluation split, and writes `eval/<step>.json` and `eval/<step>.png`. The trainer's periodic
+evaluation calls `run_metrics` too, so a number logged in training is the number this gives.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+from data import pipeline, provenance, sources
+from train import parallel
+from train.families.base import Family
+
+EVAL_TAG = 0x6576616C  # "eval": keeps evaluation noise apart from training's fold_in(root, step)
+
+
+def eval_key(seed: int) -> jax.Array:
+    """The fixed key evaluators draw from: the same in training and in this script."""
+    return jax.random.fold_in(jax.random.key(seed), EVAL_TAG)
+
+
+def run_metrics(
+    family: Family,
+    state: Any,
+    source: Any,
+    *,
+    names: Sequence[str],
+    batch_size: int,
+    seed: int,
+    num_examples: int = 0,
+    mesh: jax.sharding.Mesh | None = None,
+) -> dict[str, float]:
+    """Mean of each evaluator's per-example values over the source (or its first `num_examples`)."""
+    unknown = [n for n in names if n not in family.evaluators]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; this family has: {', '.join(family.evaluators)}")
+    runner = parallel.Runner.create("jit") if mesh is None else parallel.Runner("jit", mesh)
+    key = eval_key(seed)
+    fns = {name: _masked_sums(family.evaluators[name], runner) for name in names}
+    totals: dict[str, float] = {}
+    count = 0.0
+    limit = num_examples or len(source)
+    for batch in pipeline.eval_batches(
+        source, batch_size, limit=limit, process_index=jax.process_index(), process_count=jax.process_count()
+    ):
+        device_batch = runner.put_batch(batch)
+        for i, (name, fn) in enumerate(fns.items()):
+            sums = jax.device_get(fn(state, device_batch, jax.random.fold_in(key, i)))
+            count_here = float(sums.pop("_count"))
+            for metric, value in sums.items():
+                totals[metric] = totals.get(metric, 0.0) + float(value)
+        count += count_here
+    return {metric: value / count for metric, value in totals.items()} | {"num_examples": int(count)}
+
+
+def _masked_sums(fn, runner: parallel.Runner):
+    def sums(state, batch, rng):
+        mask = batch["mask"].astype(jnp.float32)
+        values = fn(state, batch, rng)
+        out = {k: jnp.sum(jnp.where(mask > 0, v, 0.0)) for k, v in values.items()}
+        return out | {"_count": jnp.sum(mask)}
+
+    return jax.jit(sums, in_shardings=(runner.replicated, runner.batch_sharding, runner.replicated),
+                   out_shardings=runner.replicated)
+
+
+def preview_batch(source: Any, n: int = 16) -> dict[str, np.ndarray]:
+    """The first n examples of a source as one batch: fixed, so previews are comparable over time."""
+    examples = [source[i] for i in range(min(n, len(source)))]
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def write_preview(path: pathlib.Path, family: Family, state: Any, batch: dict, seed: int, meta: dict) -> None:
+    """Render the family's preview rows to a PNG that carries provenance metadata."""
+    images = jax.device_get(jax.jit(family.preview)(state, batch, eval_key(seed)))
+    provenance.save_png(path, provenance.grid(images, family.preview_columns), meta)
+
+
+def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+    """The frozen config a run wrote at start-up."""
+    path = workdir / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir (python -m train --workdir ...)?")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def evaluate(workdir: str | pathlib.Path, step: int | None = None, metrics: Sequence[str] = (),
+             num_examples: int | None = None) -> dict[str, Any]:
+    """Evaluate a run's checkpoint (the newest by default) and write eval/<step>.{json,png}."""
+    from train import trainer
+
+    workdir = pathlib.Path(workdir)
+    config = load_config(workdir)
+    setup = trainer.build(config)
+    checkpointer = trainer.checkpoint.Checkpointer(workdir)
+    steps = checkpointer.steps()
+    if not steps:
+        raise FileNotFoundError(f"no complete checkpoint in {workdir / 'checkpoints'}; train first")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ValueError(f"no checkpoint for step {step} in {workdir}; available: {steps}")
+    state = checkpointer.restore(step, setup.abstract_state).state
+    checkpointer.close()
+    names = tuple(metrics) or tuple(config.eval.metrics) or setup.family.default_metrics
+    start = time.time()
+    results = run_metrics(
+        setup.family, state, setup.eval_source, names=names, batch_size=config.eval.batch_size, seed=config.seed,
+        num_examples=config.eval.num_examples if num_examples is None else num_examples,
+    )
+    report = {"step": step, "metrics": results, "seconds": time.time() - start,
+              "protocol": {"source": setup.eval_spec, "metrics": list(names), "seed": config.seed}}
+    if jax.process_index() == 0:
+        out = workdir / "eval"
+        out.mkdir(exist_ok=True)
+        (out / f"{step}.json").write_text(json.dumps(report, indent=2))
+        write_preview(out / f"{step}.png", setup.family, state, preview_batch(setup.eval_source), config.seed,
+                      {"Model": config.model.name, "Run": str(workdir), "Step": step})
+    return report
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    from train import cli
+
+    cli.setup_logging()
+    f = flags.FLAGS
+    if not f.workdir:
+        sys.exit("error: --workdir is required (the directory `python -m train` wrote)")
+    report = evaluate(f.workdir, f.step, f.metrics, f.num_examples)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
+    flags.DEFINE_list("metrics", [], "Evaluators to run (default: the config's or the family's).")
+    flags.DEFINE_integer("num_examples", None, "Evaluate on the first N examples only (default: the config's).")
+    app.run(main)

@@ -1,0 +1,51 @@
+"""`python -m train.export --workdir runs/x [--step N] [--out file.safetensors]`: params-only weights.
+
+The export is what `zoo.pretrained.load` reads: the family picks the inference params (e.g. the
+EMA generator), and the file holds them with the model's registry name and fields.
+"""
+from __future__ import annotations
+
+import pathlib
+import sys
+from typing import Sequence
+
+from absl import app, flags
+
+from zoo import pretrained
+
+def export_run(workdir: str | pathlib.Path, step: int | None = None, out: str | pathlib.Path | None = None) -> pathlib.Path:
+    """Restore a run's checkpoint and write its params-only export; returns the file."""
+    from train import checkpoint, evaluate, trainer
+
+    workdir = pathlib.Path(workdir)
+    config = evaluate.load_config(workdir)
+    setup = trainer.build(config)
+    checkpointer = checkpoint.Checkpointer(workdir)
+    steps = checkpointer.steps()
+    if not steps:
+        raise FileNotFoundError(f"no complete checkpoint in {workdir / 'checkpoints'}; train first")
+    step = steps[-1] if step is None else step
+    state = checkpointer.restore(step, setup.abstract_state).state
+    checkpointer.close()
+    exported = setup.family.export(state)
+    out = pathlib.Path(out) if out else workdir / "export" / f"{exported.model}-{step}.safetensors"
+    return pretrained.export(out, exported.model, exported.model_config, exported.params,
+                             metadata={"family": config.family, "step": step, "data": config.data.source})
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    from train import cli
+
+    cli.setup_logging()
+    f = flags.FLAGS
+    if not f.workdir:
+        sys.exit("error: --workdir is required")
+    print(export_run(f.workdir, f.step, f.out))
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("workdir", None, "Training workdir to export from.")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
+    flags.DEFINE_string("out", None, "Output file (default: <workdir>/export/<model>-<step>.safetensors).")
+    app.run(main)

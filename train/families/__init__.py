@@ -1,0 +1,15 @@
+"""Families by name: each module has `section()` (its config defaults) and `make(config, info)`."""
+from __future__ import annotations
+
+from types import ModuleType
+
+from train.families import vae
+
+FAMILIES: dict[str, ModuleType] = {"vae": vae}
+
+
+def get(name: str) -> ModuleType:
+    """The family module called `name`, or an error listing the known ones."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}; choose one of {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]

@@ -1,0 +1,55 @@
+"""The contract between a family (VAE, GAN, swap, ...) and the generic trainer.
+
+A family is pure functions over one pytree `State = {"step", "params": {net: ...},
+"opt_state": {net: ...}, ...extras}`. It never touches devices, files or Python state: the
+trainer compiles its steps, feeds batches, and calls its previews and evaluators.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+
+State = dict[str, Any]
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """A named update `fn(state, batch, rng) -> (state, metrics)` run every `every` steps."""
+
+    fn: Callable[[State, Batch, jax.Array], tuple[State, Metrics]]
+    every: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Export:
+    """What `zoo.pretrained` needs to rebuild a model: its registry name, fields and params."""
+
+    model: str
+    model_config: dict[str, Any]
+    params: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One family, bound to a config and a dataset's image shape.
+
+    init: (rng, example_batch) -> State.
+    steps: named updates in the order they run within one training step.
+    preview: (state, batch, rng) -> images [N, H, W, C] in [0, 1], rows of `preview_columns`.
+    evaluators: name -> (state, batch, rng) -> {metric: per-example values [B]}; the driver
+      averages them over the real (unpadded) examples, so a metric is exact over a whole split.
+    default_metrics: the evaluators `train.evaluate` runs when none are asked for.
+    export: State -> Export, the params-only form that pretrained weights are made of.
+    """
+
+    init: Callable[[jax.Array, Batch], State]
+    steps: Mapping[str, Step]
+    preview: Callable[[State, Batch, jax.Array], jax.Array]
+    preview_columns: int
+    evaluators: Mapping[str, Callable[[State, Batch, jax.Array], Metrics]]
+    default_metrics: tuple[str, ...]
+    export: Callable[[State], Export]

@@ -1,0 +1,204 @@
+"""The one training loop every family runs through.
+
+build: config -> family, data, abstract state. train: init or restore, compile each named step
+once, then loop: next batch, run the due steps, log the previous step's metrics (fetched one step
+late so the host never waits on the device), preview, evaluate and checkpoint on their intervals.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import logging
+import pathlib
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from data import pipeline, sources
+from train import checkpoint, families, parallel
+from train import config as config_lib
+from train import evaluate as evaluate_lib
+from train.families.base import Family
+from train.writers import MetricWriter
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Everything derived from a config before any device work: what train and evaluate share."""
+
+    config: ml_collections.ConfigDict
+    family: Family
+    train_source: Any
+    eval_source: Any
+    eval_spec: str
+    runner: parallel.Runner
+    abstract_state: Any
+    root_key: jax.Array
+
+
+def build(config: ml_collections.ConfigDict) -> Setup:
+    """Validate the config and construct family, sources and the (abstract) state layout."""
+    family_module = families.get(config.family)
+    config_lib.validate(config, family_module.section())
+    train_source = sources.get_source(config.data.source, config.data.train_split)
+    eval_spec = config.data.eval_source or config.data.source
+    eval_source = sources.get_source(eval_spec, config.data.eval_split)
+    family = family_module.make(config, train_source.info.image_shape)
+    runner = parallel.Runner.create(config.parallel.strategy, config.parallel.num_devices)
+    root_key = jax.random.key(config.seed)
+    example = evaluate_lib.preview_batch(train_source, 1)
+    abstract = jax.eval_shape(family.init, jax.random.fold_in(root_key, 0x696E6974), example)
+    shardings = runner.state_shardings(abstract)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    return Setup(config, family, train_source, eval_source, f"{eval_spec}:{config.data.eval_split}", runner,
+                 abstract, root_key)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks: Sequence[Hook] = ()) -> Any:
+    """Train `config` in `workdir`, resuming from its newest good checkpoint; returns the final state."""
+    parallel.initialize_distributed(config.parallel.multihost)
+    workdir = pathlib.Path(workdir)
+    setup = build(config)
+    runner, family = setup.runner, setup.family
+    _write_config(workdir, config)
+
+    dataset = pipeline.make_dataset(
+        setup.train_source,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        worker_count=config.data.worker_count,
+    )
+    iterator = iter(dataset)
+    checkpointer = checkpoint.Checkpointer(
+        workdir, max_to_keep=config.checkpoint.max_to_keep, keep_every=config.checkpoint.keep_every
+    )
+    restored = checkpointer.restore_latest(setup.abstract_state, iterator)
+    if restored is None:
+        example = evaluate_lib.preview_batch(setup.train_source, 1)
+        state = runner.init(family.init, jax.random.fold_in(setup.root_key, 0x696E6974), example)
+        start = 0
+    else:
+        log.info("resumed from checkpoint %d in %s", restored.step, workdir)
+        state = runner.put_state(restored.state)
+        start = restored.step
+
+    steps = {name: (runner.compile_step(s.fn, setup.root_key, i), s.every) for i, (name, s) in enumerate(family.steps.items())}
+    writer = MetricWriter(workdir)
+    preview_batch = evaluate_lib.preview_batch(setup.eval_source)
+    total = config.total_steps
+    pending: tuple[int, dict] | None = None
+    bar = tqdm(total=total, initial=start, disable=jax.process_index() != 0, dynamic_ncols=True, desc="train")
+    compile_start = time.time()
+    last_metrics: dict[str, float] = {}
+
+    def flush_pending() -> None:
+        nonlocal pending, last_metrics
+        if pending is None:
+            return
+        done, metrics = pending
+        pending = None
+        last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        _check_finite(done, last_metrics)
+        if done % config.log_every == 0 or done == total:
+            writer.write(done, last_metrics)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in list(last_metrics.items())[:4]}, refresh=False)
+
+    def canonical():
+        return runner.get_state(state)
+
+    for step in range(start, total):
+        batch = runner.put_batch(next(iterator))
+        metrics: dict = {}
+        for name, (fn, every) in steps.items():
+            if step % every == 0:
+                state, step_metrics = fn(state, batch, step)
+                metrics.update(step_metrics if len(steps) == 1 else {f"{name}/{k}": v for k, v in step_metrics.items()})
+        flush_pending()
+        pending = (step + 1, metrics)
+        if step == start:
+            jax.block_until_ready(state)
+            writer.write(step + 1, {"compile_seconds": time.time() - compile_start}, prefix="perf")
+        bar.update(1)
+        done = step + 1
+        if _due(done, config.preview_every, total):
+            evaluate_lib.write_preview(workdir / "previews" / f"{done:08d}.png", family, canonical(), preview_batch,
+                                       config.seed, {"Model": config.model.name, "Step": done})
+        if _due(done, config.eval_every, total) and config.eval_every:
+            flush_pending()
+            _evaluate(setup, canonical(), writer, done)
+        if _due(done, config.checkpoint.every, total):
+            flush_pending()
+            checkpointer.save(done, canonical(), iterator, _meta(config, done, last_metrics))
+        for hook in hooks:
+            hook(done)
+    flush_pending()
+    bar.close()
+    checkpointer.close()
+    writer.close()
+    return canonical()
+
+
+def _evaluate(setup: Setup, state: Any, writer: MetricWriter, step: int) -> None:
+    config = setup.config
+    names = tuple(config.eval.metrics) or setup.family.default_metrics
+    results = evaluate_lib.run_metrics(
+        setup.family, state, setup.eval_source, names=names, batch_size=config.eval.batch_size, seed=config.seed,
+        num_examples=config.eval.num_examples, mesh=setup.runner.mesh if config.parallel.strategy == "jit" else None,
+    )
+    writer.write(step, results, prefix="eval")
+
+
+def _due(done: int, every: int, total: int) -> bool:
+    return bool(every) and (done % every == 0 or done == total)
+
+
+def _check_finite(step: int, metrics: dict[str, float]) -> None:
+    bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+    if bad:
+        raise FloatingPointError(
+            f"non-finite {', '.join(bad)} at step {step}; lower optim.learning_rate or set optim.grad_clip_norm"
+        )
+
+
+def _write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    if jax.process_index() != 0:
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "config.json"
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    if path.exists() and path.read_text() != text:
+        log.warning("config differs from the one this workdir was started with; %s is overwritten", path)
+    path.write_text(text)
+
+
+def _meta(config: ml_collections.ConfigDict, step: int, metrics: dict[str, float]) -> dict:
+    return {
+        "family": config.family,
+        "model": config.model.name,
+        "step": step,
+        "config": json.loads(config.to_json_best_effort()),
+        "versions": _versions(),
+        "metrics": {k: v for k, v in metrics.items() if np.isfinite(v)},
+    }
+
+
+def _versions() -> dict[str, str]:
+    names = ("deepfake-zoo", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain")
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found

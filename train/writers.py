@@ -1,0 +1,55 @@
+"""Where a run's numbers go: `metrics.jsonl` (one JSON object per logged step) and TensorBoard.
+
+TensorBoard event files are written with tensorboardX, which needs no TensorFlow. Only process 0
+writes; the other processes get a writer that drops everything.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+from typing import Mapping
+
+import jax
+
+
+class MetricWriter:
+    """Appends `{"step", "time", "<prefix>/<name>": value}` lines and mirrors them as TB scalars."""
+
+    def __init__(self, workdir: str | pathlib.Path, tensorboard: bool = True) -> None:
+        self.enabled = jax.process_index() == 0
+        self.workdir = pathlib.Path(workdir)
+        self._jsonl = None
+        self._tb = None
+        if self.enabled:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1)
+            if tensorboard:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+
+    def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train") -> None:
+        if not self.enabled:
+            return
+        scalars = {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
+        record = {"step": int(step), "time": time.time(), **{k: _json_number(v) for k, v in scalars.items()}}
+        self._jsonl.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in scalars.items():
+                self._tb.add_scalar(key, value, int(step))
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _json_number(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)

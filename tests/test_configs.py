@@ -1,0 +1,90 @@
+"""Config files: every :smoke variant trains and evaluates; bad fields fail fast with a clear message."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from data import provenance
+from train import config as config_lib
+from train.families import vae
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.py"))
+
+
+def _skip_without_data(config):
+    from conftest import FASHION_MNIST, SHARED_DATA
+
+    source = config.data.source
+    if "shared/data" in source and not SHARED_DATA.is_dir():
+        pytest.skip(f"{source} needs ../shared/data, absent here")
+    if "fashion-mnist" in source and not FASHION_MNIST.is_dir():
+        pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install -y dataset-fashion-mnist)")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_smoke_variant_trains_and_evaluates(name, tmp_path, monkeypatch):
+    from train import evaluate, export, trainer
+    from zoo import pretrained
+
+    monkeypatch.chdir(ROOT)
+    config = config_lib.load(f"configs/{name}:smoke")
+    _skip_without_data(config)
+    workdir = tmp_path / "run"
+    trainer.train(config, workdir)
+
+    frozen = json.loads((workdir / "config.json").read_text())
+    assert frozen["model"]["name"] == config.model.name and frozen["total_steps"] == 4
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3, 4]
+    assert any("eval/neg_elbo" in r for r in records)
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert "Synthetic" in provenance.read_provenance(workdir / "previews" / "00000004.png")["Description"]
+
+    report = evaluate.evaluate(workdir)
+    assert report["step"] == 4 and report["metrics"]["num_examples"] == 32
+    assert (workdir / "eval" / "4.json").exists() and (workdir / "eval" / "4.png").exists()
+    logged = next(r for r in records if "eval/neg_elbo" in r)
+    assert report["metrics"]["neg_elbo"] == pytest.approx(logged["eval/neg_elbo"], rel=1e-5)
+
+    loaded = pretrained.load(export.export_run(workdir))
+    assert loaded.config["model"] == config.model.name
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("--config.batchsize=64", "Did you mean 'batch_size'"),
+        ("--config.batch_size=abc", "batch_size"),
+        ("--config.parallel.strategy=pmapp", "Did you mean 'pmap'"),
+        ("--config.batch_size=12", "not divisible by the"),
+        ("--config.optim.name=adamm", "adam, adamw, rmsprop"),
+        ("--config.model.latent=3", "Did you mean 'latent_dim'? Valid fields here: activation, channels"),
+        ("--config.model.name=vae_nope", "vae_conv, vae_mlp"),
+    ],
+)
+def test_bad_config_fails_at_start_with_the_field_named(override, expected, tmp_path):
+    proc = _cli("--config", "configs/vae_digits.py:smoke", "--workdir", str(tmp_path / "w"), override)
+    assert proc.returncode != 0
+    assert "config error" in proc.stderr and expected in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_unknown_variant_lists_the_valid_ones():
+    with pytest.raises(config_lib.ConfigError, match="choose one of: local, smoke"):
+        config_lib.load("configs/vae_mnist.py:smok")
+
+
+def test_misspelt_field_inside_a_config_file_is_caught():
+    config = config_lib.load("configs/vae_digits.py")
+    config.unlock()
+    config.optim.learning_rat = 0.1
+    with pytest.raises(config_lib.ConfigError, match="Did you mean 'learning_rate'"):
+        config_lib.validate(config, vae.section())

@@ -24,14 +24,14 @@ def get_config(arg: str | None = None):
     )
     c.data.source = "tfds:mnist"
     c.batch_size = 128
-    c.total_steps = 240_000
+    c.total_steps = 250_000
     c.optim.learning_rate = 1e-3
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 500
     c.log_every = 1000
-    c.preview_every = 20_000
-    c.eval_every = 40_000
-    c.checkpoint.every = 20_000
+    c.preview_every = 25_000
+    c.eval_every = 50_000
+    c.checkpoint.every = 25_000
     c.eval.batch_size = 500
     c.eval.metrics = ("elbo", "psnr")
     return config_lib.apply_variant(c, arg, {"smoke": _smoke, "local": _local})

@@ -56,6 +56,8 @@ def make_dataset(
     when `worker_count > 0`); a `grain.transforms.RandomMap` gets an rng seeded by `seed` and the
     example's position in the global stream, so augmentation is reproducible and process-count
     independent. `iter()` of the result is checkpointable (`get_state`/`set_state`, grain.checkpoint).
+    Without a transform, a source with `gather(indices)` (in-memory arrays) is read a whole batch
+    at a time: the same examples in the same order, without a Python call per example.
     """
     local = _local_batch_size(global_batch_size, process_index, process_count)
     if not 0 <= seed < 2**63:
@@ -67,7 +69,8 @@ def make_dataset(
         )
     if len(source) == 0:
         raise ValueError(f"source {getattr(source, 'info', source)} is empty; check the data spec and split")
-    ds = grain.MapDataset.source(source).seed(seed)
+    gather = getattr(source, "gather", None) if transform is None else None
+    ds = (grain.MapDataset.range(len(source)) if gather else grain.MapDataset.source(source)).seed(seed)
     if shuffle:
         ds = ds.shuffle()
     ds = ds.repeat(num_epochs)
@@ -76,6 +79,8 @@ def make_dataset(
     elif transform is not None:
         ds = ds.map(transform)
     ds = ds.batch(local, drop_remainder=drop_remainder)
+    if gather:
+        ds = ds.map(gather)
     if process_count > 1:
         ds = ds[: len(ds) // process_count * process_count][process_index::process_count]
     out = ds.to_iter_dataset(READ_OPTIONS)

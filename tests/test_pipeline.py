@@ -177,3 +177,25 @@ def test_eval_batches_on_the_whole_mnist_test_set(shared_data):
     assert len(batches) == 20 and sum(int(b["mask"].sum()) for b in batches) == 10000
     labels = np.concatenate([b["label"][b["mask"]] for b in batches])
     np.testing.assert_array_equal(labels, source.labels)
+
+
+def test_batch_gather_fast_path_yields_exactly_the_per_example_batches():
+    """ArraySource.gather reads whole batches; the stream must equal per-example reading."""
+    src = get_source("digits")
+
+    class PerExample:
+        info = src.info
+
+        def __len__(self):
+            return len(src)
+
+        def __getitem__(self, i):
+            return src[i]
+
+    fast = iter(make_dataset(src, global_batch_size=64, seed=3))
+    slow = iter(make_dataset(PerExample(), global_batch_size=64, seed=3))
+    for _ in range(60):  # > 2 epochs of 1,500 digits
+        a, b = next(fast), next(slow)
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])

@@ -114,3 +114,27 @@ def test_importance_weighted_bound_equals_exact_marginal_for_a_linear_gaussian()
     nll = vae_family.importance_weighted_nll(model, {}, x, keys, num_samples=12, chunk_budget=9)
     exact = -stats.norm.logpdf(np.asarray(x).ravel(), 0.0, np.sqrt(1 + np.exp(-2.0)))
     np.testing.assert_allclose(nll, exact, rtol=1e-4)
+
+
+def test_iwae_bound_is_above_the_elbo_and_tightens_with_k_on_a_trained_model():
+    """On the trained, bundled digits VAE: NLL_k <= neg-ELBO, decreasing in k (Burda et al. 2016, Thm 1)."""
+    from data import sources
+    from zoo import pretrained
+
+    loaded = pretrained.load("vae_digits")
+    model, params = loaded.module, loaded.params
+    pixels = sources.get_source("digits", "test").images[:64]
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(3), i))(jnp.arange(64))
+    x = jax.vmap(lambda k, p: vae_family.prepare_images("bernoulli", k, p))(keys, jnp.asarray(pixels))
+
+    def neg_elbo(sample_key):
+        eps = jax.random.normal(sample_key, (64, model.latent_dim))
+        out, mean, logvar = model.apply({"params": params}, x, eps)
+        return -likelihoods.log_prob("bernoulli", out, x) + vae_family.kl_divergence(mean, logvar)
+
+    elbo = float(jnp.mean(jax.vmap(neg_elbo)(jax.random.split(jax.random.key(4), 200))))
+    nll = {k: float(jnp.mean(vae_family.importance_weighted_nll(model, params, x, keys, k, 20_000)))
+           for k in (1, 10, 100, 1000)}
+    assert nll[1] == pytest.approx(elbo, rel=0.03)
+    assert nll[10] < nll[1] - 0.2 and nll[100] < nll[10] and nll[1000] < nll[100]
+    assert nll[1000] < elbo - 0.3

@@ -442,7 +442,7 @@ def _concat(name: str, parts: list[ArraySource]) -> ArraySource:
     return ArraySource(
         name,
         np.concatenate([p.images for p in parts]),
-        None if any(l is None for l in labels) else np.concatenate(labels),
+        None if any(lab is None for lab in labels) else np.concatenate(labels),
     )
 
 

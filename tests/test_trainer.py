@@ -2,13 +2,11 @@
 import json
 import os
 import pathlib
-import shutil
 import socket
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "workers.py"
@@ -91,8 +89,8 @@ def test_resume_after_sigkill_is_exact(tmp_path):
 
 def _assert_same_next_batch(workdir_a, workdir_b, step):
     """The data iterators saved at `step` in both runs yield the identical next batch."""
-    from train import checkpoint, evaluate, trainer
     from data import pipeline
+    from train import checkpoint, evaluate, trainer
 
     batches = []
     for workdir in (workdir_a, workdir_b):

@@ -73,7 +73,7 @@ class Checkpointer:
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        _check_finite_structure(restored["state"], abstract_state, step)
+        _check_structure(restored["state"], abstract_state, step)
         return Restored(step, restored["state"], dict(restored["meta"] or {}))
 
     def wait(self) -> None:
@@ -97,7 +97,7 @@ class Checkpointer:
         self.manager.reload()
 
 
-def _check_finite_structure(state: Any, abstract_state: Any, step: int) -> None:
+def _check_structure(state: Any, abstract_state: Any, step: int) -> None:
     """A restored tree must have the target's structure and shapes; anything else is corruption."""
     got, want = jax.tree.structure(state), jax.tree.structure(abstract_state)
     if got != want:

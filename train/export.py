@@ -13,6 +13,7 @@ from absl import app, flags
 
 from zoo import pretrained
 
+
 def export_run(workdir: str | pathlib.Path, step: int | None = None, out: str | pathlib.Path | None = None) -> pathlib.Path:
     """Restore a run's checkpoint and write its params-only export; returns the file."""
     from train import checkpoint, evaluate, trainer

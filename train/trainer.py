@@ -85,6 +85,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
     )
     restored = checkpointer.restore_latest(setup.abstract_state, iterator)
     if restored is None:
+        iterator = iter(dataset)  # a failed restore attempt may have moved it
         example = evaluate_lib.preview_batch(setup.train_source, 1)
         state = runner.init(family.init, jax.random.fold_in(setup.root_key, 0x696E6974), example)
         start = 0
@@ -134,7 +135,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
         if _due(done, config.preview_every, total):
             evaluate_lib.write_preview(workdir / "previews" / f"{done:08d}.png", family, canonical(), preview_batch,
                                        config.seed, {"Model": config.model.name, "Step": done})
-        if _due(done, config.eval_every, total) and config.eval_every:
+        if _due(done, config.eval_every, total):
             flush_pending()
             _evaluate(setup, canonical(), writer, done)
         if _due(done, config.checkpoint.every, total):

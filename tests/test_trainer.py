@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "workers.py"
@@ -142,7 +143,7 @@ def _free_port() -> int:
 
 def test_two_processes_on_loopback_match_the_single_process_run(tmp_path):
     """jax.distributed with gloo: 2 processes x 2 CPU devices, each feeding its half of every batch."""
-    overrides = {"total_steps": 5, "eval_every": 0, "preview_every": 0, "checkpoint.every": 0, "batch_size": 16}
+    overrides = {"total_steps": 5, "eval_every": 5, "preview_every": 5, "checkpoint.every": 5, "batch_size": 16}
     run_worker(4, "train", json.dumps(overrides), str(tmp_path / "single"), str(tmp_path / "single.npz"))
     port = str(_free_port())
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -156,3 +157,9 @@ def test_two_processes_on_loopback_match_the_single_process_run(tmp_path):
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-4000:]
     assert_params_close(load(tmp_path / "single.npz"), load(tmp_path / "multi.npz"))
+    assert (tmp_path / "multi" / "checkpoints" / "5" / "data" / "process_1-of-2.json").exists()
+    assert (tmp_path / "multi" / "previews" / "00000005.png").exists()
+    evals = [json.loads(line) for line in (tmp_path / "multi" / "metrics.jsonl").read_text().splitlines()]
+    single = [json.loads(line) for line in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
+    multi_elbo = next(r["eval/neg_elbo"] for r in evals if "eval/neg_elbo" in r)
+    assert multi_elbo == pytest.approx(next(r["eval/neg_elbo"] for r in single if "eval/neg_elbo" in r), rel=1e-4)

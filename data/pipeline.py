@@ -18,6 +18,7 @@ from data.sources import Source
 
 Example = dict[str, Any]
 Batch = dict[str, np.ndarray]
+Transform = Callable[[Example], Example] | grain.transforms.RandomMap
 
 READ_OPTIONS = grain.ReadOptions(num_threads=8, prefetch_buffer_size=16)
 
@@ -47,7 +48,7 @@ def make_dataset(
     shuffle: bool = True,
     num_epochs: int | None = None,
     drop_remainder: bool = True,
-    transform: Callable[[Example], Example] | grain.transforms.RandomMap | None = None,
+    transform: Transform | None = None,
     worker_count: int = 0,
 ) -> grain.IterDataset:
     """This process's training batches (leading dim global_batch_size // process_count), per the module contract.
@@ -60,13 +61,66 @@ def make_dataset(
     at a time: the same examples in the same order, without a Python call per example.
     """
     local = _local_batch_size(global_batch_size, process_index, process_count)
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"seed={seed} is negative or too large; pass a seed in [0, 2**63)")
     if not drop_remainder and num_epochs is not None and process_count > 1:
         raise ValueError(
             "drop_remainder=False with num_epochs set and process_count > 1 would give processes unequal final "
             "batches; use drop_remainder=True for training, or eval_batches() for an exact pass"
         )
+    ds = _process_batches(source, local, seed, process_index, process_count, shuffle=shuffle, num_epochs=num_epochs,
+                          drop_remainder=drop_remainder, transform=transform)
+    return _iterable(ds, worker_count)
+
+
+def make_pair_dataset(
+    source_a: Source,
+    source_b: Source,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    transform: Transform | None = None,
+    worker_count: int = 0,
+) -> grain.IterDataset:
+    """Face-swap batches `{"a": batch of A, "b": batch of B}`: both identities in every step.
+
+    Each side is an endless, independently shuffled stream (seeds derived from `seed`), batched
+    and split across processes exactly as `make_dataset`; step k pairs batch k of each. The
+    iterator is checkpointable like `make_dataset`'s.
+    """
+    local = _local_batch_size(global_batch_size, process_index, process_count)
+    seed_a, seed_b = (int(s) for s in np.random.SeedSequence(seed).generate_state(2, np.uint32))
+    a = _process_batches(source_a, local, seed_a, process_index, process_count, transform=transform)
+    b = _process_batches(source_b, local, seed_b, process_index, process_count, transform=transform)
+    pairs = grain.MapDataset.range(min(len(a), len(b))).map(_Pair(a, b))
+    return _iterable(pairs, worker_count)
+
+
+class _Pair:
+    """Step k -> {"a": a[k], "b": b[k]}; a class, not a closure, so worker processes can pickle it."""
+
+    def __init__(self, a: grain.MapDataset, b: grain.MapDataset) -> None:
+        self.a, self.b = a, b
+
+    def __call__(self, k: int) -> dict[str, Batch]:
+        return {"a": self.a[k], "b": self.b[k]}
+
+
+def _process_batches(
+    source: Source,
+    local: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+    *,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    drop_remainder: bool = True,
+    transform: Transform | None = None,
+) -> grain.MapDataset:
+    """Shuffled, repeated, batched by the local size, and this process's every P-th batch."""
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed={seed} is negative or too large; pass a seed in [0, 2**63)")
     if len(source) == 0:
         raise ValueError(f"source {getattr(source, 'info', source)} is empty; check the data spec and split")
     gather = getattr(source, "gather", None) if transform is None else None
@@ -83,6 +137,10 @@ def make_dataset(
         ds = ds.map(gather)
     if process_count > 1:
         ds = ds[: len(ds) // process_count * process_count][process_index::process_count]
+    return ds
+
+
+def _iterable(ds: grain.MapDataset, worker_count: int) -> grain.IterDataset:
     out = ds.to_iter_dataset(READ_OPTIONS)
     if worker_count > 0:
         out = out.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))

@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.eval_source = ""
     c.data.eval_split = "test"
     c.data.worker_count = 0
+    c.data.resolution = 0
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"
@@ -91,7 +92,7 @@ def validate(config: ml_collections.ConfigDict, family_defaults: ml_collections.
     for field in ("batch_size", "total_steps", "eval.batch_size"):
         _positive(field, _get(config, field))
     for field in ("log_every", "preview_every", "eval_every", "checkpoint.every", "checkpoint.keep_every",
-                  "checkpoint.max_to_keep", "data.worker_count", "parallel.num_devices", "optim.warmup_steps", "eval.num_examples"):
+                  "checkpoint.max_to_keep", "data.worker_count", "data.resolution", "parallel.num_devices", "optim.warmup_steps", "eval.num_examples"):
         if _get(config, field) < 0:
             raise ConfigError(f"{field} = {_get(config, field)} must be >= 0 (0 switches it off)")
     if config.optim.warmup_steps >= config.total_steps:

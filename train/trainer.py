@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from data import pipeline, sources
+from data import pipeline, sources, transforms
 from train import checkpoint, families, parallel
 from train import config as config_lib
 from train import evaluate as evaluate_lib
@@ -52,6 +52,9 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     train_source = sources.get_source(config.data.source, config.data.train_split)
     eval_spec = config.data.eval_source or config.data.source
     eval_source = sources.get_source(eval_spec, config.data.eval_split)
+    if config.data.resolution:
+        train_source = transforms.Resized(train_source, config.data.resolution)
+        eval_source = transforms.Resized(eval_source, config.data.resolution)
     family = family_module.make(config, train_source.info.image_shape)
     runner = parallel.Runner.create(config.parallel.strategy, config.parallel.num_devices)
     root_key = jax.random.key(config.seed)

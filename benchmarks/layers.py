@@ -5,9 +5,7 @@ Run as `python -m benchmarks.layers [--json out.json]`; prints one JSON dict (ms
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import statistics
 import time
 from typing import Any, Callable
@@ -16,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from benchmarks import common
 from zoo import layers
 
 CASES: dict[str, dict[str, Any]] = {
@@ -65,16 +64,11 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per layer (median is reported)")
     args = parser.parse_args()
-    results: dict[str, Any] = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
-                               "cpu_count": os.cpu_count(), "jax": jax.__version__, "runs": args.runs}
+    results: dict[str, Any] = {"runs": args.runs}
     for name, case in CASES.items():
         results[name] = bench_case(**case, runs=args.runs)
-    results["load_avg_1m"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    results["machine"] = common.machine()
+    common.emit(results, args.json)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,13 @@ of `--window` steps after warm-up, with min and max. Peak RSS is the process's h
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import resource
 import statistics
 import time
 
 import jax
+
+from benchmarks import common
 
 
 def _rates(run_window, windows: int, window: int) -> dict[str, float]:
@@ -85,8 +85,7 @@ def measure(config_spec: str, steps: int, window: int) -> dict:
         "input_pipeline_batches_per_s": _rates(data_only, windows, window),
         "train_loop_steps_per_s": _rates(together, windows, window),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "machine": {"platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
-                    "jax": jax.__version__},
+        "machine": common.machine(),
     }
     for key in ("step_only_steps_per_s", "input_pipeline_batches_per_s", "train_loop_steps_per_s"):
         results[key.replace("steps_per_s", "images_per_s").replace("batches_per_s", "images_per_s")] = {
@@ -101,12 +100,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    results = measure(args.config, args.steps, args.window)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    common.emit(measure(args.config, args.steps, args.window), args.json)
 
 
 if __name__ == "__main__":

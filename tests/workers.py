@@ -76,17 +76,13 @@ def restore(workdir: str, out: str) -> None:
     """Restore the newest checkpoint of workdir onto this process's devices and save its params."""
     import jax
 
-    from train import checkpoint, evaluate, trainer
+    from train import trainer
 
-    config = evaluate.load_config(pathlib.Path(workdir))
-    setup = trainer.build(config)
-    ckpt = checkpoint.Checkpointer(workdir)
-    restored = ckpt.restore(ckpt.steps()[-1], setup.abstract_state)
-    ckpt.close()
-    leaf = jax.tree.leaves(restored.state["params"])[0]
+    _, step, state = trainer.load_run(workdir)
+    leaf = jax.tree.leaves(state["params"])[0]
     assert len(leaf.sharding.device_set) == jax.device_count(), leaf.sharding
-    save_params(restored.state, out)
-    print(json.dumps({"devices": jax.device_count(), "step": restored.step}))
+    save_params(state, out)
+    print(json.dumps({"devices": jax.device_count(), "step": step}))
 
 
 def multihost(port: str, process_id: str, overrides_json: str, workdir: str, out: str) -> None:

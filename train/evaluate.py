@@ -120,17 +120,8 @@ def evaluate(workdir: str | pathlib.Path, step: int | None = None, metrics: Sequ
     from train import trainer
 
     workdir = pathlib.Path(workdir)
-    config = load_config(workdir)
-    setup = trainer.build(config)
-    checkpointer = trainer.checkpoint.Checkpointer(workdir)
-    steps = checkpointer.steps()
-    if not steps:
-        raise FileNotFoundError(f"no complete checkpoint in {workdir / 'checkpoints'}; train first")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-        raise ValueError(f"no checkpoint for step {step} in {workdir}; available: {steps}")
-    state = checkpointer.restore(step, setup.abstract_state).state
-    checkpointer.close()
+    setup, step, state = trainer.load_run(workdir, step)
+    config = setup.config
     names = tuple(metrics) or tuple(config.eval.metrics) or setup.family.default_metrics
     start = time.time()
     results = run_metrics(

@@ -16,18 +16,11 @@ from zoo import pretrained
 
 def export_run(workdir: str | pathlib.Path, step: int | None = None, out: str | pathlib.Path | None = None) -> pathlib.Path:
     """Restore a run's checkpoint and write its params-only export; returns the file."""
-    from train import checkpoint, evaluate, trainer
+    from train import trainer
 
     workdir = pathlib.Path(workdir)
-    config = evaluate.load_config(workdir)
-    setup = trainer.build(config)
-    checkpointer = checkpoint.Checkpointer(workdir)
-    steps = checkpointer.steps()
-    if not steps:
-        raise FileNotFoundError(f"no complete checkpoint in {workdir / 'checkpoints'}; train first")
-    step = steps[-1] if step is None else step
-    state = checkpointer.restore(step, setup.abstract_state).state
-    checkpointer.close()
+    setup, step, state = trainer.load_run(workdir, step)
+    config = setup.config
     exported = setup.family.export(state)
     out = pathlib.Path(out) if out else workdir / "export" / f"{exported.model}-{step}.safetensors"
     return pretrained.export(out, exported.model, exported.model_config, exported.params,

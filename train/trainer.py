@@ -66,6 +66,22 @@ def build(config: ml_collections.ConfigDict) -> Setup:
                  abstract, root_key)
 
 
+def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Setup, int, Any]:
+    """A finished or running workdir's setup, checkpoint step (newest by default) and state."""
+    workdir = pathlib.Path(workdir)
+    setup = build(evaluate_lib.load_config(workdir))
+    checkpointer = checkpoint.Checkpointer(workdir)
+    steps = checkpointer.steps()
+    if not steps:
+        raise FileNotFoundError(f"no complete checkpoint in {workdir / 'checkpoints'}; train first")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ValueError(f"no checkpoint for step {step} in {workdir}; available: {steps}")
+    state = checkpointer.restore(step, setup.abstract_state).state
+    checkpointer.close()
+    return setup, step, state
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks: Sequence[Hook] = ()) -> Any:
     """Train `config` in `workdir`, resuming from its newest good checkpoint; returns the final state."""
     parallel.initialize_distributed(config.parallel.multihost)

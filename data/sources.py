@@ -196,13 +196,19 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
         return _npz(path, key, split)
     if kind == "mat" and rest:
         return _mat(pathlib.Path(rest), split)
-    forms = "\n".join(f"  {form:<22} {text}" for form, text in _SPEC_FORMS.items())
+    if kind in ("folder", "video") and rest:
+        from data import media
+
+        return media.from_spec(kind, rest, split)
+    forms = "\n".join(f"  {form:<22} {text}" for form, text in list_sources().items())
     raise ValueError(f"unknown data spec {spec!r}; valid forms:\n{forms}")
 
 
 def list_sources() -> dict[str, str]:
     """Spec forms `get_source` accepts, each with a one-line description, for help texts and the CLI."""
-    return dict(_SPEC_FORMS)
+    from data import media
+
+    return {**_SPEC_FORMS, **media.SPEC_FORMS}
 
 
 def local_datasets(root: str | os.PathLike[str] | None = None) -> list[str]:

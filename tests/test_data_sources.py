@@ -229,3 +229,17 @@ def test_cli_list(capsys):
     assert "digits" in local_datasets()
     assert data_cli.main(["info", "nonsense"]) == 2
     assert "unknown data spec" in capsys.readouterr().err
+
+
+def test_folder_and_video_specs_through_get_source(tmp_path, shared_data):
+    from PIL import Image
+
+    for person in ("A", "B"):
+        (tmp_path / person).mkdir()
+        for i in range(3):
+            Image.new("RGB", (20, 30), (40 * i, 0, 0)).save(tmp_path / person / f"{i}.png")
+    folder = get_source(f"folder:{tmp_path};size=16", "all")
+    assert len(folder) == 6 and folder.info.image_shape == (16, 16, 3)
+    assert sorted({int(folder[i]["label"]) for i in range(6)}) == [0, 1]
+    video = get_source(f"video:{shared_data / 'grid' / 'bbaf2n.mpg'};size=32;stride=5", "all")
+    assert len(video) == 15 and video[0]["image"].shape == (32, 32, 3)

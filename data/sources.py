@@ -504,6 +504,16 @@ _PREPARE_NOTES = {
 }
 
 
+_MANUAL_DATASETS = {
+    "ffhq": (
+        "FFHQ (Karras et al. 2019) is not in the TFDS catalogue and must be downloaded by hand: get the "
+        "images (e.g. images1024x1024/ or thumbnails128x128/) from NVIDIA's ffhq-dataset repository into a "
+        "folder, then write it once as a local array_record dataset:\n"
+        "    python -m data.local_tfds --source 'folder:/path/to/ffhq;size=256' --name ffhq --data_dir {data_dir}"
+    ),
+}
+
+
 class DatasetNotPreparedError(FileNotFoundError):
     """A TFDS dataset that exists in the catalogue but has no array_record files on this machine."""
 
@@ -519,6 +529,12 @@ def _tfds(rest: str, split: str, data_dir: str | None) -> TfdsSource:
     try:
         data_source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except tfds.core.registered.DatasetNotFoundError as e:
+        if name in _MANUAL_DATASETS:
+            from data import local_tfds
+
+            directory = data_dir or local_tfds.default_data_dir()
+            raise DatasetNotPreparedError(f"tfds:{name} is not built in {directory}. "
+                                          + _MANUAL_DATASETS[name].format(data_dir=directory)) from e
         raise ValueError(
             f"tfds:{name}: no such TFDS dataset; see https://www.tensorflow.org/datasets/catalog"
         ) from e

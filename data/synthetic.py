@@ -932,50 +932,50 @@ class SyntheticFaces:
         """uint8 [N,size,size,3]: identity `label` with the expressions and poses of examples `indices`."""
         return swap_ground_truth(self.identities[int(label)], self.expression_pose(indices), self.size)
 
-    def _render(self, idx: np.ndarray) -> np.ndarray:
-        """Images of examples, rendered now."""
+    def _render(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Examples rendered now, as a batch."""
         e, q = self.expression_pose(idx)
-        return render([self.identities[k] for k in self.labels(idx)], e, q, self.size)
+        labels = self.labels(idx)
+        images = render([self.identities[k] for k in labels], e, q, self.size)
+        return {"image": images, "label": labels, "expression": e.vector(), "pose": q.vector()}
 
-    def _chunk_images(self, c: int) -> np.ndarray:
-        """Images of chunk c, rendered once and kept."""
-        images = self._cache.get(c)
-        if images is None:
+    def _chunk_batch(self, c: int) -> dict[str, np.ndarray]:
+        """Examples of chunk c, rendered once and kept (read-only)."""
+        batch = self._cache.get(c)
+        if batch is None:
             with self._lock:
-                images = self._cache.get(c)
-                if images is None:
+                batch = self._cache.get(c)
+                if batch is None:
                     start = c * self._chunk
-                    images = self._render(np.arange(start, min(start + self._chunk, len(self))))
-                    images.flags.writeable = False
-                    self._cache[c] = images
-        return images
-
-    def _images(self, idx: np.ndarray) -> np.ndarray:
-        """Images of examples, from the cache when the whole set fits, else rendered in one batch."""
-        if not self._cached:
-            return self._render(idx)
-        out = np.empty((len(idx), self.size, self.size, 3), np.uint8)
-        chunks = idx // self._chunk
-        for c in np.unique(chunks):
-            rows = np.flatnonzero(chunks == c)
-            out[rows] = self._chunk_images(int(c))[idx[rows] - c * self._chunk]
-        return out
+                    batch = self._render(np.arange(start, min(start + self._chunk, len(self))))
+                    for array in batch.values():
+                        array.flags.writeable = False
+                    self._cache[c] = batch
+        return batch
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        idx = self._indices([int(index)])
-        e, q = self.expression_pose(idx)
-        return {
-            "image": self._images(idx)[0],
-            "label": np.int64(self.labels(idx)[0]),
-            "expression": e.vector()[0],
-            "pose": q.vector()[0],
-        }
+        i = int(self._indices([int(index)])[0])
+        if not self._cached:
+            return {k: v[0] for k, v in self._render(np.array([i])).items()}
+        c, row = divmod(i, self._chunk)
+        return {k: v[row].copy() for k, v in self._chunk_batch(c).items()}
 
     def gather(self, indices: Any) -> dict[str, np.ndarray]:
         """The examples at `indices` as one batch: the pipeline's fast path, one vectorised render for misses."""
         idx = self._indices(indices)
-        e, q = self.expression_pose(idx)
-        return {"image": self._images(idx), "label": self.labels(idx), "expression": e.vector(), "pose": q.vector()}
+        if not self._cached:
+            return self._render(idx)
+        chunks, rows = np.divmod(idx, self._chunk)
+        unique = np.unique(chunks)
+        if len(unique) == 1:
+            return {k: v[rows] for k, v in self._chunk_batch(int(unique[0])).items()}
+        parts = {int(c): self._chunk_batch(int(c)) for c in unique}
+        out = {k: np.empty((len(idx), *v.shape[1:]), v.dtype) for k, v in parts[int(unique[0])].items()}
+        for c, batch in parts.items():
+            where = np.flatnonzero(chunks == c)
+            for k, v in batch.items():
+                out[k][where] = v[rows[where]]
+        return out
 
 
 _SPEC_DEFAULTS = {"ids": "0,1", "n": "1000", "size": "64", "seed": "0"}

@@ -243,3 +243,10 @@ def test_folder_and_video_specs_through_get_source(tmp_path, shared_data):
     assert sorted({int(folder[i]["label"]) for i in range(6)}) == [0, 1]
     video = get_source(f"video:{shared_data / 'grid' / 'bbaf2n.mpg'};size=32;stride=5", "all")
     assert len(video) == 15 and video[0]["image"].shape == (32, 32, 3)
+
+
+def test_ffhq_explains_the_manual_build(tmp_path):
+    from data.sources import DatasetNotPreparedError
+
+    with pytest.raises(DatasetNotPreparedError, match="python -m data.local_tfds --source 'folder:"):
+        get_source("tfds:ffhq", data_dir=str(tmp_path))

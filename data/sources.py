@@ -49,6 +49,8 @@ _SPEC_FORMS = {
     "and optional labels (labels/y)",
     "mat:<file>": "MATLAB .mat: Olivetti faces (`faces`; train = index % 10 < 8, test = rest) or SVHN (`X`, `y`)",
     "tfds:<name>[:split]": "TFDS dataset prepared as array_record, read without TensorFlow via tfds.data_source",
+    "synthetic_faces[:ids=0,1;n=1000;size=64;seed=0]": "parametric cartoon faces with known identity, expression "
+    "and pose (data/synthetic.py): label = identity; train/test draw disjoint expressions and poses",
 }
 
 
@@ -200,6 +202,10 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
         from data import media
 
         return media.from_spec(kind, rest, split)
+    if kind == "synthetic_faces":
+        from data import synthetic
+
+        return synthetic.from_spec(rest, split)
     forms = "\n".join(f"  {form:<22} {text}" for form, text in list_sources().items())
     raise ValueError(f"unknown data spec {spec!r}; valid forms:\n{forms}")
 

@@ -250,3 +250,10 @@ def test_ffhq_explains_the_manual_build(tmp_path):
 
     with pytest.raises(DatasetNotPreparedError, match="python -m data.local_tfds --source 'folder:"):
         get_source("tfds:ffhq", data_dir=str(tmp_path))
+
+
+def test_synthetic_faces_spec():
+    faces = get_source("synthetic_faces:ids=3,4;n=5;size=32", "test")
+    assert len(faces) == 10 and faces.info.image_shape == (32, 32, 3)
+    assert [int(faces[i]["label"]) for i in (0, 9)] == [0, 1]
+    assert get_source("synthetic_faces").info.image_shape == (64, 64, 3)

@@ -23,6 +23,7 @@ import functools
 from dataclasses import dataclass
 from typing import Callable, Literal, Mapping
 
+import grain
 import numpy as np
 
 __all__ = [
@@ -557,3 +558,30 @@ def augment_pair(
     else:
         warped, target = x.copy(), x.copy()
     return {"input": warped, "target": target}
+
+
+class SwapAugment(grain.transforms.RandomMap):
+    """Pipeline transform for face-swap training: each example's image -> {"input", "target"}.
+
+    A `grain.transforms.RandomMap`, so grain seeds it per example from the run's seed and the
+    example's position. With a colour mode, the reference
+    is a random image of `reference` (DFL recolours src faces towards random dst faces); other
+    example fields pass through.
+    """
+
+    def __init__(self, *, flip: bool = True, warp: bool = True, color: ColorMode = "none",
+                 reference: object | None = None, warp_options: Mapping[str, float] | None = None) -> None:
+        if color != "none" and reference is None:
+            raise ValueError(f"color={color!r} needs a reference source of faces to recolour towards")
+        self.flip, self.warp, self.color = flip, warp, color
+        self.reference, self.warp_options = reference, dict(warp_options or {})
+
+    def random_map(self, example: dict, rng: np.random.Generator) -> dict:
+        reference = None
+        if self.color != "none":
+            reference = self.reference[int(rng.integers(len(self.reference)))]["image"]
+        out = augment_pair(example["image"], rng, flip=self.flip, warp=self.warp,
+                           color=None if self.color == "none" else self.color, color_reference=reference,
+                           warp_options=self.warp_options)
+        rest = {k: v for k, v in example.items() if k != "image"}
+        return {**rest, **out}

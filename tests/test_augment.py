@@ -444,3 +444,19 @@ def test_errors_name_the_problem(china):
         A.augment_pair(china, _rng(), color="rct")
     with pytest.raises(ValueError, match="color_reference was given"):
         A.augment_pair(china, _rng(), color_reference=china)
+
+
+def test_swap_augment_in_the_pair_pipeline_is_seeded_and_shaped():
+    from data import pipeline, sources
+
+    a = sources.get_source("synthetic_faces:ids=0;n=16;size=32")
+    b = sources.get_source("synthetic_faces:ids=1;n=16;size=32")
+    transform = A.SwapAugment(color="rct", reference=b)
+    runs = [iter(pipeline.make_pair_dataset(a, b, global_batch_size=4, seed=9, transform=transform)) for _ in range(2)]
+    first, second = next(runs[0]), next(runs[1])
+    for side in ("a", "b"):
+        assert first[side]["input"].shape == (4, 32, 32, 3) and first[side]["input"].dtype == np.float32
+        np.testing.assert_array_equal(first[side]["input"], second[side]["input"])
+        assert not np.array_equal(first[side]["input"], first[side]["target"])
+    with pytest.raises(ValueError, match="needs a reference"):
+        A.SwapAugment(color="rct")

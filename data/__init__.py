@@ -1,5 +1,5 @@
 """Data layer: random-access sources named by spec strings, and grain pipelines the trainer iterates."""
-from data.pipeline import eval_batches, make_dataset
+from data.pipeline import eval_batches, make_dataset, make_pair_dataset
 from data.sources import (
     ArraySource,
     DatasetNotPreparedError,
@@ -23,5 +23,6 @@ __all__ = [
     "list_sources",
     "local_datasets",
     "make_dataset",
+    "make_pair_dataset",
     "read_idx",
 ]

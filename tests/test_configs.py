@@ -88,3 +88,18 @@ def test_misspelt_field_inside_a_config_file_is_caught():
     config.optim.learning_rat = 0.1
     with pytest.raises(config_lib.ConfigError, match="Did you mean 'learning_rate'"):
         config_lib.validate(config, vae.section())
+
+
+def test_workdir_frozen_by_an_older_version_still_loads(tmp_path):
+    """A field added to the base config later takes its default when an old run is evaluated."""
+    from train import evaluate
+
+    config = config_lib.load("configs/vae_digits.py:smoke")
+    frozen = json.loads(config.to_json_best_effort())
+    del frozen["data"]["resolution"]
+    frozen["optim"]["learning_rate"] = 0.0123
+    (tmp_path / "config.json").write_text(json.dumps(frozen))
+    loaded = evaluate.load_config(tmp_path)
+    assert loaded.data.resolution == 0 and loaded.optim.learning_rate == 0.0123
+    assert loaded.model.latent_dim == config.model.latent_dim
+    config_lib.validate(loaded, vae.section())

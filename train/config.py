@@ -253,3 +253,13 @@ def check_override(config: ml_collections.ConfigDict, dotted: str) -> None:
             valid = node.keys() if isinstance(node, ml_collections.ConfigDict) else []
             raise ConfigError(_unknown(".".join(path + [key]), key, valid))
         node, path = node[key], path + [key]
+
+
+def merge(defaults: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
+    """`defaults` with every field of the nested dict `values` set; the model section is taken whole."""
+    for key, value in values.items():
+        if isinstance(value, dict) and key != "model" and isinstance(defaults.get(key), ml_collections.ConfigDict):
+            merge(defaults[key], value)
+        else:
+            defaults[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+    return defaults

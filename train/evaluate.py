@@ -107,11 +107,22 @@ def _compiled(fn):
 
 
 def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
-    """The frozen config a run wrote at start-up."""
+    """The frozen config a run wrote at start-up, over today's defaults.
+
+    Fields added to the base config after the run was started take their defaults, so a workdir
+    written by an older version still evaluates, exports and resumes.
+    """
+    from train import config as config_lib
+    from train import families
+
     path = workdir / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir (python -m train --workdir ...)?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    frozen = json.loads(path.read_text())
+    config = config_lib.base_config()
+    if frozen.get("family") in families.FAMILIES:
+        config[frozen["family"]] = families.get(frozen["family"]).section()
+    return config_lib.merge(config, frozen)
 
 
 def evaluate(workdir: str | pathlib.Path, step: int | None = None, metrics: Sequence[str] = (),

@@ -43,6 +43,7 @@ class Setup:
     runner: parallel.Runner
     abstract_state: Any
     root_key: jax.Array
+    init_args: tuple[jax.Array, Any]
 
 
 def build(config: ml_collections.ConfigDict) -> Setup:
@@ -58,12 +59,12 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     family = family_module.make(config, train_source.info.image_shape)
     runner = parallel.Runner.create(config.parallel.strategy, config.parallel.num_devices)
     root_key = jax.random.key(config.seed)
-    example = evaluate_lib.preview_batch(train_source, 1)
-    abstract = jax.eval_shape(family.init, jax.random.fold_in(root_key, 0x696E6974), example)
+    init_args = (jax.random.fold_in(root_key, 0x696E6974), evaluate_lib.preview_batch(train_source, 1))
+    abstract = jax.eval_shape(family.init, *init_args)
     shardings = runner.state_shardings(abstract)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     return Setup(config, family, train_source, eval_source, f"{eval_spec}:{config.data.eval_split}", runner,
-                 abstract, root_key)
+                 abstract, root_key, init_args)
 
 
 def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Setup, int, Any]:
@@ -105,8 +106,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
     restored = checkpointer.restore_latest(setup.abstract_state, iterator)
     if restored is None:
         iterator = iter(dataset)  # a failed restore attempt may have moved it
-        example = evaluate_lib.preview_batch(setup.train_source, 1)
-        state = runner.init(family.init, jax.random.fold_in(setup.root_key, 0x696E6974), example)
+        state = runner.init(family.init, *setup.init_args)
         start = 0
     else:
         log.info("resumed from checkpoint %d in %s", restored.step, workdir)

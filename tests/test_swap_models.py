@@ -1,4 +1,4 @@
-"""DFL-style face-swap autoencoders: shapes per variant, validation, which weights each path uses, bf16."""
+"""Face-swap autoencoders (DFL df/liae, faceswap Original/IAE): shapes, validation, which weights each path uses."""
 import functools
 
 import chex
@@ -7,13 +7,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoo import create_model, list_models
+from zoo import create_model, layers, list_models, swap
 
 SMALL = dict(e_dims=8, ae_dims=32, d_dims=8, d_mask_dims=8)
 ARCHIS = ["swap_df", "swap_liae"]
+SMALL_FS = dict(e_dims=8, encoder_dim=32, inter_dims=16, d_dims=8)
+FACESWAP = ["swap_original", "swap_iae"]
 
 
 def _model(name, resolution=64, opts="", **kw):
+    if name in FACESWAP:
+        assert not opts, "the faceswap models have no opts"
+        return create_model(name, resolution=resolution, **SMALL_FS, **kw)
     return create_model(name, resolution=resolution, opts=opts, **SMALL, **kw)
 
 
@@ -78,7 +83,7 @@ def test_bad_resolution_raises(name, resolution, opts):
 
 
 @pytest.mark.parametrize("name", ARCHIS)
-@pytest.mark.parametrize("opts", ["x", "uu", "c"])
+@pytest.mark.parametrize("opts", ["x", "uu", "cc", "C"])
 def test_bad_opts_raise(name, opts):
     model = _model(name, opts=opts)
     with pytest.raises(ValueError, match="opts"):
@@ -162,7 +167,7 @@ def test_liae_swap_codes_follow_dfl():
     chex.assert_trees_all_close(dst_recon, model.apply(variables, x, "a2b", method="swap"), atol=0)
 
 
-@pytest.mark.parametrize("name", ARCHIS)
+@pytest.mark.parametrize("name", ARCHIS + FACESWAP)
 def test_bad_direction_and_side_raise(name):
     model = _model(name)
     variables = {"params": _params(name)}
@@ -170,7 +175,7 @@ def test_bad_direction_and_side_raise(name):
     with pytest.raises(ValueError, match="direction"):
         model.apply(variables, x, "src2dst", method="swap")
     z = model.apply(variables, x, method="encode")
-    if name == "swap_df":
+    if name in ("swap_df", "swap_original"):
         code = model.apply(variables, z, method="inter_code")
         with pytest.raises(ValueError, match="side"):
             model.apply(variables, code, "A", method="decode")
@@ -179,7 +184,7 @@ def test_bad_direction_and_side_raise(name):
             model.apply(variables, z, "A", method="inter_code")
 
 
-@pytest.mark.parametrize("name,opts", [("swap_df", "ud"), ("swap_liae", "t")])
+@pytest.mark.parametrize("name,opts", [("swap_df", "ud"), ("swap_liae", "t"), ("swap_iae", "")])
 def test_bf16_compute_keeps_f32_params(name, opts):
     model = _model(name, opts=opts, dtype=jnp.bfloat16)
     params = _params(name, opts=opts)
@@ -200,8 +205,158 @@ def test_bf16_compute_keeps_f32_params(name, opts):
 
 
 def test_registered_with_example_inputs():
-    assert {"swap_df", "swap_liae"} <= set(list_models("swap_*"))
-    for name in ARCHIS:
-        x_src, x_dst = create_model(name, resolution=96, opts="u").example_inputs()
+    assert set(ARCHIS + FACESWAP) <= set(list_models("swap_*"))
+    assert create_model("swap_original").resolution == 64 and create_model("swap_iae").resolution == 64
+    for name in ARCHIS + FACESWAP:
+        kw = {} if name in FACESWAP else dict(opts="u")
+        x_src, x_dst = create_model(name, resolution=96, **kw).example_inputs()
         chex.assert_shape([x_src, x_dst], (1, 96, 96, 3))
         assert float(jnp.abs(x_src).sum() + jnp.abs(x_dst).sum()) == 0.0
+
+
+# --- DFL's `c` opt: x*cos(x) in place of LeakyReLU ---------------------------------------------------
+
+
+def test_activate():
+    x = jnp.linspace(-3.0, 3.0, 13)
+    chex.assert_trees_all_close(swap.activate(x, "xcos", 0.1), x * jnp.cos(x))
+    chex.assert_trees_all_close(swap.activate(x, "leaky_relu", 0.2), jnp.where(x > 0, x, 0.2 * x))
+    with pytest.raises(ValueError, match="activation"):
+        swap.activate(x, "relu", 0.1)
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "xcos"])
+def test_down_and_upscale_apply_their_activation(activation):
+    x = jax.random.normal(jax.random.key(1), (1, 8, 8, 3))
+    expect = {"leaky_relu": lambda h: jnp.where(h > 0, h, 0.1 * h), "xcos": lambda h: h * jnp.cos(h)}[activation]
+    down = swap._Downscale(4, activation)
+    p = down.init(jax.random.key(0), x)["params"]
+    conv = layers.Conv(4, (5, 5), strides=(2, 2)).apply({"params": p["Conv_0"]}, x)
+    chex.assert_trees_all_close(down.apply({"params": p}, x), expect(conv), atol=1e-6)
+    up = swap._Upscale(2, activation)
+    p = up.init(jax.random.key(0), x)["params"]
+    conv = layers.Conv(8, (3, 3)).apply({"params": p["Conv_0"]}, x)
+    chex.assert_trees_all_close(up.apply({"params": p}, x), layers.pixel_shuffle(expect(conv), 2), atol=1e-6)
+
+
+@pytest.mark.parametrize("name,opts", [("swap_df", "ud"), ("swap_liae", "t")])
+def test_c_opt_changes_activation_not_params(name, opts):
+    model, model_c = _model(name, opts=opts), _model(name, opts=opts + "c")
+    params = _params(name, opts=opts)
+    c_init = jax.eval_shape(model_c.init, jax.random.key(0), *model_c.example_inputs())["params"]
+    chex.assert_trees_all_equal_shapes_and_dtypes(c_init, params)
+    x_src, x_dst = _images(64)
+    out = model.apply({"params": params}, x_src, x_dst)
+    out_c = model_c.apply({"params": params}, x_src, x_dst)
+    for side in ("src", "dst"):
+        _check_output(out_c[side], 2, 64)
+        for a, b in zip(out[side], out_c[side]):
+            assert float(jnp.max(jnp.abs(a - b))) > 1e-4, side
+    _check_output(model_c.apply({"params": params}, x_dst, "b2a", method="swap"), 2, 64)
+
+    def loss(p):
+        rgb, mask = model_c.apply({"params": p}, x_src, x_dst)["src"]
+        return jnp.mean(jnp.square(rgb - x_src)) + jnp.mean(mask)
+
+    chex.assert_tree_all_finite(jax.jit(jax.grad(loss))(params))
+
+
+# --- faceswap Original and IAE ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resolution", [64, 128])
+@pytest.mark.parametrize("name", FACESWAP)
+def test_faceswap_shapes(name, resolution):
+    model = _model(name, resolution=resolution)
+    params = _params(name, resolution=resolution)
+    keys = {"swap_original": {"encoder", "inter", "decoder_a", "decoder_b"},
+            "swap_iae": {"encoder", "inter_a", "inter_b", "inter_both", "decoder"}}[name]
+    assert set(params) == keys
+    x_src, x_dst = _images(resolution)
+    out = model.apply({"params": params}, x_src, x_dst)
+    assert set(out) == {"src", "dst"}
+    for side in ("src", "dst"):
+        _check_output(out[side], 2, resolution)
+    for direction in ("a2b", "b2a"):
+        _check_output(model.apply({"params": params}, x_dst, direction, method="swap"), 2, resolution)
+    z = model.apply({"params": params}, x_src, method="encode")
+    chex.assert_shape(z, (2, 8 * 8 * (resolution // 16) ** 2))
+    code = model.apply({"params": params}, z, method="inter_code")
+    if name == "swap_original":  # Dense to res/16, one Upscale to 8 * d_dims
+        chex.assert_shape(code, (2, resolution // 8, resolution // 8, 8 * 8))
+    else:  # concat of two res/16 inter maps of inter_dims channels
+        chex.assert_shape(code, (2, resolution // 16, resolution // 16, 2 * 16))
+
+
+def test_original_swap_uses_the_named_decoder():
+    model = _model("swap_original")
+    variables = {"params": _params("swap_original")}
+    x = _images(64)[1]
+
+    def manual(m, x, decoder):
+        return getattr(m, decoder)(m.inter(m.encoder(x)))
+
+    for direction, decoder in (("b2a", "decoder_a"), ("a2b", "decoder_b")):
+        got = model.apply(variables, x, direction, method="swap")
+        want = model.apply(variables, x, decoder, method=manual)
+        chex.assert_trees_all_close(got, want, rtol=0, atol=0)
+    b2a = model.apply(variables, x, "b2a", method="swap")[0]
+    a2b = model.apply(variables, x, "a2b", method="swap")[0]
+    assert float(jnp.max(jnp.abs(b2a - a2b))) > 1e-4
+    src_recon = model.apply(variables, x, jnp.zeros_like(x))["src"]
+    chex.assert_trees_all_close(src_recon, model.apply(variables, x, "b2a", method="swap"), atol=0)
+
+
+def test_iae_swap_codes_follow_faceswap():
+    model = _model("swap_iae")
+    variables = {"params": _params("swap_iae")}
+    x = _images(64)[0]
+
+    def manual(m, x, inter):
+        z = m.encoder(x)
+        return m.decoder(jnp.concatenate([getattr(m, inter)(z), m.inter_both(z)], axis=-1))
+
+    for direction, inter in (("a2b", "inter_b"), ("b2a", "inter_a")):
+        got = model.apply(variables, x, direction, method="swap")
+        want = model.apply(variables, x, inter, method=manual)
+        chex.assert_trees_all_close(got, want, rtol=0, atol=0)
+    b2a = model.apply(variables, x, "b2a", method="swap")[0]
+    a2b = model.apply(variables, x, "a2b", method="swap")[0]
+    assert float(jnp.max(jnp.abs(b2a - a2b))) > 1e-4
+    recon = model.apply(variables, x, x)
+    chex.assert_trees_all_close(recon["src"], model.apply(variables, x, "b2a", method="swap"), atol=0)
+    chex.assert_trees_all_close(recon["dst"], model.apply(variables, x, "a2b", method="swap"), atol=0)
+
+
+def test_original_a_loss_leaves_decoder_b_untouched():
+    _, grads = _grads_of_side_loss("swap_original", "", "src")
+    assert _all_zero(grads["decoder_b"])
+    for part in ("encoder", "inter", "decoder_a"):
+        assert _any_nonzero_everywhere(grads[part]), part
+    _, grads = _grads_of_side_loss("swap_original", "", "dst")
+    assert _all_zero(grads["decoder_a"]) and _any_nonzero_everywhere(grads["decoder_b"])
+
+
+def test_iae_a_loss_leaves_inter_b_untouched():
+    _, grads = _grads_of_side_loss("swap_iae", "", "src")
+    assert _all_zero(grads["inter_b"])
+    for part in ("encoder", "inter_a", "inter_both", "decoder"):
+        assert _any_nonzero_everywhere(grads[part]), part
+    _, grads = _grads_of_side_loss("swap_iae", "", "dst")
+    assert _all_zero(grads["inter_a"]) and _any_nonzero_everywhere(grads["inter_b"])
+
+
+@pytest.mark.parametrize("name", FACESWAP)
+@pytest.mark.parametrize("resolution", [48, 100, 528, 1024])
+def test_faceswap_bad_resolution_raises(name, resolution):
+    model = _model(name, resolution=resolution)
+    with pytest.raises(ValueError, match=rf"resolution {resolution} .*multiple of 16 in \[64, 512\]"):
+        model.init(jax.random.key(0), *model.example_inputs())
+
+
+@pytest.mark.parametrize("name", FACESWAP)
+@pytest.mark.parametrize("field,value", [("e_dims", 0), ("encoder_dim", -1), ("inter_dims", 0), ("d_dims", 8.0)])
+def test_faceswap_bad_dims_raise(name, field, value):
+    model = create_model(name, **{**SMALL_FS, field: value})
+    with pytest.raises(ValueError, match=rf"^{field} must be a positive int"):
+        model.init(jax.random.key(0), *model.example_inputs())

@@ -27,6 +27,7 @@ import grain
 import numpy as np
 
 __all__ = [
+    "MASK_FIELDS",
     "WARP_JITTER",
     "WarpParams",
     "apply_warp",
@@ -48,6 +49,9 @@ WARP_JITTER = 0.24
 """Std of each interior warp node's offset per axis, in grid cells, at strength 1 (DeepFaceLab's value)."""
 
 ColorMode = Literal["none", "rct", "lct", "sot"]
+
+MASK_FIELDS = ("mask", "em_mask")
+"""Example fields SwapAugment treats as single-channel masks that follow the target image."""
 
 
 def _check_image(image: np.ndarray, name: str = "image") -> None:
@@ -534,30 +538,44 @@ def augment_pair(
     color_reference: np.ndarray | None = None,
     flip_p: float = 0.5,
     warp_options: Mapping[str, float] | None = None,
+    masks: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """{"input": warped, "target": unwarped} float32 [0, 1] for one face-swap training example.
 
     Order is flip -> colour transfer of `image` towards `color_reference` (method `color`) -> random
     warp with `warp_options` (random_warp's keywords); the reference is needed exactly when `color` is
     a method, so a misconfigured pipeline fails loudly instead of silently skipping recolouring.
+    `masks` (HxWxK, e.g. face and eyes/mouth) follow the target's geometry, flip and similarity
+    transform but no warp and no colour, and come back as float32 [0, 1] under "masks"; the random
+    draws are the same with or without them.
     """
     _check_image(image)
     _check_rng(rng)
+    if masks is not None:
+        _check_image(masks, "masks")
+        if masks.shape[:2] != image.shape[:2]:
+            raise ValueError(f"masks are {masks.shape[:2]} but the image is {image.shape[:2]}; they must align")
     mode = "none" if color is None else color
     if mode != "none" and color_reference is None:
         raise ValueError(f"color={mode!r} needs a color_reference image to recolour towards")
     if mode == "none" and color_reference is not None:
         raise ValueError("color_reference was given but color is None/'none'; pass color='rct', 'lct' or 'sot'")
     x = _to_unit_float(image)
+    channels = x.shape[-1]
+    if masks is not None:
+        x = np.concatenate([x, _to_unit_float(masks)], axis=-1)
     if flip:
         x = random_flip(x, rng, p=flip_p)
     if mode != "none":
-        x = color_transfer(mode, x, color_reference, rng=rng)
+        x = np.concatenate([color_transfer(mode, x[..., :channels], color_reference, rng=rng), x[..., channels:]], -1)
     if warp:
         warped, target = random_warp(x, rng, **dict(warp_options or {}))
     else:
         warped, target = x.copy(), x.copy()
-    return {"input": warped, "target": target}
+    out = {"input": np.ascontiguousarray(warped[..., :channels]), "target": np.ascontiguousarray(target[..., :channels])}
+    if masks is not None:
+        out["masks"] = np.ascontiguousarray(target[..., channels:])
+    return out
 
 
 class SwapAugment(grain.transforms.RandomMap):
@@ -565,8 +583,9 @@ class SwapAugment(grain.transforms.RandomMap):
 
     A `grain.transforms.RandomMap`, so grain seeds it per example from the run's seed and the
     example's position. With a colour mode, the reference
-    is a random image of `reference` (DFL recolours src faces towards random dst faces); other
-    example fields pass through.
+    is a random image of `reference` (DFL recolours src faces towards random dst faces). Mask fields
+    (`MASK_FIELDS` present in the example) are aligned with "target" and replaced by float32 [0, 1]
+    versions; other example fields pass through.
     """
 
     def __init__(self, *, flip: bool = True, warp: bool = True, color: ColorMode = "none",
@@ -580,8 +599,13 @@ class SwapAugment(grain.transforms.RandomMap):
         reference = None
         if self.color != "none":
             reference = self.reference[int(rng.integers(len(self.reference)))]["image"]
+        names = [k for k in MASK_FIELDS if k in example]
+        masks = np.concatenate([example[k] for k in names], axis=-1) if names else None
         out = augment_pair(example["image"], rng, flip=self.flip, warp=self.warp,
                            color=None if self.color == "none" else self.color, color_reference=reference,
-                           warp_options=self.warp_options)
+                           warp_options=self.warp_options, masks=masks)
+        if names:
+            aligned = out.pop("masks")
+            out.update({k: aligned[..., i:i + 1] for i, k in enumerate(names)})
         rest = {k: v for k, v in example.items() if k != "image"}
         return {**rest, **out}

@@ -80,18 +80,21 @@ def make_pair_dataset(
     process_index: int = 0,
     process_count: int = 1,
     transform: Transform | None = None,
+    transform_b: Transform | None = None,
     worker_count: int = 0,
 ) -> grain.IterDataset:
     """Face-swap batches `{"a": batch of A, "b": batch of B}`: both identities in every step.
 
     Each side is an endless, independently shuffled stream (seeds derived from `seed`), batched
-    and split across processes exactly as `make_dataset`; step k pairs batch k of each. The
-    iterator is checkpointable like `make_dataset`'s.
+    and split across processes exactly as `make_dataset`; step k pairs batch k of each. `transform`
+    runs on A's examples and on B's too unless `transform_b` is given (DeepFaceLab recolours only
+    src). The iterator is checkpointable like `make_dataset`'s.
     """
     local = _local_batch_size(global_batch_size, process_index, process_count)
     seed_a, seed_b = (int(s) for s in np.random.SeedSequence(seed).generate_state(2, np.uint32))
     a = _process_batches(source_a, local, seed_a, process_index, process_count, transform=transform)
-    b = _process_batches(source_b, local, seed_b, process_index, process_count, transform=transform)
+    b = _process_batches(source_b, local, seed_b, process_index, process_count,
+                         transform=transform if transform_b is None else transform_b)
     pairs = grain.MapDataset.range(min(len(a), len(b))).map(_Pair(a, b))
     return _iterable(pairs, worker_count)
 

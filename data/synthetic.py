@@ -836,6 +836,8 @@ class SyntheticFaces:
     run, chunking and process, and drawn independently for "train" and "test" ("all" is train
     followed by test). Each example is {"image": uint8 [size,size,3], "label": int64,
     "expression": float32 [4], "pose": float32 [7]} (vector orders: EXPRESSION_FIELDS, POSE_FIELDS).
+    With `masks=True` it also holds "mask" (the face, `face_mask`) and "em_mask" (eyes and mouth,
+    `eyes_mouth_mask`), each uint8 [size,size,1] with 255 = inside: what masked swap training needs.
 
     When every image fits in `cache_bytes` they are rendered a chunk at a time on first use and kept;
     otherwise each read renders just what it asks for (`gather` a whole batch in one vectorised pass).
@@ -849,6 +851,7 @@ class SyntheticFaces:
         seed: int = 0,
         split: str = "train",
         *,
+        masks: bool = False,
         cache_bytes: int = 512 << 20,
     ):
         seeds = tuple(int(i) for i in identities)
@@ -868,12 +871,13 @@ class SyntheticFaces:
         self.size = int(size)
         self.seed = int(seed)
         self.split = split
+        self.masks = bool(masks)
         self._per_split = len(seeds) * self.num_per_identity
         total = self._per_split * (2 if split == "all" else 1)
         self.info = SourceInfo(
             name="synthetic_faces", image_shape=(self.size, self.size, 3), num_classes=len(seeds), num_examples=total
         )
-        self._cached = total * self.size * self.size * 3 <= cache_bytes
+        self._cached = total * self.size * self.size * (5 if self.masks else 3) <= cache_bytes
         self._chunk = max(8, min(256, (4 << 20) // (self.size * self.size * 3)))
         self._cache: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -884,7 +888,7 @@ class SyntheticFaces:
     def __repr__(self) -> str:
         return (
             f"SyntheticFaces(ids={list(self.identity_seeds)}, n={self.num_per_identity}, size={self.size}, "
-            f"seed={self.seed}, split={self.split!r})"
+            f"seed={self.seed}, split={self.split!r}{', masks=True' if self.masks else ''})"
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -936,8 +940,13 @@ class SyntheticFaces:
         """Examples rendered now, as a batch."""
         e, q = self.expression_pose(idx)
         labels = self.labels(idx)
-        images = render([self.identities[k] for k in labels], e, q, self.size)
-        return {"image": images, "label": labels, "expression": e.vector(), "pose": q.vector()}
+        people = [self.identities[k] for k in labels]
+        out = {"image": render(people, e, q, self.size), "label": labels, "expression": e.vector(), "pose": q.vector()}
+        if self.masks:
+            face, regions = _masks(people, e, q, self.size)
+            out["mask"] = _to_uint8(face)[..., None]
+            out["em_mask"] = _to_uint8(regions)[..., None]
+        return out
 
     def _chunk_batch(self, c: int) -> dict[str, np.ndarray]:
         """Examples of chunk c, rendered once and kept (read-only)."""
@@ -978,7 +987,12 @@ class SyntheticFaces:
         return out
 
 
-_SPEC_DEFAULTS = {"ids": "0,1", "n": "1000", "size": "64", "seed": "0"}
+def _to_uint8(coverage: np.ndarray) -> np.ndarray:
+    """[0, 1] coverage to uint8 0..255, rounded."""
+    return np.rint(np.clip(coverage, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+_SPEC_DEFAULTS = {"ids": "0,1", "n": "1000", "size": "64", "seed": "0", "masks": "0"}
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -1001,7 +1015,8 @@ def from_spec(rest: str, split: str) -> SyntheticFaces:
 
     Keys (all optional): ids = identity seeds, comma-separated, ranges allowed ("0,1", "0-9", "0-4,9"),
     default 0,1; n = images per identity (default 1000); size = image side in pixels (default 64);
-    seed = expression/pose seed (default 0). Example: "ids=0-9;n=2000;size=128;seed=1".
+    seed = expression/pose seed (default 0); masks = 1 to add face and eyes/mouth masks (default 0).
+    Example: "ids=0-9;n=2000;size=128;seed=1;masks=1".
     """
     values = dict(_SPEC_DEFAULTS)
     seen: set[str] = set()
@@ -1020,9 +1035,11 @@ def from_spec(rest: str, split: str) -> SyntheticFaces:
         values[key] = value
     try:
         ids = _parse_ids(values["ids"])
-        n, size, seed = int(values["n"]), int(values["size"]), int(values["seed"])
+        n, size, seed, masks = (int(values[k]) for k in ("n", "size", "seed", "masks"))
     except ValueError as e:
         raise ValueError(
             f"synthetic_faces spec {rest!r}: {e}; expected integers, e.g. ids=0-9;n=1000;size=64;seed=0"
         ) from e
-    return SyntheticFaces(ids, n, size, seed, split)
+    if masks not in (0, 1):
+        raise ValueError(f"synthetic_faces spec {rest!r}: masks must be 0 or 1, got {masks}")
+    return SyntheticFaces(ids, n, size, seed, split, masks=bool(masks))

@@ -460,3 +460,34 @@ def test_swap_augment_in_the_pair_pipeline_is_seeded_and_shaped():
         assert not np.array_equal(first[side]["input"], first[side]["target"])
     with pytest.raises(ValueError, match="needs a reference"):
         A.SwapAugment(color="rct")
+
+
+def test_masks_follow_the_target_geometry_and_leave_the_draws_unchanged(china, flower):
+    """A mask equal to the image's red channel must come out equal to the target's red channel."""
+    red = china[..., :1]
+    for kwargs in (dict(flip_p=1.0), dict(warp_options=dict(strength=1.0, rotation=10, scale=0.1, shift=0.05)),
+                   dict(color="rct", color_reference=flower)):
+        plain = A.augment_pair(china, _rng(3), **kwargs)
+        out = A.augment_pair(china, _rng(3), masks=red, **kwargs)
+        np.testing.assert_array_equal(out["input"], plain["input"])
+        np.testing.assert_array_equal(out["target"], plain["target"])
+        chex.assert_shape(out["masks"], (128, 128, 1))
+        if "color" not in kwargs:
+            np.testing.assert_allclose(out["masks"], out["target"][..., :1], atol=1e-6)
+    flipped = A.augment_pair(china, _rng(3), flip_p=1.0, warp=False, masks=red)["masks"]
+    np.testing.assert_allclose(flipped[..., 0], red[:, ::-1, 0] / 255.0, atol=1e-6)
+    with pytest.raises(ValueError, match="must align"):
+        A.augment_pair(china, _rng(), masks=red[:64])
+
+
+def test_swap_augment_carries_mask_fields_aligned_with_the_target():
+    from data import sources
+
+    source = sources.get_source("synthetic_faces:ids=0;n=4;size=32;masks=1")
+    example = source[0]
+    out = A.SwapAugment(flip=True, warp=True).random_map(example, _rng(5))
+    for name in A.MASK_FIELDS:
+        assert out[name].shape == (32, 32, 1) and out[name].dtype == np.float32
+        assert 0.0 <= out[name].min() and out[name].max() <= 1.0
+    assert out["mask"].sum() > out["em_mask"].sum() > 0
+    assert set(out) == set(example) - {"image"} | {"input", "target"}

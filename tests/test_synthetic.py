@@ -197,3 +197,20 @@ def test_source_feeds_the_training_pipeline():
         [batch["image"], batch["label"], batch["expression"], batch["pose"]], [(4, 32, 32, 3), (4,), (4, 4), (4, 7)]
     )
     assert batch["image"].dtype == np.uint8
+
+
+def test_masks_option_adds_face_and_eyes_mouth_masks_matching_the_mask_functions():
+    source = S.from_spec("ids=3;n=6;size=48;masks=1", "test")
+    assert "masks=True" in repr(source)
+    batch = source.gather(np.arange(6))
+    e, q = source.expression_pose(np.arange(6))
+    people = [source.identities[0]] * 6
+    for field, fn in (("mask", S.face_mask), ("em_mask", S.eyes_mouth_mask)):
+        chex.assert_shape(batch[field], (6, 48, 48, 1))
+        assert batch[field].dtype == np.uint8
+        np.testing.assert_allclose(batch[field][..., 0] / 255.0, fn(people, e, q, 48), atol=0.5 / 255 + 1e-6)
+        np.testing.assert_array_equal(source[2][field], batch[field][2])
+    np.testing.assert_array_equal(batch["image"], S.from_spec("ids=3;n=6;size=48", "test").gather(np.arange(6))["image"])
+    assert "mask" not in S.from_spec("ids=3;n=2;size=32", "train")[0]
+    with pytest.raises(ValueError, match="masks must be 0 or 1"):
+        S.from_spec("masks=2", "train")

@@ -1,0 +1,1 @@
+"""Face detection, landmarks and alignment for real-face data; more of the pipeline lands later."""

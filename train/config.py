@@ -38,7 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.source = "digits"
     c.data.train_split = "train"
+    c.data.source_b = ""
     c.data.eval_source = ""
+    c.data.eval_source_b = ""
     c.data.eval_split = "test"
     c.data.worker_count = 0
     c.data.resolution = 0
@@ -52,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.b2 = 0.999
     c.optim.weight_decay = 0.0
     c.optim.grad_clip_norm = 0.0
+    c.optim.update_keep_prob = 1.0
 
     c.parallel = ml_collections.ConfigDict()
     c.parallel.strategy = "jit"
@@ -101,6 +104,11 @@ def validate(config: ml_collections.ConfigDict, family_defaults: ml_collections.
         )
     if config.optim.learning_rate <= 0:
         raise ConfigError(f"optim.learning_rate = {config.optim.learning_rate} must be > 0")
+    if not 0.0 < config.optim.update_keep_prob <= 1.0:
+        raise ConfigError(
+            f"optim.update_keep_prob = {config.optim.update_keep_prob} must be in (0, 1]; "
+            "1.0 switches update dropout off, DeepFaceLab's lr_dropout uses 0.3"
+        )
 
     devices, processes = config.parallel.num_devices or jax.device_count(), jax.process_count()
     if devices > jax.device_count():

@@ -43,13 +43,24 @@ def run_metrics(
     num_examples: int = 0,
     mesh: jax.sharding.Mesh | None = None,
 ) -> dict[str, float]:
-    """Mean of each evaluator's per-example values over the source (or its first `num_examples`)."""
-    unknown = [n for n in names if n not in family.evaluators]
+    """Mean of each evaluator's per-example values over the source (or its first `num_examples`).
+
+    Host evaluators (family.host_evaluators) run after the compiled ones and add their own means.
+    """
+    known = list(family.evaluators) + list(family.host_evaluators)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}; this family has: {', '.join(family.evaluators)}")
+        raise ValueError(f"unknown metrics {unknown}; this family has: {', '.join(known)}")
+    host = [n for n in names if n in family.host_evaluators]
+    names = [n for n in names if n in family.evaluators]
     runner = parallel.Runner.create("jit") if mesh is None else parallel.Runner("jit", mesh)
     key = eval_key(seed)
     fns = {name: _masked_sums(family.evaluators[name], runner) for name in names}
+    extra: dict[str, float] = {}
+    for name in host:
+        extra |= family.host_evaluators[name](state, source, num_examples)
+    if not names:
+        return extra
     totals: dict[str, float] = {}
     count = 0.0
     limit = num_examples or len(source)
@@ -63,7 +74,7 @@ def run_metrics(
             for metric, value in sums.items():
                 totals[metric] = totals.get(metric, 0.0) + float(value)
         count += count_here
-    return {metric: value / count for metric, value in totals.items()} | {"num_examples": int(count)}
+    return {metric: value / count for metric, value in totals.items()} | {"num_examples": int(count)} | extra
 
 
 def _tag(name: str) -> int:

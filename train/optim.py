@@ -1,6 +1,10 @@
 """Optimisers from the config's `optim` section, shared by every family."""
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -15,8 +19,38 @@ def learning_rate(optim: ml_collections.ConfigDict, total_steps: int) -> optax.S
     return optax.cosine_decay_schedule(lr, total_steps)
 
 
+class KeepState(NamedTuple):
+    key: jax.Array  # raw uint32 key data, so the state checkpoints like any array
+
+
+def keep_updates(keep_prob: float, seed: int = 0) -> optax.GradientTransformation:
+    """Keep each parameter's update with probability `keep_prob`, zero it otherwise.
+
+    DeepFaceLab's "learning-rate dropout" (lr_dropout = 0.3 keeps 30% of the entries each step):
+    a sparse, noisy update that it recommends for the last stage of training. The mask is drawn
+    from a key carried in the optimiser state, so every device draws the same mask and a resumed
+    run draws what an uninterrupted one would.
+    """
+    if not 0.0 < keep_prob <= 1.0:
+        raise ValueError(f"keep_prob={keep_prob} must be in (0, 1]")
+
+    def init(params: Any) -> KeepState:
+        del params
+        return KeepState(jax.random.key_data(jax.random.key(seed)))
+
+    def update(updates: Any, state: KeepState, params: Any = None) -> tuple[Any, KeepState]:
+        del params
+        key, draw = jax.random.split(jax.random.wrap_key_data(state.key))
+        leaves, treedef = jax.tree.flatten(updates)
+        keys = jax.random.split(draw, len(leaves))
+        kept = [jnp.where(jax.random.bernoulli(k, keep_prob, u.shape), u, jnp.zeros_like(u)) for k, u in zip(keys, leaves)]
+        return jax.tree.unflatten(treedef, kept), KeepState(jax.random.key_data(key))
+
+    return optax.GradientTransformation(init, update)
+
+
 def make(optim: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-    """The optax chain: optional global-norm clipping, then the named optimiser."""
+    """The optax chain: optional global-norm clipping, the named optimiser, optional update dropout."""
     lr = learning_rate(optim, total_steps)
     base = {
         "adam": lambda: optax.adam(lr, b1=optim.b1, b2=optim.b2),
@@ -25,6 +59,9 @@ def make(optim: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTr
         "adabelief": lambda: optax.adabelief(lr, b1=optim.b1, b2=optim.b2),
         "sgd": lambda: optax.sgd(lr, momentum=optim.b1 or None),
     }[optim.name]()
+    parts = [base]
     if optim.grad_clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), base)
-    return base
+        parts.insert(0, optax.clip_by_global_norm(optim.grad_clip_norm))
+    if optim.update_keep_prob < 1.0:
+        parts.append(keep_updates(optim.update_keep_prob))
+    return parts[0] if len(parts) == 1 else optax.chain(*parts)

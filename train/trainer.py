@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from data import pipeline, sources, transforms
+from data import pairs, pipeline, sources, transforms
 from train import checkpoint, families, parallel
 from train import config as config_lib
 from train import evaluate as evaluate_lib
@@ -50,12 +50,15 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     """Validate the config and construct family, sources and the (abstract) state layout."""
     family_module = families.get(config.family)
     config_lib.validate(config, family_module.section())
-    train_source = sources.get_source(config.data.source, config.data.train_split)
-    eval_spec = config.data.eval_source or config.data.source
-    eval_source = sources.get_source(eval_spec, config.data.eval_split)
-    if config.data.resolution:
-        train_source = transforms.Resized(train_source, config.data.resolution)
-        eval_source = transforms.Resized(eval_source, config.data.resolution)
+    d = config.data
+    eval_spec = d.eval_source or d.source
+    train_source = _source(d.source, d.train_split, d.resolution)
+    eval_source = _source(eval_spec, d.eval_split, d.resolution)
+    if d.source_b:
+        eval_spec_b = d.eval_source_b or d.source_b
+        train_source = pairs.PairedSource(train_source, _source(d.source_b, d.train_split, d.resolution))
+        eval_source = pairs.PairedSource(eval_source, _source(eval_spec_b, d.eval_split, d.resolution))
+        eval_spec = f"{eval_spec}|{eval_spec_b}"
     family = family_module.make(config, train_source.info.image_shape)
     runner = parallel.Runner.create(config.parallel.strategy, config.parallel.num_devices)
     root_key = jax.random.key(config.seed)
@@ -65,6 +68,12 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     return Setup(config, family, train_source, eval_source, f"{eval_spec}:{config.data.eval_split}", runner,
                  abstract, root_key, init_args)
+
+
+def _source(spec: str, split: str, resolution: int) -> Any:
+    """The named source, viewed at `resolution` when it is set."""
+    source = sources.get_source(spec, split)
+    return transforms.Resized(source, resolution) if resolution else source
 
 
 def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Setup, int, Any]:
@@ -91,21 +100,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
     runner, family = setup.runner, setup.family
     _write_config(workdir, config)
 
-    dataset = pipeline.make_dataset(
-        setup.train_source,
-        global_batch_size=config.batch_size,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        worker_count=config.data.worker_count,
-    )
-    iterator = iter(dataset)
+    iterator = iter(_dataset(setup))
     checkpointer = checkpoint.Checkpointer(
         workdir, max_to_keep=config.checkpoint.max_to_keep, keep_every=config.checkpoint.keep_every
     )
     restored = checkpointer.restore_latest(setup.abstract_state, iterator)
     if restored is None:
-        iterator = iter(dataset)  # a failed restore attempt may have moved it
+        iterator = iter(_dataset(setup))  # a failed restore attempt may have moved it
         state = runner.init(family.init, *setup.init_args)
         start = 0
     else:
@@ -167,6 +168,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
     checkpointer.close()
     writer.close()
     return canonical()
+
+
+def _dataset(setup: Setup) -> Any:
+    """This process's endless training batches: {"a", "b"} pairs when the config names two sources."""
+    config, source = setup.config, setup.train_source
+    common = dict(global_batch_size=config.batch_size, seed=config.seed, process_index=jax.process_index(),
+                  process_count=jax.process_count(), worker_count=config.data.worker_count)
+    make_transforms = setup.family.train_transforms
+    if isinstance(source, pairs.PairedSource):
+        ta, tb = make_transforms(source.a, source.b) if make_transforms else (None, None)
+        return pipeline.make_pair_dataset(source.a, source.b, transform=ta, transform_b=tb, **common)
+    transform = make_transforms(source, None)[0] if make_transforms else None
+    return pipeline.make_dataset(source, transform=transform, **common)
 
 
 def _evaluate(setup: Setup, state: Any, writer: MetricWriter, step: int) -> None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from train.families import vae
+from train.families import swap, vae
 
-FAMILIES: dict[str, ModuleType] = {"vae": vae}
+FAMILIES: dict[str, ModuleType] = {"vae": vae, "swap": swap}
 
 
 def get(name: str) -> ModuleType:

@@ -44,6 +44,10 @@ class Family:
       averages them over the real (unpadded) examples, so a metric is exact over a whole split.
     default_metrics: the evaluators `train.evaluate` runs when none are asked for.
     export: State -> Export, the params-only form that pretrained weights are made of.
+    train_transforms: (source_a, source_b) -> (transform of A's examples, of B's), run in the input
+      pipeline's workers before batching (e.g. face-swap warps); None trains on raw examples.
+    host_evaluators: name -> (state, source, num_examples) -> {metric: mean}, for metrics computed
+      by host libraries (dlib face embeddings) on the first `num_examples` (0 = all) of the split.
     """
 
     init: Callable[[jax.Array, Batch], State]
@@ -53,3 +57,6 @@ class Family:
     evaluators: Mapping[str, Callable[[State, Batch, jax.Array], Metrics]]
     default_metrics: tuple[str, ...]
     export: Callable[[State], Export]
+    train_transforms: Callable[[Any, Any], tuple[Any, Any]] | None = None
+    host_evaluators: Mapping[str, Callable[[State, Any, int], dict[str, float]]] = dataclasses.field(
+        default_factory=dict)

@@ -1,0 +1,424 @@
+"""Face-swap family: two identities through one autoencoder, DeepFaceLab's SAEHD losses.
+
+Every step sees a batch of A (src) and a batch of B (dst) faces. Inputs are randomly warped and the
+targets are not, so the network must learn each face, not copy pixels (data/augment.py). Each side
+is reconstructed through its own path (`model(a, b)`), and the loss of a side is, as in SAEHD:
+
+  dssim_weight * DSSIM(window int(res/11.6)), split half and half with a window of int(res/23.2)
+      from 256 px up
+  + mse_weight * MSE
+  + eyes_mouth_weight * mean |target - output| inside the eyes-and-mouth mask (eyes_mouth_prio)
+  + mask_weight * MSE(face mask, predicted mask)
+
+the first two on target and output multiplied by the softened face mask (masked_training). Where
+the data carry no masks (videos, folders) the mask is the whole image. The swap itself is never
+trained: it falls out of sharing the encoder (and inter) between identities.
+
+Pretraining as DeepFaceLab does it is two runs: one on a generic face set on both sides (random
+warp off, flips on), then one on A/B with `swap.init_from` naming the first run's export and
+`swap.reinit` the inter(s) to start afresh (`load_start`).
+
+Optional adversaries, each its own named step after the autoencoder's, on the same batch:
+`gan_power` trains SAEHD's U-Net patch discriminator on A's masked targets against A's
+reconstructions and adds its verdict to the loss; `true_face_power` (DF) trains a discriminator
+to tell A's inter codes from B's and pushes A's towards B's.
+
+Differences from DeepFaceLab: optax's AdaBelief keeps its bias correction; no face/background
+style losses; evaluation and previews use the EMA of the parameters when `ema_decay` is set.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from data import augment
+from train import losses, parallel
+from train import optim as optim_lib
+from train.config import ConfigError, model_kwargs
+from train.families.base import Batch, Export, Family, State, Step
+from zoo import face_swap, registry, swap_discriminators
+
+METRICS = ("recon",)  # synthetic configs add "swap_truth", which needs ground truth
+_COLOR_MODES = ("none", "rct", "lct", "sot")
+
+
+def section() -> ml_collections.ConfigDict:
+    """The `config.swap` defaults (DeepFaceLab SAEHD's)."""
+    s = ml_collections.ConfigDict()
+    s.masked_training = True
+    s.dssim_weight = 10.0
+    s.mse_weight = 10.0
+    s.mask_weight = 10.0
+    s.eyes_mouth_prio = False
+    s.eyes_mouth_weight = 300.0
+    s.random_warp = True
+    s.warp_strength = 1.0
+    s.flip_a = False
+    s.flip_b = True
+    s.color_transfer = "none"
+    s.ema_decay = 0.0
+    s.eval_ssim_window = 11
+    s.init_from = ""
+    s.reinit = ()
+    s.gan_power = 0.0
+    s.gan_patch_size = 0
+    s.gan_dims = 16
+    s.true_face_power = 0.0
+    return s
+
+
+def dssim_windows(resolution: int) -> tuple[tuple[int, float], ...]:
+    """(window, share) pairs of the structural loss: one window below 256 px, two from 256 px up."""
+    if resolution < 256:
+        return ((max(1, int(resolution / 11.6)), 1.0),)
+    return ((int(resolution / 11.6), 0.5), (int(resolution / 23.2), 0.5))
+
+
+def side_loss(hp: ml_collections.ConfigDict, resolution: int, rgb: jax.Array, pred_mask: jax.Array,
+              target: jax.Array, mask: jax.Array, em_mask: jax.Array | None) -> dict[str, jax.Array]:
+    """Per-example loss terms of one side, named; "loss" is their weighted sum."""
+    m = losses.soften_mask(mask, resolution) if hp.masked_training else jnp.ones_like(mask)
+    t, p = target * m, rgb * m
+    structural = sum(share * losses.dssim(t, p, filter_size=w) for w, share in dssim_windows(resolution))
+    mse = jnp.mean((t - p) ** 2, axis=(1, 2, 3))
+    mask_mse = jnp.mean((mask - pred_mask) ** 2, axis=(1, 2, 3))
+    total = hp.dssim_weight * structural + hp.mse_weight * mse + hp.mask_weight * mask_mse
+    terms = {"dssim": structural, "mse": mse, "mask_mse": mask_mse}
+    if hp.eyes_mouth_prio:
+        if em_mask is None:
+            raise ConfigError("swap.eyes_mouth_prio needs an eyes-and-mouth mask in the data (synthetic_faces masks=1)")
+        terms["eyes_mouth_l1"] = jnp.mean(jnp.abs(target * em_mask - rgb * em_mask), axis=(1, 2, 3))
+        total = total + hp.eyes_mouth_weight * terms["eyes_mouth_l1"]
+    return terms | {"loss": total}
+
+
+def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Family:
+    """The swap family for `config` on faces of `image_shape` (H, W, 3)."""
+    hp = config.swap
+    if not config.data.source_b:
+        raise ConfigError("family 'swap' needs two identities: set data.source (A, src) and data.source_b (B, dst)")
+    if hp.color_transfer not in _COLOR_MODES:
+        raise ConfigError(f"swap.color_transfer = {hp.color_transfer!r}; choose one of {', '.join(_COLOR_MODES)}")
+    if not 0.0 <= hp.ema_decay < 1.0:
+        raise ConfigError(f"swap.ema_decay = {hp.ema_decay} must be in [0, 1); 0 switches the EMA off")
+    kw = model_kwargs(config.model)
+    kw["dtype"] = jnp.dtype(kw.get("dtype", "float32"))
+    model = registry.create_model(config.model.name, **kw)
+    res = model.resolution
+    if tuple(image_shape) != (res, res, 3):
+        raise ConfigError(
+            f"the data are {tuple(image_shape)} but model.resolution = {res}; set data.resolution = {res} "
+            f"or model.resolution = {image_shape[0]}"
+        )
+    if hp.true_face_power and config.model.name != "swap_df":
+        raise ConfigError(f"swap.true_face_power works with model swap_df only (its shared inter code); got {config.model.name!r}")
+    if hp.gan_power < 0 or hp.true_face_power < 0:
+        raise ConfigError("swap.gan_power and swap.true_face_power must be >= 0 (0 switches them off)")
+    tx = optim_lib.make(config.optim, config.total_steps)
+    nets = {"swap": model}
+    if hp.gan_power:
+        patch = hp.gan_patch_size or max(3, res // 8)
+        nets["patch_d"] = swap_discriminators.UNetPatchDiscriminator(patch, base_dims=hp.gan_dims, dtype=kw["dtype"])
+    if hp.true_face_power:
+        nets["code_d"] = swap_discriminators.CodeDiscriminator(dtype=kw["dtype"])
+
+    start = load_start(hp, config.model, model) if hp.init_from else None
+
+    def init(rng: jax.Array, batch: Batch) -> State:
+        keys = dict(zip(nets, jax.random.split(rng, len(nets))))
+        params = model.init(keys["swap"], *model.example_inputs())["params"]
+        if start is not None:
+            params = {k: v if k in hp.reinit else jax.tree.map(jnp.asarray, start[k]) for k, v in params.items()}
+        all_params = {"swap": params}
+        if "patch_d" in nets:
+            all_params["patch_d"] = nets["patch_d"].init(keys["patch_d"], jnp.zeros((1, res, res, 3)))["params"]
+        if "code_d" in nets:
+            code = jax.eval_shape(lambda: model.apply({"params": params}, model.example_inputs()[0], method=_code))
+            all_params["code_d"] = nets["code_d"].init(keys["code_d"], jnp.zeros(code.shape, code.dtype))["params"]
+        state = {"step": jnp.int32(0), "params": all_params,
+                 "opt_state": {k: tx.init(v) for k, v in all_params.items()}}
+        return state | ({"ema": {"swap": params}} if hp.ema_decay else {})
+
+    def forward(params: Any, in_a: jax.Array, in_b: jax.Array) -> tuple[dict, jax.Array | None, jax.Array | None]:
+        """The two reconstructions, plus the inter codes of both sides when the true-face D needs them."""
+        if not hp.true_face_power:
+            return model.apply({"params": params}, in_a, in_b), None, None
+        code_a = model.apply({"params": params}, in_a, method=_code)
+        code_b = model.apply({"params": params}, in_b, method=_code)
+        out = {"src": model.apply({"params": params}, code_a, "src", method=model.decode),
+               "dst": model.apply({"params": params}, code_b, "dst", method=model.decode)}
+        return out, code_a, code_b
+
+    def patch_logits(params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return nets["patch_d"].apply({"params": params}, x)
+
+    def update(state: State, net: str, grads: Any) -> tuple[Any, Any]:
+        updates, opt_state = tx.update(grads, state["opt_state"][net], state["params"][net])
+        return optax.apply_updates(state["params"][net], updates), opt_state
+
+    def with_net(state: State, net: str, params: Any, opt_state: Any) -> State:
+        return dict(state, params=dict(state["params"], **{net: params}),
+                    opt_state=dict(state["opt_state"], **{net: opt_state}))
+
+    def side_inputs(side: Batch) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
+        target = side["target"]
+        mask = side.get("mask", jnp.ones(target.shape[:-1] + (1,), target.dtype))
+        return side["input"], target, mask, side.get("em_mask")
+
+    def train_step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
+        del rng
+        in_a, t_a, m_a, em_a = side_inputs(batch["a"])
+        in_b, t_b, m_b, em_b = side_inputs(batch["b"])
+
+        def loss_fn(params):
+            out, code_a, _ = forward(params, in_a, in_b)
+            la = side_loss(hp, res, *out["src"], t_a, m_a, em_a)
+            lb = side_loss(hp, res, *out["dst"], t_b, m_b, em_b)
+            metrics = {f"a_{k}": jnp.mean(v) for k, v in la.items()} | {f"b_{k}": jnp.mean(v) for k, v in lb.items()}
+            loss = metrics["a_loss"] + metrics["b_loss"]
+            if hp.gan_power:
+                metrics |= gan_generator_terms(hp, res, patch_logits, state["params"]["patch_d"], out["src"][0],
+                                               t_a, m_a)
+                loss = loss + metrics["gan_g_loss"]
+            if hp.true_face_power:
+                logits = nets["code_d"].apply({"params": state["params"]["code_d"]}, code_a)
+                metrics["true_face_g_loss"] = hp.true_face_power * _bce(logits, 1.0)
+                loss = loss + metrics["true_face_g_loss"]
+            return loss, metrics | {"loss": loss}
+
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"]["swap"])
+        grads, metrics = parallel.pmean((grads, metrics))
+        params, opt_state = update(state, "swap", grads)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        new = with_net(state, "swap", params, opt_state)
+        if hp.ema_decay:
+            new["ema"] = {"swap": optax.incremental_update(params, state["ema"]["swap"], 1.0 - hp.ema_decay)}
+        return new, metrics
+
+    def patch_d_step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
+        """The patch discriminator: masked A targets are real, masked A reconstructions fake."""
+        del rng
+        in_a, t_a, m_a, _ = side_inputs(batch["a"])
+        in_b = side_inputs(batch["b"])[0]
+        fake = jax.lax.stop_gradient(forward(state["params"]["swap"], in_a, in_b)[0]["src"][0])
+        soft = losses.soften_mask(m_a, res) if hp.masked_training else jnp.ones_like(m_a)
+
+        def loss_fn(params):
+            real_c, real_p = patch_logits(params, t_a * soft)
+            fake_c, fake_p = patch_logits(params, fake * soft)
+            loss = 0.5 * (_bce(real_c, 1.0) + _bce(fake_c, 0.0)) + 0.5 * (_bce(real_p, 1.0) + _bce(fake_p, 0.0))
+            return loss, {"loss": loss}
+
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"]["patch_d"])
+        grads, metrics = parallel.pmean((grads, metrics))
+        return with_net(state, "patch_d", *update(state, "patch_d", grads)), metrics
+
+    def code_d_step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
+        """The true-face discriminator: B's inter codes are real, A's fake (pushes A codes toward B's)."""
+        del rng
+        _, code_a, code_b = forward(state["params"]["swap"], side_inputs(batch["a"])[0], side_inputs(batch["b"])[0])
+        code_a, code_b = jax.lax.stop_gradient((code_a, code_b))
+
+        def loss_fn(params):
+            d = nets["code_d"]
+            loss = 0.5 * (_bce(d.apply({"params": params}, code_b), 1.0) + _bce(d.apply({"params": params}, code_a), 0.0))
+            return loss, {"loss": loss}
+
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"]["code_d"])
+        grads, metrics = parallel.pmean((grads, metrics))
+        return with_net(state, "code_d", *update(state, "code_d", grads)), metrics
+
+    def eval_params(state: State) -> Any:
+        return (state["ema"] if hp.ema_decay else state["params"])["swap"]
+
+    def faces(batch: Batch, key: str) -> jax.Array:
+        return batch[key].astype(jnp.float32) / 255.0
+
+    def reconstruct(params: Any, a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+        out = model.apply({"params": params}, a, b)
+        return out["src"][0], out["dst"][0]
+
+    def swap(params: Any, x: jax.Array, direction: str) -> jax.Array:
+        return model.apply({"params": params}, x, direction, method=model.swap)[0]
+
+    def quality(prefix: str, output: jax.Array, truth: jax.Array, face: jax.Array | None = None) -> dict[str, jax.Array]:
+        w = hp.eval_ssim_window
+        out = {f"{prefix}_psnr": losses.psnr(output, truth), f"{prefix}_ssim": losses.ssim(output, truth, filter_size=w)}
+        if face is not None:
+            out[f"{prefix}_face_psnr"] = losses.masked_psnr(output, truth, face)
+            out[f"{prefix}_face_ssim"] = losses.masked_ssim(output, truth, face, filter_size=w)
+        return out
+
+    def eval_recon(state: State, batch: Batch, rng: jax.Array) -> dict:
+        a, b = faces(batch, "a_image"), faces(batch, "b_image")
+        ra, rb = reconstruct(eval_params(state), a, b)
+        return quality("a_recon", ra, a) | quality("b_recon", rb, b)
+
+    def eval_swap_truth(state: State, batch: Batch, rng: jax.Array) -> dict:
+        """PSNR/SSIM of both swaps against the ground truth, over the image and inside the face, and of
+        the unchanged source (the "copy" baseline a swap must beat)."""
+        if "a2b_truth" not in batch:
+            raise ValueError(
+                "metric 'swap_truth' needs ground-truth swaps, which only single-identity synthetic_faces sources "
+                "give (e.g. data.source='synthetic_faces:ids=0', data.source_b='synthetic_faces:ids=1'); "
+                "use --metrics=recon for other data"
+            )
+        params = eval_params(state)
+        out = {}
+        for name, source in (("a2b", "a_image"), ("b2a", "b_image")):
+            x, truth, face = faces(batch, source), faces(batch, f"{name}_truth"), faces(batch, f"{name}_face")
+            out |= quality(name, swap(params, x, name), truth, face) | quality(f"{name}_copy", x, truth, face)
+        return out
+
+    def eval_identity(state: State, source: Any, num_examples: int) -> dict[str, float]:
+        """dlib identity similarity, retrieval and expression error of both swaps on held-out frames."""
+        n = min(num_examples or len(source), len(source))
+        rows = [source[i] for i in range(n)]
+        images = {side: np.stack([r[f"{side}_image"] for r in rows]) for side in ("a", "b")}
+        swap_fn = face_swap.make_swap(model)
+        params = eval_params(state)
+        for name, side in (("a2b", "a"), ("b2a", "b")):
+            images[name] = np.rint(swap_fn(params, images[side], name)[0] * 255.0).astype(np.uint8)
+        return identity_report(images)
+
+    def preview(state: State, batch: Batch, rng: jax.Array) -> jax.Array:
+        """One row per pair: A | A->A | A->B | B | B->B | B->A."""
+        a, b = faces(batch, "a_image")[:8], faces(batch, "b_image")[:8]
+        params = eval_params(state)
+        ra, rb = reconstruct(params, a, b)
+        columns = [a, ra, swap(params, a, "a2b"), b, rb, swap(params, b, "b2a")]
+        return jnp.stack(columns, axis=1).reshape((-1,) + a.shape[1:])
+
+    def export(state: State) -> Export:
+        fields = dict(kw, dtype=jnp.dtype(kw["dtype"]).name)
+        return Export(config.model.name, fields, eval_params(state))
+
+    def train_transforms(source_a: Any, source_b: Any) -> tuple[Any, Any]:
+        warp = dict(strength=hp.warp_strength)
+        ta = augment.SwapAugment(flip=hp.flip_a, warp=hp.random_warp, color=hp.color_transfer,
+                                 reference=source_b if hp.color_transfer != "none" else None, warp_options=warp)
+        tb = augment.SwapAugment(flip=hp.flip_b, warp=hp.random_warp, warp_options=warp)
+        return ta, tb
+
+    return Family(
+        init=init,
+        steps={"train": Step(train_step)} | ({"true_face_d": Step(code_d_step)} if hp.true_face_power else {})
+        | ({"gan_d": Step(patch_d_step)} if hp.gan_power else {}),
+        preview=preview,
+        preview_columns=6,
+        evaluators={"recon": eval_recon, "swap_truth": eval_swap_truth},
+        default_metrics=METRICS,
+        export=export,
+        train_transforms=train_transforms,
+        host_evaluators={"identity": eval_identity},
+    )
+
+
+def gan_generator_terms(hp: ml_collections.ConfigDict, resolution: int, logits_fn: Any, d_params: Any,
+                        rgb: jax.Array, target: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+    """SAEHD's generator side of the patch GAN on A's reconstruction; "gan_g_loss" is the weighted sum.
+
+    gan_power * (BCE(real | centre logits) + BCE(real | pixel logits)) of the masked reconstruction;
+    with masked training also 1e-6 * total-variation MSE of the output and 0.02 * MSE outside the
+    mask, which DeepFaceLab adds to damp the bright dots a GAN leaves where no loss looks.
+    """
+    soft = losses.soften_mask(mask, resolution) if hp.masked_training else jnp.ones_like(mask)
+    centre, pixel = logits_fn(d_params, rgb * soft)
+    adversarial = _bce(centre, 1.0) + _bce(pixel, 1.0)
+    total = hp.gan_power * adversarial
+    if hp.masked_training:
+        tv = jnp.mean(jnp.sum(jnp.square(jnp.diff(rgb, axis=1)), axis=(1, 2, 3))
+                      + jnp.sum(jnp.square(jnp.diff(rgb, axis=2)), axis=(1, 2, 3)))
+        outside = jnp.mean(jnp.square((rgb - target) * (1.0 - soft)))
+        total = total + 1e-6 * tv + 0.02 * outside
+    return {"gan_adversarial": adversarial, "gan_g_loss": total}
+
+
+def _bce(logits: jax.Array, label: float) -> jax.Array:
+    """Mean sigmoid cross-entropy of logits against a constant label, in float32."""
+    logits = logits.astype(jnp.float32)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, label)))
+
+
+def _code(module: Any, x: jax.Array) -> jax.Array:
+    """A DF model's shared inter code of images x: what the true-face discriminator judges."""
+    return module.inter_code(module.encode(x))
+
+
+def load_start(hp: ml_collections.ConfigDict, model_config: ml_collections.ConfigDict, model: Any) -> dict:
+    """Params to start from (`swap.init_from`, an export or a registered name), checked against the model.
+
+    DeepFaceLab's pretraining: train on many faces on both sides, then fine-tune on A/B starting
+    from those weights with the inter re-initialised (`swap.reinit = ("inter",)` for DF, ("inter_AB",
+    "inter_B") for LIAE), so the code is re-learned for the two people while encoder and decoders
+    keep what they learned about faces in general.
+    """
+    from zoo import pretrained
+
+    loaded = pretrained.load(hp.init_from)
+    if loaded.config["model"] != model_config.name:
+        raise ConfigError(
+            f"swap.init_from = {hp.init_from!r} holds a {loaded.config['model']!r} model but model.name = "
+            f"{model_config.name!r}; fine-tune with the architecture that was pretrained"
+        )
+    mine = {k: v for k, v in model_kwargs(model_config).items() if k != "dtype"}
+    theirs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in loaded.config["model_config"].items()}
+    differ = sorted(k for k in mine if k in theirs and theirs[k] != mine[k])
+    if differ:
+        raise ConfigError(
+            f"swap.init_from = {hp.init_from!r} was trained with different model fields: "
+            + ", ".join(f"{k}={theirs[k]!r} (config has {mine[k]!r})" for k in differ)
+        )
+    unknown = sorted(set(hp.reinit) - set(loaded.params))
+    if unknown:
+        raise ConfigError(f"swap.reinit names {unknown}, not parts of the model; parts: {', '.join(sorted(loaded.params))}")
+    return jax.device_get(loaded.params)
+
+
+def identity_report(images: dict[str, np.ndarray]) -> dict[str, float]:
+    """Identity and expression metrics of swaps "a2b", "b2a" of held-out real frames "a", "b" (uint8 NHWC).
+
+    Each identity is the centroid of its real frames' dlib embeddings. A swap should sit near the
+    target's centroid and far from the source's, be retrieved as the target among {A, B}, and keep
+    the source frame's eyes and mouth (landmark error normalised by the inter-ocular distance).
+    The copy baseline (the source frame itself) is reported beside each swap. Faces are detected
+    in every image; images without a detected face are left out and the detection rate reported.
+    """
+    from data.faces import dlib_models
+    from train.metrics import face_identity
+
+    analyzer = dlib_models.FaceAnalyzer()
+    found = {k: _analyse(analyzer, v) for k, v in images.items()}
+    centroid = {side: np.mean(found[side][0][found[side][2]], axis=0) for side in ("a", "b")}
+    gallery = np.stack([centroid["a"], centroid["b"]])
+    out: dict[str, float] = {}
+    for name, source, target, label in (("a2b", "a", "b", 1), ("b2a", "b", "a", 0)):
+        emb, marks, ok = found[name]
+        src_emb, src_marks, src_ok = found[source]
+        both = ok & src_ok
+        out[f"{name}_detect_rate"] = float(np.mean(ok))
+        for prefix, e in ((name, emb[both]), (f"{name}_copy", src_emb[both])):
+            scores = face_identity.identity_scores(e, centroid[target], centroid[source])
+            out |= {f"{prefix}_{k}": float(v) for k, v in scores.items()}
+            labels = np.full(len(e), label)
+            out[f"{prefix}_id_retrieval"] = float(face_identity.retrieval_accuracy(e, labels, gallery, np.array([0, 1])))
+        out[f"{name}_expression_error"] = float(np.mean(face_identity.expression_error(src_marks[both], marks[both])))
+        out[f"{name}_num_faces"] = float(np.sum(both))
+    return out
+
+
+def _analyse(analyzer: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dlib embeddings [N,128], 68 landmarks [N,68,2] and a found-a-face flag [N] for each image."""
+    emb = np.zeros((len(images), 128), np.float32)
+    marks = np.zeros((len(images), 68, 2), np.float32)
+    ok = np.zeros(len(images), bool)
+    for i, image in enumerate(images):
+        box = analyzer.largest_face(image)
+        if box is not None:
+            emb[i], marks[i], ok[i] = analyzer.embedding(image, box), analyzer.landmarks(image, box), True
+    return emb, marks, ok

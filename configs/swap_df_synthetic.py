@@ -3,6 +3,14 @@
     python -m train --config configs/swap_df_synthetic.py --workdir runs/swap_df
     python -m train.evaluate --workdir runs/swap_df
 
+DeepFaceLab-style pretraining: `:pretrain` trains on 20 other synthetic people on both sides
+(random warp off, flips on); fine-tuning then starts from its export with the inter re-initialised:
+
+    python -m train --config configs/swap_df_synthetic.py:pretrain --workdir runs/swap_pre
+    python -m train.export --workdir runs/swap_pre
+    python -m train --config configs/swap_df_synthetic.py --workdir runs/swap_ft \
+        --config.swap.init_from=runs/swap_pre/export/swap_df-3000.safetensors --config.swap.reinit="('inter',)"
+
 Identity A (src) is synthetic person 0 and B (dst) person 1, each 2,000 renders with random
 expression and pose plus face and eyes/mouth masks; the test split holds other expressions and
 poses, and its swaps have a ground truth (B rendered with A's expression and pose), so
@@ -44,7 +52,16 @@ def get_config(arg: str | None = None):
     c.checkpoint.every = 500
     c.eval.batch_size = 64
     c.eval.metrics = ("recon", "swap_truth")
-    return config_lib.apply_variant(c, arg, {"smoke": _smoke})
+    return config_lib.apply_variant(c, arg, {"smoke": _smoke, "pretrain": _pretrain})
+
+
+def _pretrain(c):
+    generic = "synthetic_faces:ids=10-29;n=200;size=64;seed=2;masks=1"
+    c.data.source = c.data.source_b = generic
+    c.swap.random_warp = False
+    c.swap.flip_a = c.swap.flip_b = True
+    c.total_steps = 3000
+    c.eval.metrics = ("recon",)
 
 
 def _smoke(c):

@@ -360,7 +360,10 @@ def load_start(hp: ml_collections.ConfigDict, model_config: ml_collections.Confi
     """
     from zoo import pretrained
 
-    loaded = pretrained.load(hp.init_from)
+    try:
+        loaded = pretrained.load(hp.init_from)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"swap.init_from = {hp.init_from!r}: {e}") from e
     if loaded.config["model"] != model_config.name:
         raise ConfigError(
             f"swap.init_from = {hp.init_from!r} holds a {loaded.config['model']!r} model but model.name = "

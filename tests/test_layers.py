@@ -145,3 +145,25 @@ def test_pixel_shuffle() -> None:
     chex.assert_shape(y, (2, 6, 8, 3))
     b, h, w, c, i, j = 1, 2, 3, 1, 1, 0
     assert y[b, h * 2 + i, w * 2 + j, c] == x[b, h, w, c * 4 + i * 2 + j]
+
+
+def test_grad_of_grad_through_the_fast_conv_matches_flax():
+    """A gradient penalty's parameter gradient (reverse over reverse) equals flax's nn.Conv."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from zoo import layers
+
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    fast, reference = layers.Conv(4, (5, 5), strides=(2, 2)), nn.Conv(4, (5, 5), strides=(2, 2))
+    params = reference.init(jax.random.key(1), x)
+
+    def penalty_grad(module):
+        def penalty(p):
+            g = jax.grad(lambda x: jnp.sum(jnp.tanh(module.apply(p, x))))(x)
+            return jnp.sum(g**2)
+        return jax.grad(penalty)(params)["params"]["kernel"]
+
+    np.testing.assert_allclose(penalty_grad(fast), penalty_grad(reference), rtol=1e-4, atol=1e-5)

@@ -6,8 +6,9 @@ the input gradient of a 5x5 stride-2 conv on an 8x8 map. The custom VJPs here ne
 an lhs-dilated conv (a transposed conv's forward, a strided conv's input gradient) runs as
 stride*stride stride-1 "phase" convs with sub-sampled kernels, interleaved by a reshape (no
 zero-insertion, so no wasted FLOPs); a transposed conv's input gradient is its adjoint strided
-conv and its kernel gradient one GEMM per tap. The custom VJPs are first-order only: jax.grad
-(and vmap/jit/pmap of it) works, grad-of-grad and jvp do not.
+conv and its kernel gradient one GEMM per tap. Reverse mode composes: jax.grad, grad-of-grad
+(the backward passes are ordinary JAX ops, so a gradient penalty differentiates) and vmap/jit/pmap
+of them work; forward mode (jax.jvp) does not, as for any custom_vjp.
 """
 from __future__ import annotations
 

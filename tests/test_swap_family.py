@@ -163,6 +163,7 @@ def test_copy_baseline_is_the_psnr_of_the_unchanged_source(tmp_path):
     np.testing.assert_allclose(report["metrics"]["a2b_copy_psnr"], np.mean(psnrs), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_one_device_jit8_and_pmap8_reach_the_same_parameters(tmp_path):
     from test_trainer import assert_params_close, params_of
 

@@ -7,6 +7,8 @@ Each side is one 75-frame video (25 fps): every 10th frame is held out for evalu
 train. Until the face extraction pipeline lands, faces are the frame's centre square resized to
 128 px (the speakers sit centred, face about half the crop), with no masks, so training is
 unmasked. The data are real people: use them for tests and measurements only, never publish swaps.
+1,000 steps take about 33 min on 2 CPU cores (2 s/step); `--metrics recon,identity` then scores
+the swaps with dlib (README results).
 """
 from train import config as config_lib
 from train.families import swap
@@ -27,14 +29,14 @@ def get_config(arg: str | None = None):
     c.data.source, c.data.source_b = A, B
     c.data.worker_count = 1
     c.batch_size = 8
-    c.total_steps = 3000
+    c.total_steps = 1000
     c.optim.name = "adabelief"
     c.optim.learning_rate = 2e-4
     c.optim.warmup_steps = 100
     c.optim.grad_clip_norm = 1.0
     c.log_every = 50
     c.preview_every = 500
-    c.eval_every = 3000
+    c.eval_every = 1000
     c.checkpoint.every = 500
     c.eval.batch_size = 8
     c.eval.metrics = ("recon",)

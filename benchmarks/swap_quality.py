@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import emit, machine
-from train import evaluate, losses, trainer
+from train import evaluate, trainer
+from train.families import swap
 
 
 def mean_face(source, limit: int = 2000) -> np.ndarray:
@@ -38,11 +39,8 @@ def mean_face_baseline(setup: trainer.Setup, window: int) -> dict[str, float]:
             truth = jnp.asarray(np.stack([r[f"{name}_truth"] for r in rows]) / 255.0, jnp.float32)
             face = jnp.asarray(np.stack([r[f"{name}_face"] for r in rows]) / 255.0, jnp.float32)
             guess = jnp.broadcast_to(jnp.asarray(mean), truth.shape)
-            values = {"psnr": losses.psnr(guess, truth), "ssim": losses.ssim(guess, truth, filter_size=window),
-                      "face_psnr": losses.masked_psnr(guess, truth, face),
-                      "face_ssim": losses.masked_ssim(guess, truth, face, filter_size=window)}
-            for k, v in values.items():
-                sums[f"{name}_mean_{k}"] = sums.get(f"{name}_mean_{k}", 0.0) + float(jnp.sum(v))
+            for k, v in swap.image_quality(f"{name}_mean", guess, truth, face, window).items():
+                sums[k] = sums.get(k, 0.0) + float(jnp.sum(v))
     return {k: v / len(held_out) for k, v in sums.items()}
 
 

@@ -79,10 +79,25 @@ def dssim_windows(resolution: int) -> tuple[tuple[int, float], ...]:
     return ((int(resolution / 11.6), 0.5), (int(resolution / 23.2), 0.5))
 
 
+def loss_mask(hp: ml_collections.ConfigDict, mask: jax.Array, resolution: int) -> jax.Array:
+    """Where the image losses look: the softened face mask with masked training, else everywhere."""
+    return losses.soften_mask(mask, resolution) if hp.masked_training else jnp.ones_like(mask)
+
+
+def image_quality(prefix: str, output: jax.Array, truth: jax.Array, face: jax.Array | None,
+                  window: int) -> dict[str, jax.Array]:
+    """Per-example PSNR/SSIM of `output` against `truth`, and inside `face` when it is given."""
+    out = {f"{prefix}_psnr": losses.psnr(output, truth), f"{prefix}_ssim": losses.ssim(output, truth, filter_size=window)}
+    if face is not None:
+        out[f"{prefix}_face_psnr"] = losses.masked_psnr(output, truth, face)
+        out[f"{prefix}_face_ssim"] = losses.masked_ssim(output, truth, face, filter_size=window)
+    return out
+
+
 def side_loss(hp: ml_collections.ConfigDict, resolution: int, rgb: jax.Array, pred_mask: jax.Array,
               target: jax.Array, mask: jax.Array, em_mask: jax.Array | None) -> dict[str, jax.Array]:
     """Per-example loss terms of one side, named; "loss" is their weighted sum."""
-    m = losses.soften_mask(mask, resolution) if hp.masked_training else jnp.ones_like(mask)
+    m = loss_mask(hp, mask, resolution)
     t, p = target * m, rgb * m
     structural = sum(share * losses.dssim(t, p, filter_size=w) for w, share in dssim_windows(resolution))
     mse = jnp.mean((t - p) ** 2, axis=(1, 2, 3))
@@ -157,13 +172,15 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
     def patch_logits(params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         return nets["patch_d"].apply({"params": params}, x)
 
-    def update(state: State, net: str, grads: Any) -> tuple[Any, Any]:
-        updates, opt_state = tx.update(grads, state["opt_state"][net], state["params"][net])
-        return optax.apply_updates(state["params"][net], updates), opt_state
-
-    def with_net(state: State, net: str, params: Any, opt_state: Any) -> State:
-        return dict(state, params=dict(state["params"], **{net: params}),
-                    opt_state=dict(state["opt_state"], **{net: opt_state}))
+    def descend(state: State, net: str, loss_fn: Any) -> tuple[State, Any, dict]:
+        """One optimiser step of network `net` on `loss_fn(params) -> (loss, metrics)`, averaged over devices."""
+        params = state["params"][net]
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(params)
+        grads, metrics = parallel.pmean((grads, metrics))
+        updates, opt_state = tx.update(grads, state["opt_state"][net], params)
+        new = dict(state, params=dict(state["params"], **{net: optax.apply_updates(params, updates)}),
+                   opt_state=dict(state["opt_state"], **{net: opt_state}))
+        return new, grads, metrics
 
     def side_inputs(side: Batch) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
         target = side["target"]
@@ -191,13 +208,11 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
                 loss = loss + metrics["true_face_g_loss"]
             return loss, metrics | {"loss": loss}
 
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"]["swap"])
-        grads, metrics = parallel.pmean((grads, metrics))
-        params, opt_state = update(state, "swap", grads)
+        new, grads, metrics = descend(state, "swap", loss_fn)
         metrics["grad_norm"] = optax.global_norm(grads)
-        new = with_net(state, "swap", params, opt_state)
         if hp.ema_decay:
-            new["ema"] = {"swap": optax.incremental_update(params, state["ema"]["swap"], 1.0 - hp.ema_decay)}
+            new["ema"] = {"swap": optax.incremental_update(new["params"]["swap"], state["ema"]["swap"],
+                                                           1.0 - hp.ema_decay)}
         return new, metrics
 
     def patch_d_step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
@@ -206,7 +221,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         in_a, t_a, m_a, _ = side_inputs(batch["a"])
         in_b = side_inputs(batch["b"])[0]
         fake = jax.lax.stop_gradient(forward(state["params"]["swap"], in_a, in_b)[0]["src"][0])
-        soft = losses.soften_mask(m_a, res) if hp.masked_training else jnp.ones_like(m_a)
+        soft = loss_mask(hp, m_a, res)
 
         def loss_fn(params):
             real_c, real_p = patch_logits(params, t_a * soft)
@@ -214,9 +229,8 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
             loss = 0.5 * (_bce(real_c, 1.0) + _bce(fake_c, 0.0)) + 0.5 * (_bce(real_p, 1.0) + _bce(fake_p, 0.0))
             return loss, {"loss": loss}
 
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"]["patch_d"])
-        grads, metrics = parallel.pmean((grads, metrics))
-        return with_net(state, "patch_d", *update(state, "patch_d", grads)), metrics
+        new, _, metrics = descend(state, "patch_d", loss_fn)
+        return new, metrics
 
     def code_d_step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
         """The true-face discriminator: B's inter codes are real, A's fake (pushes A codes toward B's)."""
@@ -229,9 +243,8 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
             loss = 0.5 * (_bce(d.apply({"params": params}, code_b), 1.0) + _bce(d.apply({"params": params}, code_a), 0.0))
             return loss, {"loss": loss}
 
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"]["code_d"])
-        grads, metrics = parallel.pmean((grads, metrics))
-        return with_net(state, "code_d", *update(state, "code_d", grads)), metrics
+        new, _, metrics = descend(state, "code_d", loss_fn)
+        return new, metrics
 
     def eval_params(state: State) -> Any:
         return (state["ema"] if hp.ema_decay else state["params"])["swap"]
@@ -247,12 +260,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         return model.apply({"params": params}, x, direction, method=model.swap)[0]
 
     def quality(prefix: str, output: jax.Array, truth: jax.Array, face: jax.Array | None = None) -> dict[str, jax.Array]:
-        w = hp.eval_ssim_window
-        out = {f"{prefix}_psnr": losses.psnr(output, truth), f"{prefix}_ssim": losses.ssim(output, truth, filter_size=w)}
-        if face is not None:
-            out[f"{prefix}_face_psnr"] = losses.masked_psnr(output, truth, face)
-            out[f"{prefix}_face_ssim"] = losses.masked_ssim(output, truth, face, filter_size=w)
-        return out
+        return image_quality(prefix, output, truth, face, hp.eval_ssim_window)
 
     def eval_recon(state: State, batch: Batch, rng: jax.Array) -> dict:
         a, b = faces(batch, "a_image"), faces(batch, "b_image")
@@ -327,7 +335,7 @@ def gan_generator_terms(hp: ml_collections.ConfigDict, resolution: int, logits_f
     with masked training also 1e-6 * total-variation MSE of the output and 0.02 * MSE outside the
     mask, which DeepFaceLab adds to damp the bright dots a GAN leaves where no loss looks.
     """
-    soft = losses.soften_mask(mask, resolution) if hp.masked_training else jnp.ones_like(mask)
+    soft = loss_mask(hp, mask, resolution)
     centre, pixel = logits_fn(d_params, rgb * soft)
     adversarial = _bce(centre, 1.0) + _bce(pixel, 1.0)
     total = hp.gan_power * adversarial

@@ -17,8 +17,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from train import losses, parallel
 from train import optim as optim_lib
-from train import parallel
 from train.config import model_kwargs
 from train.families.base import Batch, Export, Family, State, Step
 from zoo import likelihoods, registry
@@ -125,9 +125,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
 
     def eval_psnr(state: State, batch: Batch, rng: jax.Array) -> dict:
         target = batch["image"].astype(jnp.float32) / 255.0
-        recon = reconstruct(state, target)
-        mse = jnp.mean((recon - target) ** 2, axis=(1, 2, 3))
-        return {"psnr": 10.0 * jnp.log10(1.0 / jnp.maximum(mse, 1e-10))}
+        return {"psnr": losses.psnr(reconstruct(state, target), target)}
 
     def reconstruct(state: State, x: jax.Array) -> jax.Array:
         params = state["params"]["vae"]

@@ -1,0 +1,84 @@
+"""Feature extractors for FID, KID, precision/recall and IS, behind one interface and one registry.
+
+An extractor takes uint8 images, the form every FID protocol quantises samples to before
+measuring them, and returns pooled features (and class probabilities where it has a classifier
+head). Its `name` and `resize` are written into every reference-statistics file and result, so two
+numbers are only ever compared when they came from the same network at the same input size.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Callable
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Extractor:
+    """A feature network: `apply(uint8 [N, H, W, C]) -> {"features": [N, D], "probs": [N, K]}`.
+
+    `probs` is present only when `num_classes > 0` (the Inception Score needs it). `batch_size`
+    is how many images `apply` should be given at once to bound memory.
+    """
+
+    name: str
+    resize: str
+    feature_dim: int
+    num_classes: int
+    batch_size: int
+    apply: Callable[[np.ndarray], dict[str, np.ndarray]]
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise ValueError(
+                f"extractor {self.name!r} takes uint8 images [N, H, W, 1 or 3], got {images.dtype} {images.shape}; "
+                "quantise samples with data.transforms-style round(clip(x, 0, 1) * 255) first"
+            )
+        out = {}
+        for start in range(0, len(images), self.batch_size):
+            part = self.apply(images[start:start + self.batch_size])
+            for key, value in part.items():
+                out.setdefault(key, []).append(np.asarray(value))
+        return {key: np.concatenate(values) for key, values in out.items()}
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
+    """Where extractor weights and reference statistics live: `override`, $ZOO_CACHE, or ~/.cache."""
+    return pathlib.Path(override or os.environ.get("ZOO_CACHE", pathlib.Path.home() / ".cache" / "deepfake-zoo"))
+
+
+def _inception(cache: pathlib.Path, weights: str | None) -> Extractor:
+    from train.metrics import inception
+
+    return inception.fid_inception_extractor(weights, cache)
+
+
+def _domain(dataset: str) -> Callable[[pathlib.Path, str | None], Extractor]:
+    def build(cache: pathlib.Path, weights: str | None) -> Extractor:
+        from train.metrics import domain
+
+        return domain.domain_extractor(dataset, cache, weights)
+
+    return build
+
+
+EXTRACTORS: dict[str, Callable[[pathlib.Path, str | None], Extractor]] = {
+    "inception_v3_fid": _inception,
+    "domain_mnist": _domain("mnist"),
+    "domain_fashion_mnist": _domain("fashion_mnist"),
+}
+
+
+def list_extractors() -> list[str]:
+    """Names `get_extractor` accepts."""
+    return sorted(EXTRACTORS)
+
+
+def get_extractor(name: str, *, cache: str | os.PathLike | None = None, weights: str | None = None) -> Extractor:
+    """The extractor called `name`; `weights` overrides where its weights file is read from."""
+    if name not in EXTRACTORS:
+        raise ValueError(f"unknown feature extractor {name!r}; choose one of {', '.join(list_extractors())}")
+    return EXTRACTORS[name](cache_dir(cache), weights)

@@ -162,6 +162,9 @@ def _check_known_fields(config: ml_collections.ConfigDict, reference: ml_collect
         if key not in reference:
             raise ConfigError(_unknown(path, key, reference.keys()))
         expected = reference[key]
+        if is_model_section(expected):
+            _check_model_fields(value, path)
+            continue
         if isinstance(expected, ml_collections.ConfigDict):
             if not isinstance(value, ml_collections.ConfigDict):
                 raise ConfigError(f"{path} must be a section with fields {sorted(expected.keys())}, got {value!r}")
@@ -170,13 +173,28 @@ def _check_known_fields(config: ml_collections.ConfigDict, reference: ml_collect
             raise ConfigError(f"{path} = {value!r} has type {type(value).__name__}; expected {type(expected).__name__}")
 
 
-def _check_model_fields(model: ml_collections.ConfigDict) -> None:
+def is_model_section(section: Any) -> bool:
+    """True for a section made by `model_section`: its `name` is a registered model.
+
+    Such sections (`config.model`, a family's second network like `gan.discriminator`) are
+    validated against the named model's fields and replaced whole when a frozen config is merged.
+    """
     from zoo import registry
 
+    return (isinstance(section, (ml_collections.ConfigDict, dict)) and isinstance(section.get("name"), str)
+            and section["name"] in registry.list_models())
+
+
+def _check_model_fields(model: ml_collections.ConfigDict, path: str = "model") -> None:
+    from zoo import registry
+
+    if not isinstance(model, ml_collections.ConfigDict) or "name" not in model:
+        raise ConfigError(f"{path} must be a model section (config.model_section(name, ...)), got {model!r}")
+    _choice(f"{path}.name", model.name, registry.list_models())
     fields = set(registry.model_fields(model.name)) - {"image_shape"}
     for key in model.keys():
         if key != "name" and key not in fields:
-            raise ConfigError(_unknown(f"model.{key}", key, sorted(fields | {"name"}), what=f"field of model {model.name!r}"))
+            raise ConfigError(_unknown(f"{path}.{key}", key, sorted(fields | {"name"}), what=f"field of model {model.name!r}"))
 
 
 def _unknown(path: str, key: str, valid: Iterable[str], what: str = "config field") -> str:
@@ -266,7 +284,8 @@ def check_override(config: ml_collections.ConfigDict, dotted: str) -> None:
 def merge(defaults: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
     """`defaults` with every field of the nested dict `values` set; the model section is taken whole."""
     for key, value in values.items():
-        if isinstance(value, dict) and key != "model" and isinstance(defaults.get(key), ml_collections.ConfigDict):
+        whole = key == "model" or is_model_section(defaults.get(key))
+        if isinstance(value, dict) and not whole and isinstance(defaults.get(key), ml_collections.ConfigDict):
             merge(defaults[key], value)
         else:
             defaults[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value

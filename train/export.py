@@ -24,7 +24,8 @@ def export_run(workdir: str | pathlib.Path, step: int | None = None, out: str | 
     exported = setup.family.export(state)
     out = pathlib.Path(out) if out else workdir / "export" / f"{exported.model}-{step}.safetensors"
     return pretrained.export(out, exported.model, exported.model_config, exported.params,
-                             metadata={"family": config.family, "step": step, "data": config.data.source})
+                             metadata={"family": config.family, "step": step, "data": config.data.source},
+                             collections=exported.collections)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -1,12 +1,14 @@
 """Optimisers from the config's `optim` section, shared by every family."""
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+
+from train import parallel
 
 
 def learning_rate(optim: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -65,3 +67,19 @@ def make(optim: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTr
     if optim.update_keep_prob < 1.0:
         parts.append(keep_updates(optim.update_keep_prob))
     return parts[0] if len(parts) == 1 else optax.chain(*parts)
+
+
+def descend(state: dict, net: str, tx: optax.GradientTransformation, loss_fn: Callable[[Any], tuple[jax.Array, Any]]
+            ) -> tuple[dict, Any, Any]:
+    """One optimiser step of `state["params"][net]` on `loss_fn(params) -> (loss, aux)`.
+
+    Gradients and aux are averaged over data-parallel replicas first (`parallel.pmean`), so the
+    step is the same under every strategy. Returns the new state, the gradients and the aux.
+    """
+    params = state["params"][net]
+    grads, aux = jax.grad(loss_fn, has_aux=True)(params)
+    grads, aux = parallel.pmean((grads, aux))
+    updates, opt_state = tx.update(grads, state["opt_state"][net], params)
+    new = dict(state, params=dict(state["params"], **{net: optax.apply_updates(params, updates)}),
+               opt_state=dict(state["opt_state"], **{net: opt_state}))
+    return new, grads, aux

@@ -18,18 +18,16 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-AXIS = "data"
+from zoo import layers
+
+AXIS = layers.DATA_AXIS
 
 StepFn = Callable[[Any, Any, jax.Array], tuple[Any, dict]]
 
 
 def axis_bound() -> bool:
     """True inside a pmap over the data axis, False under (sharded) jit."""
-    try:
-        lax.axis_index(AXIS)
-    except NameError:
-        return False
-    return True
+    return layers.bound_data_axis() is not None
 
 
 def pmean(tree: Any) -> Any:

@@ -15,7 +15,10 @@ import jax
 
 
 class MetricWriter:
-    """Appends `{"step", "time", "<prefix>/<name>": value}` lines and mirrors them as TB scalars."""
+    """Appends `{"step", "time", "<prefix>/<name>": value}` lines and mirrors the numbers as TB scalars.
+
+    String values (an evaluation's protocol line) go to the JSON lines only.
+    """
 
     def __init__(self, workdir: str | pathlib.Path, tensorboard: bool = True) -> None:
         self.enabled = jax.process_index() == 0
@@ -33,8 +36,9 @@ class MetricWriter:
     def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train") -> None:
         if not self.enabled:
             return
-        scalars = {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
-        record = {"step": int(step), "time": time.time(), **{k: _json_number(v) for k, v in scalars.items()}}
+        scalars = {f"{prefix}/{k}": float(v) for k, v in metrics.items() if not isinstance(v, str)}
+        texts = {f"{prefix}/{k}": v for k, v in metrics.items() if isinstance(v, str)}
+        record = {"step": int(step), "time": time.time(), **{k: _json_number(v) for k, v in scalars.items()}, **texts}
         self._jsonl.write(json.dumps(record) + "\n")
         if self._tb is not None:
             for key, value in scalars.items():

@@ -230,7 +230,8 @@ class SNEmbed(nn.Module):
 
 def _batch_norm(train: bool, name: str, dtype: Dtype, param_dtype: Dtype, affine: bool = True) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS, use_scale=affine,
-                        use_bias=affine, dtype=dtype, param_dtype=param_dtype, name=name)
+                        use_bias=affine, axis_name=layers.bound_data_axis() if train else None, dtype=dtype,
+                        param_dtype=param_dtype, name=name)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 PaddingLike = str | int | Sequence[int | tuple[int, int]]
 
 _DN = ("NHWC", "HWIO", "NHWC")
+DATA_AXIS = "data"
 _FILTER_GRAD_DN = ("CHWN", "IHWO", "HWNC")
 
 __all__ = ["Conv", "ConvTranspose", "conv_transpose", "pixel_shuffle", "strided_conv"]
@@ -273,3 +274,16 @@ class ConvTranspose(_ConvBase):
     def __call__(self, inputs: Array) -> Array:
         """Applies the transposed conv to (..., h, w, c) inputs."""
         return self._apply(conv_transpose, inputs)
+
+
+def bound_data_axis() -> str | None:
+    """`DATA_AXIS` inside a pmap that binds it, else None.
+
+    Batch norm passes it as `axis_name`, so under pmap it normalises over the global batch exactly
+    as it does under sharded jit, and the two strategies train the same model.
+    """
+    try:
+        lax.axis_index(DATA_AXIS)
+    except NameError:
+        return None
+    return DATA_AXIS

@@ -29,6 +29,8 @@ from zoo import registry
 
 FORMAT = "deepfake-zoo.pretrained"
 FORMAT_VERSION = 1
+_COLLECTION_SEP = ":"
+_EXPORTED = ("batch_stats",)  # state collections inference needs; spectral-norm vectors only matter in training
 WEIGHTS_DIR = pathlib.Path(__file__).with_name("weights")
 
 
@@ -58,14 +60,26 @@ class Pretrained:
     module: nn.Module
     params: Any
     config: dict[str, Any]
+    collections: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """What `module.apply` takes: params plus any state collections (batch-norm statistics)."""
+        return {"params": self.params, **self.collections}
 
 
 def export(path: str | os.PathLike, model: str, model_config: Mapping[str, Any], params: Any,
-           metadata: Mapping[str, Any] | None = None) -> pathlib.Path:
-    """Write params and model config to one .safetensors file (atomically) and return its path."""
+           metadata: Mapping[str, Any] | None = None, collections: Mapping[str, Any] | None = None) -> pathlib.Path:
+    """Write params (and state collections such as "batch_stats") and model config to one .safetensors file.
+
+    The write is atomic. A collection's arrays are stored under "<collection>:<path>" keys, so a
+    params-only reader of older versions sees them as unexpected keys rather than wrong params.
+    """
     path = pathlib.Path(path)
     registry.create_model(model, **_constructor_fields(model_config))
-    flat = {"/".join(k): np.asarray(jax.device_get(v)) for k, v in traverse_util.flatten_dict(params).items()}
+    flat = _flatten(params)
+    for name, tree in (collections or {}).items():
+        flat |= {f"{name}{_COLLECTION_SEP}{k}": v for k, v in _flatten(tree).items()}
     header = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -112,11 +126,20 @@ def read(path: str | os.PathLike) -> Pretrained:
         raise ValueError(f"{path} has format version {version}; this zoo reads up to {FORMAT_VERSION}: upgrade deepfake-zoo")
     model_config = json.loads(header["model_config"])
     module = registry.create_model(header["model"], **_constructor_fields(model_config))
-    params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in load_file(str(path)).items()})
-    _check_params(path, module, params)
+    groups: dict[str, dict[tuple[str, ...], np.ndarray]] = {}
+    for key, value in load_file(str(path)).items():
+        collection, _, name = key.rpartition(_COLLECTION_SEP)
+        groups.setdefault(collection or "params", {})[tuple(name.split("/"))] = value
+    trees = {c: traverse_util.unflatten_dict(flat) for c, flat in groups.items()}
+    params = trees.pop("params", {})
+    _check_params(path, module, params, trees)
     config = {"model": header["model"], "model_config": model_config, "format_version": version,
               "metadata": json.loads(header.get("metadata", "{}"))}
-    return Pretrained(module, jax.tree.map(jnp.asarray, params), config)
+    return Pretrained(module, jax.tree.map(jnp.asarray, params), config, jax.tree.map(jnp.asarray, trees))
+
+
+def _flatten(tree: Any) -> dict[str, np.ndarray]:
+    return {"/".join(k): np.asarray(jax.device_get(v)) for k, v in traverse_util.flatten_dict(tree).items()}
 
 
 def fetch(name: str, entry: Entry, cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
@@ -157,13 +180,20 @@ def _constructor_fields(model_config: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _check_params(path: pathlib.Path, module: nn.Module, params: Any) -> None:
-    expected = jax.eval_shape(lambda: module.init(jax.random.key(0), *module.example_inputs()))["params"]
-    want = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(expected).items()}
-    got = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(params).items()}
+def _check_params(path: pathlib.Path, module: nn.Module, params: Any, collections: Mapping[str, Any]) -> None:
+    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *module.example_inputs()))
+    expected = {"params": variables["params"]} | {c: v for c, v in variables.items() if c in _EXPORTED}
+    given = {"params": params, **collections}
+    want = {_key(c, k): v.shape for c, tree in expected.items() for k, v in traverse_util.flatten_dict(tree).items()}
+    got = {_key(c, k): v.shape for c, tree in given.items() for k, v in traverse_util.flatten_dict(tree).items()}
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     if missing or extra:
         raise ValueError(f"{path} does not match model {module.__class__.__name__}: missing {missing}, unexpected {extra}")
     wrong = [f"{k}: {got[k]} != {want[k]}" for k in want if tuple(got[k]) != tuple(want[k])]
     if wrong:
         raise ValueError(f"{path} has params of the wrong shape for its model config: {'; '.join(wrong)}")
+
+
+def _key(collection: str, path: tuple[str, ...]) -> str:
+    name = "/".join(path)
+    return name if collection == "params" else f"{collection}{_COLLECTION_SEP}{name}"

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from train.families import swap, vae
+from train.families import gan, swap, vae
 
-FAMILIES: dict[str, ModuleType] = {"vae": vae, "swap": swap}
+FAMILIES: dict[str, ModuleType] = {"vae": vae, "gan": gan, "swap": swap}
 
 
 def get(name: str) -> ModuleType:

@@ -26,11 +26,15 @@ class Step:
 
 @dataclasses.dataclass(frozen=True)
 class Export:
-    """What `zoo.pretrained` needs to rebuild a model: its registry name, fields and params."""
+    """What `zoo.pretrained` needs to rebuild a model: its registry name, fields, params and state.
+
+    `collections` holds the non-param variables inference needs (batch-norm "batch_stats").
+    """
 
     model: str
     model_config: dict[str, Any]
     params: Any
+    collections: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 
 from data import augment
-from train import losses, parallel
+from train import losses
 from train import optim as optim_lib
 from train.config import ConfigError, model_kwargs
 from train.families.base import Batch, Export, Family, State, Step
@@ -173,14 +173,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         return nets["patch_d"].apply({"params": params}, x)
 
     def descend(state: State, net: str, loss_fn: Any) -> tuple[State, Any, dict]:
-        """One optimiser step of network `net` on `loss_fn(params) -> (loss, metrics)`, averaged over devices."""
-        params = state["params"][net]
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(params)
-        grads, metrics = parallel.pmean((grads, metrics))
-        updates, opt_state = tx.update(grads, state["opt_state"][net], params)
-        new = dict(state, params=dict(state["params"], **{net: optax.apply_updates(params, updates)}),
-                   opt_state=dict(state["opt_state"], **{net: opt_state}))
-        return new, grads, metrics
+        return optim_lib.descend(state, net, tx, loss_fn)
 
     def side_inputs(side: Batch) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
         target = side["target"]

@@ -1,0 +1,294 @@
+"""The offline "domain" feature extractor: a small CNN trained on MNIST or Fashion-MNIST on first use.
+
+FID/KID/precision-recall/IS on 28x28 grey data need a feature network; Inception-v3 needs a
+download and is a poor fit for digits. This module trains a compact classifier (about two minutes
+on two CPU cores) from a local copy of the data, caches it as one safetensors file with its
+provenance in the header, and serves its penultimate ReLU activations as features and its softmax
+as class probabilities. The extractor's name carries the sha256 prefix of the weights file, so
+statistics computed with different weights are never compared.
+
+Input handling (`resize = "linear_aa_28"`, a fixed function of the input size): uint8 values are
+scaled to float [0, 1]; RGB is converted to grey by ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B);
+images that are not 28x28 are resized to 28x28 with `jax.image.resize(method="linear",
+antialias=True)`; 28x28 images pass unchanged.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import json
+import logging
+import os
+import pathlib
+import tempfile
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from einops import rearrange, reduce
+from flax import traverse_util
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+
+from data import sources
+from train.metrics.extractors import Extractor
+from zoo.pretrained import sha256
+
+log = logging.getLogger(__name__)
+
+FORMAT = "deepfake-zoo.domain-extractor"
+VERSION = 1
+SIZE = 28
+RESIZE = "linear_aa_28"
+LUMA_601 = (0.299, 0.587, 0.114)
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+DATASETS = ("mnist", "fashion_mnist")
+DEFAULT_STEPS = {"mnist": 2000, "fashion_mnist": 2000}
+DEFAULT_BATCH_SIZE = 64
+LEARNING_RATE = 2e-3
+EXTRACTOR_BATCH_SIZE = 500
+
+Params = dict[str, Any]
+
+
+class DomainClassifier(nn.Module):
+    """(3x3 conv, ReLU, 2x2 max-pool) per width, a ReLU feature layer and a 10-way head: small enough to train on CPU."""
+
+    widths: tuple[int, ...] = (32, 64)
+    features_dim: int = 128
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Float [N, 28, 28, 1] in [0, 1] -> (features [N, features_dim], logits [N, num_classes])."""
+        for i, width in enumerate(self.widths):
+            x = nn.relu(nn.Conv(width, (3, 3), name=f"conv{i}")(x))
+            x = reduce(x, "b (h 2) (w 2) c -> b h w c", "max")
+        x = rearrange(x, "b h w c -> b (h w c)")
+        features = nn.relu(nn.Dense(self.features_dim, name="features")(x))
+        return features, nn.Dense(self.num_classes, name="logits")(features)
+
+
+def preprocess(images: jax.Array) -> jax.Array:
+    """uint8 [N, H, W, 1 or 3] -> float grey [N, 28, 28, 1] in [0, 1], the network's input (see module docstring)."""
+    x = images.astype(jnp.float32) / 255.0
+    if x.shape[-1] == 3:
+        x = x @ jnp.asarray(LUMA_601, jnp.float32)[:, None]
+    if x.shape[1:3] != (SIZE, SIZE):
+        x = jax.image.resize(x, (x.shape[0], SIZE, SIZE, 1), method="linear", antialias=True)
+    return x
+
+
+@jax.jit
+def _forward(params: Params, images: jax.Array) -> dict[str, jax.Array]:
+    """Features and class probabilities of uint8 images, compiled once per (batch, input) shape."""
+    features, logits = DomainClassifier().apply({"params": params}, preprocess(images))
+    return {"features": features, "probs": jax.nn.softmax(logits)}
+
+
+def _batched_apply(model: DomainClassifier, params: Params, batch_size: int) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """A host function that pads batches to a power of two (at most `batch_size`), bounding recompiles."""
+
+    def apply(images: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(images)
+        if n == 0:
+            return {"features": np.zeros((0, model.features_dim), np.float32),
+                    "probs": np.zeros((0, model.num_classes), np.float32)}
+        size = n if n > batch_size else min(batch_size, 1 << (n - 1).bit_length())
+        padded = np.concatenate([images, np.zeros((size - n, *images.shape[1:]), images.dtype)])
+        out = _forward(params, padded)
+        return {key: np.asarray(value[:n]) for key, value in out.items()}
+
+    return apply
+
+
+def _tfds_dir() -> pathlib.Path:
+    """Where TFDS keeps prepared datasets: $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+    return pathlib.Path(os.environ.get("TFDS_DATA_DIR") or pathlib.Path.home() / "tensorflow_datasets")
+
+
+def _candidates(dataset: str) -> list[tuple[str, pathlib.Path]]:
+    """(spec, directory) pairs for local copies of `dataset`, in order of preference."""
+    tfds = (f"tfds:{dataset}", _tfds_dir() / dataset)
+    if dataset == "mnist":
+        shared = (REPO_ROOT / sources.SHARED_DATA_DIR / "mnist").resolve()
+        return [tfds, (f"idx:{shared}", shared)]
+    if dataset == "fashion_mnist":
+        return [(f"idx:{sources.FASHION_MNIST_DIR}", sources.FASHION_MNIST_DIR), tfds]
+    raise ValueError(f"no domain extractor for dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+
+
+def find_data(dataset: str) -> str:
+    """The spec of the first local copy of `dataset`, or an error naming where it looked and how to get it."""
+    for spec, directory in _candidates(dataset):
+        if spec.startswith("tfds:") and any(directory.glob("*/*.array_record*")):
+            return spec
+        if spec.startswith("idx:") and directory.is_dir() and any(directory.iterdir()):
+            return spec
+    looked = "\n".join(f"  {spec} ({directory})" for spec, directory in _candidates(dataset))
+    how = {
+        "mnist": f"put the MNIST idx files in {_candidates('mnist')[1][1]}",
+        "fashion_mnist": "apt-get install -y dataset-fashion-mnist (Debian/Ubuntu; installs the idx files "
+        f"into {sources.FASHION_MNIST_DIR})",
+    }[dataset]
+    raise FileNotFoundError(
+        f"the domain_{dataset} feature extractor trains itself on {dataset}, but no local copy was found; "
+        f"looked at:\n{looked}\nGet it: {how}, or prepare it with TFDS:\n    "
+        f"{sources._prepare_command(dataset, None)}\n(or pass weights= an already trained domain_{dataset} file)"
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def load_data(dataset: str) -> tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """(spec, {split: (uint8 images [N, 28, 28, 1], int64 labels [N])}) for train and test, cached per process."""
+    spec = find_data(dataset)
+    splits = {}
+    for split in ("train", "test"):
+        source = sources.get_source(spec, split)
+        if isinstance(source, sources.ArraySource):
+            images, labels = np.asarray(source.images), np.asarray(source.labels)
+        else:
+            examples = [source[i] for i in range(len(source))]
+            images = np.stack([e["image"] for e in examples])
+            labels = np.array([e["label"] for e in examples], np.int64)
+        if images.shape[1:] != (SIZE, SIZE, 1):
+            raise ValueError(f"{spec} ({split}) has images {images.shape[1:]}; the domain classifier needs 28x28x1")
+        splits[split] = (images, labels)
+    return spec, splits
+
+
+def accuracy(model: DomainClassifier, params: Params, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of the classifier on uint8 images."""
+    extractor_apply = _batched_apply(model, params, EXTRACTOR_BATCH_SIZE)
+    probs = np.concatenate([extractor_apply(images[i:i + EXTRACTOR_BATCH_SIZE])["probs"]
+                            for i in range(0, len(images), EXTRACTOR_BATCH_SIZE)])
+    return float(np.mean(np.argmax(probs, axis=-1) == labels))
+
+
+def train_domain_classifier(
+    dataset: str, *, seed: int = 0, steps: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE
+) -> tuple[Params, float]:
+    """Train the classifier with Adam and a cosine schedule; deterministic in `seed` (init and data order)."""
+    _, data = load_data(dataset)
+    steps = DEFAULT_STEPS[dataset] if steps is None else steps
+    images, labels = data["train"]
+    model = DomainClassifier()
+    params = model.init(jax.random.key(seed), jnp.zeros((1, SIZE, SIZE, 1)))["params"]
+    schedule = optax.warmup_cosine_decay_schedule(0.0, LEARNING_RATE, max(1, min(100, steps // 10)), max(steps, 2))
+    tx = optax.adam(schedule)
+
+    @jax.jit
+    def step(params: Params, opt_state: optax.OptState, x: jax.Array, y: jax.Array) -> tuple[Params, optax.OptState]:
+        def loss_fn(p: Params) -> jax.Array:
+            _, logits = model.apply({"params": p}, preprocess(x))
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        updates, opt_state = tx.update(jax.grad(loss_fn)(params), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    rng = np.random.default_rng(seed)
+    epochs = -(-steps * batch_size // len(images))
+    order = np.concatenate([rng.permutation(len(images)) for _ in range(epochs)])
+    opt_state = tx.init(params)
+    for i in range(steps):
+        rows = order[i * batch_size:(i + 1) * batch_size]
+        params, opt_state = step(params, opt_state, images[rows], labels[rows])
+    params = jax.device_get(params)
+    return params, accuracy(model, params, *data["test"])
+
+
+def _versions() -> dict[str, str]:
+    """Package versions that shaped the weights, for the file header."""
+    names = ("deepfake-zoo", "jax", "jaxlib", "flax", "optax", "numpy")
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def save_weights(path: pathlib.Path, params: Params, metadata: dict[str, Any]) -> pathlib.Path:
+    """Write params as "/"-joined tensor names plus string metadata, atomically (tmp file + os.replace)."""
+    flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
+    header = {"format": FORMAT, "format_version": str(VERSION),
+              **{k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in metadata.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as tmp:
+        tmp_path = tmp.name
+    try:
+        save_file(flat, tmp_path, metadata=header)
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+    return path
+
+
+def load_weights(path: pathlib.Path, dataset: str | None = None) -> tuple[Params, dict[str, str]]:
+    """Read a weights file, refusing one whose tensor names or shapes (or dataset) do not fit this classifier."""
+    retrain = f"delete {path} to retrain it on first use (or pass the right weights file)"
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = dict(f.metadata() or {})
+        flat = load_file(str(path))
+    except Exception as error:  # noqa: BLE001  (any parse failure means: not a weights file)
+        raise ValueError(f"{path} is not a readable safetensors weights file ({error}); {retrain}") from error
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file (format={header.get('format')!r}); {retrain}")
+    if dataset is not None and header.get("dataset") not in (None, dataset):
+        raise ValueError(f"{path} holds domain_{header['dataset']} weights, not domain_{dataset}; {retrain}")
+    expected = jax.eval_shape(DomainClassifier().init, jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 1)))["params"]
+    want = {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(expected).items()}
+    got = {k: tuple(v.shape) for k, v in flat.items()}
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    wrong = [f"{k}: {got[k]} != {want[k]}" for k in sorted(set(want) & set(got)) if got[k] != want[k]]
+    if missing or extra or wrong:
+        raise ValueError(
+            f"{path} does not match the domain classifier (v{VERSION}): missing {missing}, unexpected {extra}, "
+            f"wrong shapes {wrong}; {retrain}"
+        )
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()}), header
+
+
+def domain_extractor(
+    dataset: str, cache: pathlib.Path, weights: str | None, *, seed: int = 0, steps: int | None = None
+) -> Extractor:
+    """The domain_<dataset> extractor: weights from `weights` or the cache, trained and cached on first use."""
+    if dataset not in DATASETS:
+        raise ValueError(f"no domain extractor for dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    path = pathlib.Path(weights) if weights else pathlib.Path(cache) / f"domain_{dataset}-v{VERSION}.safetensors"
+    if weights and not path.is_file():
+        raise FileNotFoundError(f"domain_{dataset} weights file {path} does not exist")
+    if not path.is_file():
+        steps = DEFAULT_STEPS[dataset] if steps is None else steps
+        log.warning("no domain_%s weights at %s: training them now (%d steps, about two minutes on 2 CPU cores), once",
+                    dataset, path, steps)
+        start = time.perf_counter()
+        params, test_accuracy = train_domain_classifier(dataset, seed=seed, steps=steps)
+        seconds = time.perf_counter() - start
+        model = DomainClassifier()
+        save_weights(path, params, {
+            "dataset": dataset, "data": load_data(dataset)[0], "seed": seed, "steps": steps,
+            "batch_size": DEFAULT_BATCH_SIZE, "learning_rate": LEARNING_RATE, "test_accuracy": test_accuracy,
+            "train_seconds": round(seconds, 1), "versions": _versions(),
+            "model": {"widths": list(model.widths), "features_dim": model.features_dim,
+                      "num_classes": model.num_classes},
+        })
+        log.warning("trained domain_%s in %.0f s: test accuracy %.4f; wrote %s", dataset, seconds, test_accuracy, path)
+    params, _ = load_weights(path, dataset)
+    model = DomainClassifier()
+    params = jax.tree.map(jnp.asarray, params)
+    return Extractor(
+        name=f"domain_{dataset}@{sha256(path)[:12]}",
+        resize=RESIZE,
+        feature_dim=model.features_dim,
+        num_classes=model.num_classes,
+        batch_size=EXTRACTOR_BATCH_SIZE,
+        apply=_batched_apply(model, params, EXTRACTOR_BATCH_SIZE),
+    )

@@ -3,13 +3,13 @@
     python -m train --config configs/dcgan_mnist.py --workdir runs/dcgan_mnist
     python -m train.evaluate --workdir runs/dcgan_mnist --metrics fid,disc
 
-Radford et al.'s recipe (Adam 2e-4, beta1 0.5, batch norm in G and D, the non-saturating loss),
-with the widths halved (ngf = ndf = 32) to fit a CPU budget; digits are resized from 28 to 32 px,
-the smallest size DCGAN's stride-2 stack takes. Evaluation: 10,000 samples against the 10,000 test
-digits through `domain_mnist`, a classifier the zoo trains on first use (a minute on 2 cores) and
-caches; ImageNet Inception features say little about digits, and need a download. The README's
-results table gives the run's figures beside the floor: the training set itself scored the same way.
-`:tfds` reads TFDS's mnist instead of ../shared/data/mnist.
+Radford et al.'s recipe and widths (ngf = ndf = 64, z 100, Adam 2e-4 with beta1 0.5, batch norm in G
+and D, the non-saturating loss), 4,000 steps of batch 64 (4.3 epochs, about 14 min on 2 CPU cores);
+digits are resized from 28 to 32 px, the smallest size DCGAN's stride-2 stack takes. Evaluation:
+10,000 samples against the 10,000 test digits through `domain_mnist`, a classifier the zoo trains on
+first use (two minutes on 2 cores) and caches; ImageNet Inception features say little about digits, and
+need a download. The README's results table gives the run's figures beside the floor: the training
+set itself scored the same way. `:tfds` reads TFDS's mnist instead of ../shared/data/mnist.
 """
 from train import config as config_lib
 from train.families import gan
@@ -21,22 +21,22 @@ def get_config(arg: str | None = None):
     c = config_lib.base_config()
     c.family = "gan"
     c.gan = gan.section()
-    c.model = config_lib.model_section("dcgan_g", latent_dim=100, ngf=32)
-    c.gan.discriminator = config_lib.model_section("dcgan_d", ndf=32, norm="batch")
+    c.model = config_lib.model_section("dcgan_g", latent_dim=100, ngf=64)
+    c.gan.discriminator = config_lib.model_section("dcgan_d", ndf=64, norm="batch")
     c.gan.loss = "non_saturating"
     c.gan.extractor = "domain_mnist"
     c.gan.eval_samples = 10_000
     c.data.source = LOCAL_MNIST
     c.data.resolution = 32
     c.batch_size = 64
-    c.total_steps = 3000
+    c.total_steps = 4000
     c.optim.name = "adam"
     c.optim.learning_rate = 2e-4
     c.optim.b1 = 0.5
     c.optim.b2 = 0.999
     c.log_every = 100
     c.preview_every = 500
-    c.eval_every = 3000
+    c.eval_every = 4000
     c.checkpoint.every = 1000
     c.eval.batch_size = 500
     c.eval.metrics = ("fid", "disc")
@@ -51,3 +51,4 @@ def _smoke(c):
     config_lib.smoke(c)
     c.eval.metrics = ("disc",)
     c.gan.eval_samples = 64
+    c.model.ngf, c.gan.discriminator.ndf = 16, 16

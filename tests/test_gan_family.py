@@ -174,3 +174,15 @@ def test_one_device_jit8_and_pmap8_reach_the_same_parameters(name, extra, tmp_pa
         for net, collections in one.get("collections", {}).items():
             for a, b in zip(jax.tree.leaves(collections), jax.tree.leaves(other["collections"][net])):
                 np.testing.assert_allclose(a, b, **tol)
+
+
+def test_missing_fid_weights_name_the_download_and_cost_no_checkpoint(tmp_path, in_repo, monkeypatch):
+    from train import checkpoint, trainer
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ZOO_FID_INCEPTION_WEIGHTS", raising=False)
+    config = smoke(**{"eval.metrics": ("fid",), "gan.extractor": "inception_v3_fid", "checkpoint.every": 4})
+    with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05-6726825d.pth") as error:
+        trainer.train(config, tmp_path / "run")
+    assert "https://github.com/mseitzer/pytorch-fid/releases" in str(error.value)
+    assert checkpoint.Checkpointer(tmp_path / "run").steps() == [4], "the checkpoint is saved before evaluating"

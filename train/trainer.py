@@ -138,35 +138,37 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
     def canonical():
         return runner.get_state(state)
 
-    for step in range(start, total):
-        batch = runner.put_batch(next(iterator))
-        metrics: dict = {}
-        for name, (fn, every) in steps.items():
-            if step % every == 0:
-                state, step_metrics = fn(state, batch, step)
-                metrics.update(step_metrics if len(steps) == 1 else {f"{name}/{k}": v for k, v in step_metrics.items()})
+    try:
+        for step in range(start, total):
+            batch = runner.put_batch(next(iterator))
+            metrics: dict = {}
+            for name, (fn, every) in steps.items():
+                if step % every == 0:
+                    state, step_metrics = fn(state, batch, step)
+                    metrics.update(step_metrics if len(steps) == 1 else {f"{name}/{k}": v for k, v in step_metrics.items()})
+            flush_pending()
+            pending = (step + 1, metrics)
+            if step == start:
+                jax.block_until_ready(state)
+                writer.write(step + 1, {"compile_seconds": time.time() - compile_start}, prefix="perf")
+            bar.update(1)
+            done = step + 1
+            if _due(done, config.preview_every, total):
+                evaluate_lib.write_preview(workdir / "previews" / f"{done:08d}.png", family, canonical(), preview_batch,
+                                           config.seed, {"Model": config.model.name, "Step": done})
+            if _due(done, config.checkpoint.every, total):
+                flush_pending()
+                checkpointer.save(done, canonical(), iterator, _meta(config, done, last_metrics))
+            if _due(done, config.eval_every, total):  # after saving: a failing evaluator never costs training
+                flush_pending()
+                _evaluate(setup, canonical(), writer, done)
+            for hook in hooks:
+                hook(done)
         flush_pending()
-        pending = (step + 1, metrics)
-        if step == start:
-            jax.block_until_ready(state)
-            writer.write(step + 1, {"compile_seconds": time.time() - compile_start}, prefix="perf")
-        bar.update(1)
-        done = step + 1
-        if _due(done, config.preview_every, total):
-            evaluate_lib.write_preview(workdir / "previews" / f"{done:08d}.png", family, canonical(), preview_batch,
-                                       config.seed, {"Model": config.model.name, "Step": done})
-        if _due(done, config.eval_every, total):
-            flush_pending()
-            _evaluate(setup, canonical(), writer, done)
-        if _due(done, config.checkpoint.every, total):
-            flush_pending()
-            checkpointer.save(done, canonical(), iterator, _meta(config, done, last_metrics))
-        for hook in hooks:
-            hook(done)
-    flush_pending()
-    bar.close()
-    checkpointer.close()
-    writer.close()
+    finally:  # an exception (a failing evaluator, Ctrl-C) still waits for checkpoints in flight
+        bar.close()
+        checkpointer.close()
+        writer.close()
     return canonical()
 
 

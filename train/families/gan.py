@@ -115,6 +115,25 @@ def to_unit(pixels: jax.Array) -> jax.Array:
     return pixels.astype(jnp.float32) / 127.5 - 1.0
 
 
+def reference_name(config: ml_collections.ConfigDict) -> str:
+    """The evaluation split as the reference-feature cache and protocol lines name it: spec, split, size."""
+    spec = config.data.eval_source or config.data.source
+    return f"{spec}:{config.data.eval_split}@{config.data.resolution or 'native'}"
+
+
+def measurement(config: ml_collections.ConfigDict, source: Any, num_examples: int
+                ) -> tuple[extractors.Extractor, generative.Protocol, dict[str, np.ndarray]]:
+    """The config's extractor, protocol and (cached) reference outputs on the first `num_examples` of `source`."""
+    hp = config.gan
+    extractor = extractors.get_extractor(hp.extractor, weights=hp.extractor_weights or None)
+    protocol = generative.Protocol(num_samples=hp.eval_samples, num_reference=num_examples,
+                                   kid_subset_size=hp.kid_subset_size, kid_subsets=hp.kid_subsets, pr_k=hp.pr_k,
+                                   seed=config.seed)
+    cache = pathlib.Path(hp.cache_dir) if hp.cache_dir else extractors.cache_dir() / "reference"
+    return extractor, protocol, generative.reference_outputs(extractor, source, reference_name(config), num_examples,
+                                                             cache)
+
+
 def _validate(config: ml_collections.ConfigDict) -> None:
     hp = config.gan
     if hp.loss not in LOSSES:
@@ -161,7 +180,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
     tx = {"G": optim_lib.make(config.optim, g_updates), "D": optim_lib.make(optim_d, config.total_steps)}
     beta = ema_beta(config.batch_size, hp.ema_half_life_images) if hp.ema_half_life_images else 0.0
     d_spec = config.data.eval_source or config.data.source
-    reference_name = f"{d_spec}:{config.data.eval_split}@{config.data.resolution or 'native'}"
+    reference = reference_name(config)
 
     def init(rng: jax.Array, batch: Batch) -> State:
         if num_classes and "label" not in batch:
@@ -276,16 +295,11 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         return {"d_real_logit": r, "d_fake_logit": f, "d_ranks_real_higher": (r > f).astype(jnp.float32)}
 
     def eval_fid(state: State, source: Any, num_examples: int) -> dict[str, Any]:
-        extractor = extractors.get_extractor(hp.extractor, weights=hp.extractor_weights or None)
-        protocol = generative.Protocol(num_samples=hp.eval_samples, num_reference=num_examples,
-                                       kid_subset_size=hp.kid_subset_size, kid_subsets=hp.kid_subsets,
-                                       pr_k=hp.pr_k, seed=config.seed)
-        cache = pathlib.Path(hp.cache_dir) if hp.cache_dir else extractors.cache_dir() / "reference"
-        real = generative.reference_outputs(extractor, source, reference_name, num_examples, cache)
+        extractor, protocol, real = measurement(config, source, num_examples)
         fake = generative.sample_outputs(extractor, sampler(state, config.seed, hp.sample_batch_size),
                                          hp.eval_samples)
         results = generative.compare(real, fake, protocol)
-        return results | {"protocol": generative.describe(protocol, extractor, reference_name, len(real["features"]))}
+        return results | {"protocol": generative.describe(protocol, extractor, reference, len(real["features"]))}
 
     def sampler(state: State, seed: int, batch_size: int) -> generative.Sampler:
         """Batch i of uint8 samples, keyed by (seed, i): the same images for the same state and seed."""

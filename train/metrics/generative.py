@@ -17,8 +17,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from train.metrics import frechet, inception_score, kid, precision_recall
+from train.metrics import frechet
 from train.metrics.extractors import Extractor
+from train.metrics.inception_score import inception_score
+from train.metrics.kid import kernel_inception_distance
+from train.metrics.precision_recall import precision_recall
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +118,11 @@ def compare(real: dict[str, np.ndarray], fake: dict[str, np.ndarray], protocol: 
     x, y = real["features"].astype(np.float64), fake["features"].astype(np.float64)
     fid = frechet.frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
     subset = min(protocol.kid_subset_size, len(x), len(y))
-    k = kid.kernel_inception_distance(x, y, num_subsets=protocol.kid_subsets, subset_size=subset, seed=protocol.seed)
-    pr = precision_recall.precision_recall(x, y, k=protocol.pr_k)
+    k = kernel_inception_distance(x, y, num_subsets=protocol.kid_subsets, subset_size=subset, seed=protocol.seed)
+    pr = precision_recall(x, y, k=protocol.pr_k)
     out = {"fid": fid, "kid": k.mean, "kid_std": k.std, "precision": pr.precision, "recall": pr.recall}
     if "probs" in fake:
-        score = inception_score.inception_score(fake["probs"], splits=min(10, len(y)))
+        score = inception_score(fake["probs"], splits=min(10, len(y)))
         out |= {"inception_score": score.mean, "inception_score_std": score.std}
     return out
 

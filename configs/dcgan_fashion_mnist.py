@@ -1,54 +1,24 @@
 """DCGAN on Fashion-MNIST at 32x32, offline, scored with FID/KID from the zoo's Fashion-MNIST extractor.
 
     python -m train --config configs/dcgan_fashion_mnist.py --workdir runs/dcgan_fashion_mnist
-    python -m train.evaluate --workdir runs/dcgan_fashion_mnist --metrics fid,disc
+    python -m benchmarks.gan_quality --workdir runs/dcgan_fashion_mnist     # FID/KID/PR/IS beside the floor
 
-Radford et al.'s recipe and widths (ngf = ndf = 64, z 100, Adam 2e-4 with beta1 0.5, batch norm in G
-and D, the non-saturating loss), 4,000 steps of batch 64 (4.3 epochs, about 14 min on 2 CPU cores);
-images are resized from 28 to 32 px, the smallest size DCGAN's stride-2 stack takes. Evaluation:
-10,000 samples against the 10,000 test images through `domain_fashion_mnist`, a classifier the zoo
-trains on first use and caches. Data: Debian's dataset-fashion-mnist (apt-get install dataset-
-fashion-mnist). The README's results table gives the run's figures beside the floor: the training
-set itself scored the same way. `:tfds` reads TFDS's fashion_mnist instead.
+dcgan_mnist.py's model, recipe and budget (4,000 steps of batch 64, about 14 min on 2 CPU cores) on
+Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist), the exact 60k/10k split;
+evaluated with 10,000 samples against the 10,000 test images through `domain_fashion_mnist`, a
+classifier the zoo trains on first use and caches. The README's results table has this run's
+figures beside the floor (the training set scored the same way). `:tfds` reads TFDS's fashion_mnist.
 """
+import pathlib
+
 from train import config as config_lib
-from train.families import gan
 
 DEBIAN_FASHION_MNIST = "idx:/usr/share/datasets/fashion-mnist"
 
 
 def get_config(arg: str | None = None):
-    c = config_lib.base_config()
-    c.family = "gan"
-    c.gan = gan.section()
-    c.model = config_lib.model_section("dcgan_g", latent_dim=100, ngf=64)
-    c.gan.discriminator = config_lib.model_section("dcgan_d", ndf=64, norm="batch")
-    c.gan.loss = "non_saturating"
+    base = pathlib.Path(__file__).with_name("dcgan_mnist.py")
+    c = config_lib.load(f"{base}:{arg}" if arg else str(base))
+    c.data.source = "tfds:fashion_mnist" if arg == "tfds" else DEBIAN_FASHION_MNIST
     c.gan.extractor = "domain_fashion_mnist"
-    c.gan.eval_samples = 10_000
-    c.data.source = DEBIAN_FASHION_MNIST
-    c.data.resolution = 32
-    c.batch_size = 64
-    c.total_steps = 4000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 2e-4
-    c.optim.b1 = 0.5
-    c.optim.b2 = 0.999
-    c.log_every = 100
-    c.preview_every = 500
-    c.eval_every = 4000
-    c.checkpoint.every = 1000
-    c.eval.batch_size = 500
-    c.eval.metrics = ("fid", "disc")
-    return config_lib.apply_variant(c, arg, {"smoke": _smoke, "tfds": _tfds})
-
-
-def _tfds(c):
-    c.data.source = "tfds:fashion_mnist"
-
-
-def _smoke(c):
-    config_lib.smoke(c)
-    c.eval.metrics = ("disc",)
-    c.gan.eval_samples = 64
-    c.model.ngf, c.gan.discriminator.ndf = 16, 16
+    return c

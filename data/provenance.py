@@ -5,6 +5,7 @@ model and run that made it, so a file that leaves the lab still says what it is.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import pathlib
 from typing import Mapping
 
@@ -49,3 +50,14 @@ def grid(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
     images = np.concatenate([images, np.ones((blank, *images.shape[1:]), np.float32)])
     images = np.pad(images, ((0, 0), (0, pad), (0, pad), (0, 0)), constant_values=1.0)
     return rearrange(images, "(r c) h w ch -> (r h) (c w) ch", r=rows, c=columns)
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of the named distributions (absent ones left out), for files and checkpoints to record."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found

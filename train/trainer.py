@@ -7,7 +7,6 @@ late so the host never waits on the device), preview, evaluate and checkpoint on
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import logging
 import pathlib
@@ -19,7 +18,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from data import pairs, pipeline, sources, transforms
+from data import pairs, pipeline, provenance, sources, transforms
 from train import checkpoint, families, parallel
 from train import config as config_lib
 from train import evaluate as evaluate_lib
@@ -230,11 +229,4 @@ def _meta(config: ml_collections.ConfigDict, step: int, metrics: dict[str, float
 
 
 def _versions() -> dict[str, str]:
-    names = ("deepfake-zoo", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain")
-    found = {}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return found
+    return provenance.package_versions("deepfake-zoo", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain")

@@ -15,7 +15,6 @@ antialias=True)`; 28x28 images pass unchanged.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from flax import traverse_util
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from data import sources
+from data import provenance, sources
 from train.metrics.extractors import Extractor
 from zoo.pretrained import sha256
 
@@ -202,15 +201,7 @@ def train_domain_classifier(
 
 
 def _versions() -> dict[str, str]:
-    """Package versions that shaped the weights, for the file header."""
-    names = ("deepfake-zoo", "jax", "jaxlib", "flax", "optax", "numpy")
-    found = {}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return found
+    return provenance.package_versions("deepfake-zoo", "jax", "jaxlib", "flax", "optax", "numpy")
 
 
 def save_weights(path: pathlib.Path, params: Params, metadata: dict[str, Any]) -> pathlib.Path:

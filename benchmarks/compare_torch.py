@@ -1,0 +1,269 @@
+"""A zoo training step against its PyTorch twin on this machine: time ratio JAX / PyTorch per setting.
+
+    python -m benchmarks compare_torch --model {vae_conv64,df64,df128,dcgan64} [--steps 30] [--warmup 5]
+        [--rounds 3] [--settings eager,channels_last,compile,compile_channels_last] [--json out.json]
+
+Each round runs the JAX step and every PyTorch setting once, each in a fresh process, in reverse
+order on odd rounds so drift in the machine's speed falls on both sides. A process builds its
+step on one synthetic batch of the spec's shape (no data loading), times the first call (compile
+included), runs `--warmup` steps, then times each of `--steps` steps, blocking on the result of
+each (JAX: block_until_ready on the state; torch CPU is synchronous). The JAX side is the family's
+own step(s) from the config that `benchmarks.twin_specs` names, compiled by the trainer's runner
+with state donation; a DCGAN step is its D step then its G step. PyTorch: see `benchmarks.torch_step`
+(torch.set_num_threads(os.cpu_count())).
+
+Reported per setting: first-call seconds (torch.compile's cold, from an empty inductor cache in
+every process, as JAX's has no persistent cache), steps/s (median of each round's median, min and
+max over all timed steps), images/s, peak RSS of the worker process (torch.compile's compile
+subprocesses not included), achieved FLOP/s of the analytic FLOPs per step
+(`benchmarks.torch_twins.FLOP_CONVENTION`); and per PyTorch setting the ratio JAX step time /
+PyTorch step time of each round with its min/median/max (below 1.0: JAX is faster).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from benchmarks import common
+from benchmarks.torch_step import SETTINGS, time_steps
+from benchmarks.twin_specs import SPECS, Spec
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+_NETS = {"vae": ("vae",), "swap": ("swap",), "gan": ("G", "D")}
+_MISSING = "<missing>"
+
+
+def jax_config(spec: Spec) -> Any:
+    """The zoo config the JAX side runs: the spec's config file, or base_config() with the VAE section."""
+    from train import config as config_lib
+    from train import families
+
+    if spec.config:
+        return config_lib.load(str(ROOT / spec.config))
+    config = config_lib.base_config()
+    config.vae = families.get("vae").section()
+    return config
+
+
+def _models(spec: Spec, config: Any) -> dict[str, Any]:
+    """The zoo modules of the config's nets, named as the family's state["params"]."""
+    from train.config import model_kwargs
+    from zoo import registry
+
+    sections = [config.model] + ([config.gan.discriminator] if spec.family == "gan" else [])
+    models = {}
+    for net, section in zip(_NETS[spec.family], sections):
+        kw = {k: v for k, v in model_kwargs(section).items() if k != "dtype"}
+        if spec.family != "swap":
+            kw["image_shape"] = spec.image
+        models[net] = registry.create_model(section.name, **kw)
+    return models
+
+
+def check_spec(spec: Spec, config: Any) -> None:
+    """Raise ValueError naming every field where the twin's spec differs from the zoo config it mirrors."""
+    wrong: list[str] = []
+
+    def same(what: str, ours: Any, theirs: Any) -> None:
+        if ours != theirs:
+            wrong.append(f"{what}: twin {ours!r}, config {theirs!r}")
+
+    same("family", spec.family, config.family)
+    same("batch_size", spec.batch, config.batch_size)
+    same("model.dtype", "float32", config.model.dtype)
+    for key, value in dict(spec.optim, schedule="constant", update_keep_prob=1.0).items():
+        same(f"optim.{key}", value, config.optim[key])
+    for key, value in spec.hparams.items():
+        same(f"{spec.family}.{key}", value, config[spec.family][key])
+    wanted = [(spec.model, spec.fields, config.model.name)]
+    if spec.family == "gan":
+        disc = {k: v for k, v in spec.disc.items() if k != "name"}
+        wanted.append((spec.disc["name"], disc, config.gan.discriminator.name))
+    for (name, fields, configured), model in zip(wanted, _models(spec, config).values()):
+        same("model name", name, configured)
+        for f in dataclasses.fields(model):
+            if f.name not in ("parent", "name", "image_shape", "dtype", "param_dtype"):
+                same(f"{name}.{f.name}", fields.get(f.name, _MISSING), getattr(model, f.name))
+    if spec.family == "gan":
+        same("data.resolution", spec.image[0], config.data.resolution)
+    if spec.family == "swap":
+        same("image", spec.image, (config.model.resolution, config.model.resolution, 3))
+        same("masks in both sources", spec.masks, all("masks=1" in s for s in (config.data.source, config.data.source_b)))
+    if wrong:
+        raise ValueError(f"twin spec differs from {spec.config or 'base_config()'}: " + "; ".join(wrong))
+
+
+def jax_param_counts(spec: Spec) -> dict[str, int]:
+    """Parameters of each zoo net, from jax.eval_shape of its init (nothing is computed)."""
+    import jax
+
+    counts = {}
+    for net, model in _models(spec, jax_config(spec)).items():
+        params = jax.eval_shape(model.init, jax.random.key(0), *model.example_inputs())["params"]
+        counts[net] = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    return counts
+
+
+def synthetic_batch(spec: Spec) -> dict[str, Any]:
+    """A host batch as the family's step receives it: uint8 images, or swap sides of [0, 1) floats (and masks)."""
+    rng = np.random.default_rng(0)
+    b, (h, w, c) = spec.batch, spec.image
+    if spec.family != "swap":
+        return {"image": rng.integers(0, 256, (b, h, w, c), dtype=np.uint8)}
+
+    def side() -> dict[str, np.ndarray]:
+        masks = {k: (rng.random((b, h, w, 1)) > 0.5).astype(np.float32) for k in ("mask", "em_mask")}
+        return {"input": rng.random((b, h, w, c), np.float32), "target": rng.random((b, h, w, c), np.float32)} | (
+            masks if spec.masks else {})
+
+    return {"a": side(), "b": side()}
+
+
+def measure_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
+    """The family's step(s) of SPECS[name] compiled as the trainer compiles them, timed on one reused batch."""
+    import jax
+
+    from train import config as config_lib
+    from train import families, parallel
+
+    spec = SPECS[name]
+    config = jax_config(spec)
+    check_spec(spec, config)
+    module = families.get(config.family)
+    config_lib.validate(config, module.section())
+    family = module.make(config, spec.image)
+    if any(s.every != 1 for s in family.steps.values()):
+        raise ValueError(f"{name}: every step must run every trainer step, got {dict(family.steps)}")
+    runner = parallel.Runner.create(config.parallel.strategy, config.parallel.num_devices)
+    root = jax.random.key(config.seed)
+    batch = runner.put_batch(synthetic_batch(spec))
+    state = runner.init(family.init, jax.random.fold_in(root, 1), batch)
+    fns = [runner.compile_step(s.fn, root, i) for i, s in enumerate(family.steps.values())]
+    count = 0
+
+    def run() -> None:
+        nonlocal state, count
+        for fn in fns:
+            state, _ = fn(state, batch, count)
+        count += 1
+        jax.block_until_ready(state)
+
+    return {"jax": jax.__version__, "backend": jax.default_backend(), "steps_per_trainer_step": list(family.steps),
+            **time_steps(run, warmup, steps)}
+
+
+def _command(setting: str, args: argparse.Namespace) -> list[str]:
+    """The worker command line of one setting."""
+    common_args = ["--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    if setting == "jax":
+        return [sys.executable, "-m", "benchmarks.compare_torch", "--worker", *common_args]
+    return [sys.executable, "-m", "benchmarks.torch_step", "--setting", setting.removeprefix("torch_"), *common_args]
+
+
+def _run(command: list[str], timeout: float) -> dict[str, Any]:
+    """A worker's JSON result, or {"error": ...} with the reason it gave none; torch.compile starts from an empty cache."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "result.json"
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(pathlib.Path(tmp) / "inductor"))
+        try:
+            proc = subprocess.run([*command, "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
+        if out.is_file():
+            return json.loads(out.read_text())
+        return {"error": f"exit {proc.returncode}: {proc.stderr[-3000:]}"}
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarise(rounds: list[dict[str, dict]], settings: list[str], spec: Spec, flops: int) -> dict[str, Any]:
+    """Per-setting figures over the rounds, and each PyTorch setting's JAX / PyTorch time ratios."""
+    per_setting: dict[str, Any] = {}
+    for s in settings:
+        ok = [r[s] for r in rounds if "error" not in r[s]]
+        if not ok:
+            per_setting[s] = {"error": next(r[s]["error"] for r in rounds)}
+            continue
+        median = statistics.median(r["steps_per_s"]["median"] for r in ok)
+        per_setting[s] = {
+            "rounds_ok": len(ok),
+            "first_call_s": _stats([r["first_call_s"] for r in ok]),
+            "steps_per_s": {"median": median, "min": min(r["steps_per_s"]["min"] for r in ok),
+                            "max": max(r["steps_per_s"]["max"] for r in ok)},
+            "images_per_s": median * spec.images_per_step,
+            "achieved_gflop_per_s": round(median * flops / 1e9, 1),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in ok),
+        }
+    ratios = {}
+    for s in settings[1:]:
+        both = [r for r in rounds if "error" not in r["jax"] and "error" not in r[s]]
+        if both:
+            per_round = [r[s]["steps_per_s"]["median"] / r["jax"]["steps_per_s"]["median"] for r in both]
+            ratios[s] = {**_stats(per_round), "per_round": per_round}
+    return {"settings": per_setting, "ratio_jax_time_over_torch_time": ratios}
+
+
+def main() -> None:
+    """Runs the rounds and emits the JSON (or, with --worker, runs the JAX side in this process)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, choices=sorted(SPECS))
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per process, after warm-up")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps after the first call")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds, each a fresh process per setting")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"PyTorch settings, from {','.join(SETTINGS)}")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds one worker process may take")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        try:
+            result = {"setting": "jax", "model": args.model, **measure_jax(args.model, args.steps, args.warmup)}
+        except Exception as e:  # noqa: BLE001 - reported to the driver like a torch failure
+            result = {"setting": "jax", "model": args.model, "error": f"{type(e).__name__}: {e}"[:4000]}
+        common.emit(result, args.json)
+        return
+    unknown = set(args.settings.split(",")) - set(SETTINGS)
+    if unknown:
+        parser.error(f"unknown settings {sorted(unknown)}; choose from {', '.join(SETTINGS)}")
+
+    from benchmarks import torch_twins
+
+    spec = SPECS[args.model]
+    flops = torch_twins.step_flops(args.model)
+    settings = ["jax"] + [f"torch_{s}" for s in args.settings.split(",")]
+    rounds = []
+    for i in range(args.rounds):
+        results = {}
+        for s in settings if i % 2 == 0 else settings[::-1]:
+            results[s] = _run(_command(s, args), args.timeout)
+            rate = results[s].get("steps_per_s", {}).get("median")
+            print(f"[round {i + 1}/{args.rounds}] {s}: " + (f"{rate:.3f} steps/s" if rate else results[s]["error"][:200]),
+                  file=sys.stderr, flush=True)
+        rounds.append(results)
+    common.emit({
+        "benchmark": "compare_torch", "model": args.model, "spec": dataclasses.asdict(spec),
+        "config": spec.config or "train.config.base_config() with the vae section",
+        "batch_size": spec.batch, "images_per_step": spec.images_per_step,
+        "params": {"jax": jax_param_counts(spec), "torch": torch_twins.param_counts(args.model)},
+        "flops": flops, "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
+        "commands": {s: "python " + " ".join(_command(s, args)[1:]) for s in settings},
+        **summarise(rounds, settings, spec, flops["flops_per_step"]),
+        "per_round": rounds, "machine": common.machine(),
+    }, args.json)
+
+
+if __name__ == "__main__":
+    main()

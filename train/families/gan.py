@@ -319,7 +319,8 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
 
     def export(state: State) -> Export:
         fields = dict(g_kw, dtype=jnp.dtype(g_kw["dtype"]).name, image_shape=list(image_shape))
-        return Export(config.model.name, fields, eval_params(state), cols(state, "G"))
+        inference = {c: v for c, v in cols(state, "G").items() if c == "batch_stats"}
+        return Export(config.model.name, fields, eval_params(state), inference)
 
     steps = {"D": Step(d_step)}
     if hp.r1_gamma:

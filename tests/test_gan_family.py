@@ -125,6 +125,7 @@ def test_generator_steps_every_n_critic_and_r1_on_its_interval(tmp_path, in_repo
     assert adam_counts == {"G": 2, "D": 6}
 
 
+@pytest.mark.slow
 def test_conditional_sngan_trains_and_exports_a_loadable_generator(tmp_path, in_repo):
     from train import export, trainer
     from zoo import pretrained

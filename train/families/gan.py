@@ -126,9 +126,8 @@ def measurement(config: ml_collections.ConfigDict, source: Any, num_examples: in
     """The config's extractor, protocol and (cached) reference outputs on the first `num_examples` of `source`."""
     hp = config.gan
     extractor = extractors.get_extractor(hp.extractor, weights=hp.extractor_weights or None)
-    protocol = generative.Protocol(num_samples=hp.eval_samples, num_reference=num_examples,
-                                   kid_subset_size=hp.kid_subset_size, kid_subsets=hp.kid_subsets, pr_k=hp.pr_k,
-                                   seed=config.seed)
+    protocol = generative.Protocol(num_samples=hp.eval_samples, kid_subset_size=hp.kid_subset_size,
+                                   kid_subsets=hp.kid_subsets, pr_k=hp.pr_k, seed=config.seed)
     cache = pathlib.Path(hp.cache_dir) if hp.cache_dir else extractors.cache_dir() / "reference"
     return extractor, protocol, generative.reference_outputs(extractor, source, reference_name(config), num_examples,
                                                              cache)

@@ -21,7 +21,7 @@ import os
 import pathlib
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -89,20 +89,12 @@ def _forward(params: Params, images: jax.Array) -> dict[str, jax.Array]:
     return {"features": features, "probs": jax.nn.softmax(logits)}
 
 
-def _batched_apply(model: DomainClassifier, params: Params, batch_size: int) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """A host function that pads batches to a power of two (at most `batch_size`), bounding recompiles."""
-
-    def apply(images: np.ndarray) -> dict[str, np.ndarray]:
-        n = len(images)
-        if n == 0:
-            return {"features": np.zeros((0, model.features_dim), np.float32),
-                    "probs": np.zeros((0, model.num_classes), np.float32)}
-        size = n if n > batch_size else min(batch_size, 1 << (n - 1).bit_length())
-        padded = np.concatenate([images, np.zeros((size - n, *images.shape[1:]), images.dtype)])
-        out = _forward(params, padded)
-        return {key: np.asarray(value[:n]) for key, value in out.items()}
-
-    return apply
+def _extractor(params: Params, name: str) -> Extractor:
+    """The classifier as an `Extractor` named `name` (the caller pins it to a weights file)."""
+    model = DomainClassifier()
+    return Extractor(name=name, resize=RESIZE, feature_dim=model.features_dim, num_classes=model.num_classes,
+                     batch_size=EXTRACTOR_BATCH_SIZE,
+                     apply=lambda images: {k: np.asarray(v) for k, v in _forward(params, images).items()})
 
 
 def _tfds_dir() -> pathlib.Path:
@@ -160,11 +152,9 @@ def load_data(dataset: str) -> tuple[str, dict[str, tuple[np.ndarray, np.ndarray
     return spec, splits
 
 
-def accuracy(model: DomainClassifier, params: Params, images: np.ndarray, labels: np.ndarray) -> float:
+def accuracy(params: Params, images: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy of the classifier on uint8 images."""
-    extractor_apply = _batched_apply(model, params, EXTRACTOR_BATCH_SIZE)
-    probs = np.concatenate([extractor_apply(images[i:i + EXTRACTOR_BATCH_SIZE])["probs"]
-                            for i in range(0, len(images), EXTRACTOR_BATCH_SIZE)])
+    probs = _extractor(params, "training")(images)["probs"]
     return float(np.mean(np.argmax(probs, axis=-1) == labels))
 
 
@@ -197,7 +187,7 @@ def train_domain_classifier(
         rows = order[i * batch_size:(i + 1) * batch_size]
         params, opt_state = step(params, opt_state, images[rows], labels[rows])
     params = jax.device_get(params)
-    return params, accuracy(model, params, *data["test"])
+    return params, accuracy(params, *data["test"])
 
 
 def _versions() -> dict[str, str]:
@@ -273,13 +263,4 @@ def domain_extractor(
         })
         log.warning("trained domain_%s in %.0f s: test accuracy %.4f; wrote %s", dataset, seconds, test_accuracy, path)
     params, _ = load_weights(path, dataset)
-    model = DomainClassifier()
-    params = jax.tree.map(jnp.asarray, params)
-    return Extractor(
-        name=f"domain_{dataset}@{sha256(path)[:12]}",
-        resize=RESIZE,
-        feature_dim=model.features_dim,
-        num_classes=model.num_classes,
-        batch_size=EXTRACTOR_BATCH_SIZE,
-        apply=_batched_apply(model, params, EXTRACTOR_BATCH_SIZE),
-    )
+    return _extractor(jax.tree.map(jnp.asarray, params), f"domain_{dataset}@{sha256(path)[:12]}")

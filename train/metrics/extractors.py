@@ -17,10 +17,12 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Extractor:
-    """A feature network: `apply(uint8 [N, H, W, C]) -> {"features": [N, D], "probs": [N, K]}`.
+    """A feature network: `apply(uint8 [batch_size, H, W, C]) -> {"features": [.., D], "probs": [.., K]}`.
 
-    `probs` is present only when `num_classes > 0` (the Inception Score needs it). `batch_size`
-    is how many images `apply` should be given at once to bound memory.
+    `probs` is present only when `num_classes > 0` (the Inception Score needs it). Calling the
+    extractor feeds `apply` exactly `batch_size` images at a time, zero-padding the last chunk and
+    dropping its padded rows, so a compiled network sees one shape per image size and memory stays
+    bounded.
     """
 
     name: str
@@ -35,13 +37,15 @@ class Extractor:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
             raise ValueError(
                 f"extractor {self.name!r} takes uint8 images [N, H, W, 1 or 3], got {images.dtype} {images.shape}; "
-                "quantise samples with data.transforms-style round(clip(x, 0, 1) * 255) first"
+                "quantise samples with train.metrics.generative.to_uint8 first"
             )
         out = {}
         for start in range(0, len(images), self.batch_size):
-            part = self.apply(images[start:start + self.batch_size])
-            for key, value in part.items():
-                out.setdefault(key, []).append(np.asarray(value))
+            chunk = images[start:start + self.batch_size]
+            n = len(chunk)
+            padded = np.concatenate([chunk, np.zeros((self.batch_size - n, *chunk.shape[1:]), chunk.dtype)])
+            for key, value in self.apply(padded).items():
+                out.setdefault(key, []).append(np.asarray(value)[:n])
         return {key: np.concatenate(values) for key, values in out.items()}
 
 

@@ -33,7 +33,6 @@ class Protocol:
     """How a sample set is compared with a reference: counts, subsets, k and the seed of KID's subsets."""
 
     num_samples: int = 10_000
-    num_reference: int = 0
     kid_subset_size: int = 1000
     kid_subsets: int = 100
     pr_k: int = 3

@@ -292,13 +292,9 @@ def fid_inception_extractor(weights: str | None, cache: pathlib.Path, *, batch_s
     variables = jax.device_put(load_variables(resolve_weights(weights, cache)))
 
     def apply(images: np.ndarray) -> dict[str, np.ndarray]:
-        """One batch, padded to `batch_size` so every batch reuses one compiled network."""
-        n = len(images)
-        if n < batch_size:
-            images = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]), images.dtype)])
         features, logits = features_and_logits(variables, images)
-        return {"features": np.asarray(features[:n], np.float32),
-                "probs": np.asarray(jax.nn.softmax(logits[:n], axis=-1), np.float32)}
+        return {"features": np.asarray(features, np.float32),
+                "probs": np.asarray(jax.nn.softmax(logits, axis=-1), np.float32)}
 
     return Extractor(name="inception_v3_fid", resize="tf1_bilinear_299", feature_dim=FEATURE_DIM,
                      num_classes=NUM_CLASSES, batch_size=batch_size, apply=apply)

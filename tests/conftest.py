@@ -29,3 +29,14 @@ def _absl_flags_parsed():
 
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
+
+
+def set_fields(config, overrides: dict):
+    """Set `{"a.b.c": value}` fields on a ConfigDict in place (lists become tuples), as --config.a.b.c would."""
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = tuple(value) if isinstance(value, list) else value
+    return config

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import set_fields
 from scipy.special import expit
 
 from train import config as config_lib
@@ -18,13 +19,7 @@ def smoke(name: str = "dcgan_mnist", **overrides):
     """A config's :smoke variant on ../shared/data's MNIST, whatever data the config names."""
     config = config_lib.load(str(ROOT / f"configs/{name}.py:smoke"))
     config.data.source = "idx:../shared/data/mnist"
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    return set_fields(config, overrides)
 
 
 @pytest.fixture

@@ -17,14 +17,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def smoke(**overrides) -> ml_collections.ConfigDict:
-    config = config_lib.load(str(ROOT / "configs/swap_df_synthetic.py:smoke"))
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    from conftest import set_fields
+
+    return set_fields(config_lib.load(str(ROOT / "configs/swap_df_synthetic.py:smoke")), overrides)
 
 
 def _faces(seed, n=2, res=64):

@@ -34,17 +34,13 @@ def assert_params_close(a: dict, b: dict, **tol) -> None:
 
 
 def smoke(**overrides):
+    from conftest import set_fields
+
     from train import config as config_lib
 
     config = config_lib.load(str(ROOT / "configs/vae_digits.py:smoke"))
     config.unlock()
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    return set_fields(config, overrides)
 
 
 def params_of(state) -> dict[str, np.ndarray]:

@@ -106,14 +106,15 @@ def write_preview(path: pathlib.Path, family: Family, state: Any, batch: dict, s
 
     Images under 32 px (8x8 digits) are enlarged by an integer factor so the grid is legible.
     """
-    images = jax.device_get(_compiled(family.preview)(state, batch, eval_key(seed)))
+    images = jax.device_get(compiled(family.preview)(state, batch, eval_key(seed)))
     scale = max(1, 32 // images.shape[1])
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     provenance.save_png(path, provenance.grid(images, family.preview_columns), meta)
 
 
 @functools.cache
-def _compiled(fn):
+def compiled(fn):
+    """`jax.jit(fn)`, made once per function, so previews and sampling in periodic evaluation never retrace."""
     return jax.jit(fn)
 
 

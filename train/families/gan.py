@@ -26,7 +26,6 @@ it scores the real image of a pair above the fake (0.5 is a discriminator that c
 """
 from __future__ import annotations
 
-import functools
 import pathlib
 from typing import Any, Callable
 
@@ -306,7 +305,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
 
         def draw(i: int) -> np.ndarray:
             keys = jax.vmap(lambda j: jax.random.fold_in(base, j))(i * batch_size + jnp.arange(batch_size))
-            return generative.to_uint8(jax.device_get(_compiled(sample)(state, keys)))
+            return generative.to_uint8(jax.device_get(evaluate_lib.compiled(sample)(state, keys)))
 
         return draw
 
@@ -336,7 +335,3 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         host_evaluators={"fid": eval_fid},
     )
 
-
-@functools.cache
-def _compiled(fn: Callable) -> Callable:
-    return jax.jit(fn)

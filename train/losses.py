@@ -20,15 +20,20 @@ def gaussian_kernel(size: int, sigma: float) -> np.ndarray:
     return (g / g.sum()).astype(np.float32)
 
 
-def _separable_filter(x: jax.Array, kernel: np.ndarray, padding: str) -> jax.Array:
-    """Depthwise 2-D filtering of [B, H, W, C] with the outer product of a 1-D kernel."""
-    channels = x.shape[-1]
-    k = jnp.asarray(kernel, x.dtype)
-    dn = ("NHWC", "HWIO", "NHWC")
-    kh = jnp.tile(k.reshape(-1, 1, 1, 1), (1, 1, 1, channels))
-    kw = jnp.tile(k.reshape(1, -1, 1, 1), (1, 1, 1, channels))
-    x = jax.lax.conv_general_dilated(x, kh, (1, 1), padding, dimension_numbers=dn, feature_group_count=channels)
-    return jax.lax.conv_general_dilated(x, kw, (1, 1), padding, dimension_numbers=dn, feature_group_count=channels)
+def _separable_filter(x: jax.Array, kernel: np.ndarray) -> jax.Array:
+    """VALID 2-D filtering of each channel of [B, H, W, C] with the outer product of a 1-D kernel.
+
+    Written as weighted sums of shifted slices, not as a depthwise convolution: XLA:CPU runs a
+    depthwise convolution at 0.1-0.2 GFLOP/s (the SSIM filters were 40% of a DF-64 step's
+    convolution time), while a few shifted slices fuse into one element-wise loop, forward and
+    backward, on every backend.
+    """
+
+    def along(x: jax.Array, axis: int) -> jax.Array:
+        n = x.shape[axis] - len(kernel) + 1
+        return sum(float(w) * jax.lax.slice_in_dim(x, i, i + n, axis=axis) for i, w in enumerate(kernel))
+
+    return along(along(x, 1), 2)
 
 
 def ssim(
@@ -52,7 +57,7 @@ def ssim_map(
     kernel = gaussian_kernel(filter_size, sigma)
     c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
     stacked = jnp.concatenate([x, y, x * x, y * y, x * y], axis=-1)
-    mu_x, mu_y, xx, yy, xy = jnp.split(_separable_filter(stacked, kernel, "VALID"), 5, axis=-1)
+    mu_x, mu_y, xx, yy, xy = jnp.split(_separable_filter(stacked, kernel), 5, axis=-1)
     var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
     structure = (2 * cov + c2) / (var_x + var_y + c2)
@@ -91,7 +96,7 @@ def blur(x: jax.Array, radius: int) -> jax.Array:
         return x
     size = 2 * radius + 1
     padded = jnp.pad(x, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
-    return _separable_filter(padded, gaussian_kernel(size, radius / 2.0), "VALID")
+    return _separable_filter(padded, gaussian_kernel(size, radius / 2.0))
 
 
 def soften_mask(mask: jax.Array, resolution: int) -> jax.Array:

@@ -24,6 +24,10 @@ CASES = [
     (2, 5, 5, 3, 4, 2, 3, "SAME"),
     (2, 6, 7, 3, 2, 3, 2, ((1, 0), (2, 1))),
     (2, 8, 8, 4, 6, 4, (1, 2), ((2, 1), (0, 2))),
+    (2, 2, 2, 8, 12, 3, 1, "SAME"),  # maps smaller than the kernel: the windowed GEMM
+    (2, 1, 3, 4, 5, 3, 1, "SAME"),
+    (2, 3, 3, 4, 5, 4, 1, ((2, 1), (1, 2))),
+    (2, 2, 4, 3, 2, 3, 1, ((-1, 2), (0, 0))),
 ]
 PAIRS = {"conv_transpose": (layers.ConvTranspose, nn.ConvTranspose), "conv": (layers.Conv, nn.Conv)}
 

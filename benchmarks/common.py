@@ -10,10 +10,26 @@ import jax
 
 
 def machine() -> dict[str, Any]:
-    """The context a figure needs to be read: backend, devices, versions, load."""
-    return {"platform": platform.platform(), "backend": jax.default_backend(),
+    """The context a figure needs to be read: CPU, backend, devices, versions, load."""
+    return {"platform": platform.platform(), "cpu": cpu(), "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(), "jax": jax.__version__,
-            "load_avg_1m": round(os.getloadavg()[0], 2)}
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "load_avg_1m": round(os.getloadavg()[0], 2)}
+
+
+def cpu() -> dict[str, Any]:
+    """The CPU's model name and the vector extensions that decide conv and GEMM speed (Linux only).
+
+    Machines lent to this project differ from session to session, so every figure says which it had.
+    """
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return {"model": platform.processor()}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+    return {"model": fields.get("model name", ""), "vector": sorted(flags & set(wanted))}
 
 
 def emit(results: dict[str, Any], path: str | None) -> None:

@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -114,10 +114,10 @@ def jax_param_counts(spec: Spec) -> dict[str, int]:
     return counts
 
 
-def synthetic_batch(spec: Spec) -> dict[str, Any]:
+def synthetic_batch(spec: Spec, batch: int | None = None) -> dict[str, Any]:
     """A host batch as the family's step receives it: uint8 images, or swap sides of [0, 1) floats (and masks)."""
     rng = np.random.default_rng(0)
-    b, (h, w, c) = spec.batch, spec.image
+    b, (h, w, c) = batch or spec.batch, spec.image
     if spec.family != "swap":
         return {"image": rng.integers(0, 256, (b, h, w, c), dtype=np.uint8)}
 
@@ -129,8 +129,21 @@ def synthetic_batch(spec: Spec) -> dict[str, Any]:
     return {"a": side(), "b": side()}
 
 
-def measure_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
-    """The family's step(s) of SPECS[name] compiled as the trainer compiles them, timed on one reused batch."""
+@dataclasses.dataclass
+class JaxStep:
+    """One trainer step of a spec, compiled and ready: `run()` does one step and waits for it."""
+
+    run: Callable[[], None]
+    steps: list[str]
+    xla_flops: Callable[[], float]  # XLA's cost-analysis FLOPs of one trainer step (compiles a second copy)
+
+
+def build_jax_step(name: str, dtype: str = "float32", batch: int | None = None) -> JaxStep:
+    """The family's step(s) of SPECS[name] as the trainer compiles them, on one reused synthetic batch.
+
+    With the defaults the config must match the twin's spec exactly (`check_spec`); a `dtype` or
+    `batch` other than the spec's (the GPU benchmark's bf16 and larger batches) skips that check.
+    """
     import jax
 
     from train import config as config_lib
@@ -138,7 +151,13 @@ def measure_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
 
     spec = SPECS[name]
     config = jax_config(spec)
-    check_spec(spec, config)
+    if dtype == "float32" and batch in (None, spec.batch):
+        check_spec(spec, config)
+    config.unlock()
+    config.model.dtype = dtype
+    if spec.family == "gan":
+        config.gan.discriminator.dtype = dtype
+    config.batch_size = batch or spec.batch
     module = families.get(config.family)
     config_lib.validate(config, module.section())
     family = module.make(config, spec.image)
@@ -146,20 +165,38 @@ def measure_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
         raise ValueError(f"{name}: every step must run every trainer step, got {dict(family.steps)}")
     runner = parallel.Runner.create(config.parallel.strategy, config.parallel.num_devices)
     root = jax.random.key(config.seed)
-    batch = runner.put_batch(synthetic_batch(spec))
-    state = runner.init(family.init, jax.random.fold_in(root, 1), batch)
+    data = runner.put_batch(synthetic_batch(spec, batch))
+    state = runner.init(family.init, jax.random.fold_in(root, 1), data)
     fns = [runner.compile_step(s.fn, root, i) for i, s in enumerate(family.steps.values())]
     count = 0
 
     def run() -> None:
         nonlocal state, count
         for fn in fns:
-            state, _ = fn(state, batch, count)
+            state, _ = fn(state, data, count)
         count += 1
         jax.block_until_ready(state)
 
-    return {"jax": jax.__version__, "backend": jax.default_backend(), "steps_per_trainer_step": list(family.steps),
-            **time_steps(run, warmup, steps)}
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), (state, data))
+
+    def xla_flops() -> float:
+        total = 0.0
+        for s in family.steps.values():
+            compiled = jax.jit(lambda st, b, f=s.fn: f(st, b, jax.random.key(0))).lower(*abstract).compile()
+            cost = compiled.cost_analysis()
+            total += (cost[0] if isinstance(cost, list) else cost).get("flops", 0.0)
+        return total
+
+    return JaxStep(run, list(family.steps), xla_flops)
+
+
+def measure_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
+    """The family's step(s) of SPECS[name] compiled as the trainer compiles them, timed on one reused batch."""
+    import jax
+
+    step = build_jax_step(name)
+    return {"jax": jax.__version__, "backend": jax.default_backend(), "steps_per_trainer_step": step.steps,
+            **time_steps(step.run, warmup, steps)}
 
 
 def _command(setting: str, args: argparse.Namespace) -> list[str]:

@@ -1,0 +1,154 @@
+"""The zoo's default training steps on one GPU, in float32 and bfloat16: images/s, MFU, peak memory.
+
+    python -m benchmarks gpu [--models vae_conv64,df64,df128,dcgan64] [--dtypes float32,bfloat16]
+        [--batch-scale 1] [--steps 30] [--warmup 5] [--budget-s 280] [--peak-tflops T] [--json out.json]
+
+`benchmarks/gpu.sh` is the one command for a lent H100/H200 (it installs carried wheels first).
+Every (model, dtype) runs in a fresh process, so each peak-memory figure is that step's alone:
+the steps of `benchmarks.twin_specs.SPECS` (the same the CPU comparison times), compiled as the
+trainer compiles them, with `model.dtype` (and a GAN discriminator's) set to the dtype; parameters
+and optimiser state stay float32. Per run: first call (compile) seconds, steps/s median/min/max
+over `--steps` timed steps after `--warmup`, images/s, the analytic FLOPs per step of
+`benchmarks.torch_twins.FLOP_CONVENTION` (and XLA's own cost-analysis count beside it), achieved
+TFLOP/s, MFU = achieved / the card's dense bf16 peak (also for float32 runs, so the two compare on
+one scale), and the device's peak bytes in use. Runs left when `--budget-s` is spent are listed as
+skipped, so the script ends inside the 5 minutes a device session affords.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from benchmarks import common
+from benchmarks.twin_specs import SPECS
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, TFLOP/s, by device_kind prefix.
+BF16_DENSE_PEAK_TFLOPS = {
+    "NVIDIA H100 80GB HBM3": 989.4,  # SXM
+    "NVIDIA H100 PCIe": 756.0,
+    "NVIDIA H100 NVL": 835.5,
+    "NVIDIA H200": 989.4,
+    "NVIDIA A100": 312.0,
+}
+
+
+def peak_tflops(device_kind: str, override: float) -> float | None:
+    """The card's dense bf16 peak: `override` if given, else the datasheet figure for its kind."""
+    if override:
+        return override
+    return next((v for k, v in BF16_DENSE_PEAK_TFLOPS.items() if device_kind.startswith(k)), None)
+
+
+def measure(model: str, dtype: str, batch: int, steps: int, warmup: int) -> dict[str, Any]:
+    """One (model, dtype) on this process's first device: timings, FLOPs and peak device memory."""
+    import jax
+
+    from benchmarks.compare_torch import build_jax_step
+    from benchmarks.torch_step import time_steps
+
+    step = build_jax_step(model, dtype=dtype, batch=batch)
+    timing = time_steps(step.run, warmup, steps)
+    stats = jax.local_devices()[0].memory_stats() or {}
+    result = {"model": model, "dtype": dtype, "batch_size": batch, "steps_per_trainer_step": step.steps, **timing,
+              "xla_flops_per_step": step.xla_flops(), "peak_device_bytes": stats.get("peak_bytes_in_use"),
+              "device_kind": jax.local_devices()[0].device_kind}
+    try:
+        from benchmarks import torch_twins
+
+        result["flops_per_step"] = torch_twins.step_flops(model)["flops_per_step"] * batch // SPECS[model].batch
+        result["flop_convention"] = torch_twins.FLOP_CONVENTION
+    except ImportError:  # no torch: MFU falls back to XLA's count, and says so
+        result["flops_per_step"] = result["xla_flops_per_step"]
+        result["flop_convention"] = "XLA cost analysis (torch not installed for the analytic count)"
+    return result
+
+
+def _worker_command(model: str, dtype: str, args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.gpu", "--worker", "--models", model, "--dtypes", dtype,
+            "--batch-scale", str(args.batch_scale), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+
+
+def _run(command: list[str], timeout: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "result.json"
+        try:
+            proc = subprocess.run([*command, "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
+        if out.is_file():
+            return json.loads(out.read_text())
+        return {"error": f"exit {proc.returncode}: {proc.stderr[-3000:]}"}
+
+
+def summarise(result: dict[str, Any], peak: float | None) -> dict[str, Any]:
+    """Adds images/s, achieved TFLOP/s and MFU to a worker's result."""
+    if "error" in result:
+        return result
+    rate = result["steps_per_s"]["median"]
+    spec = SPECS[result["model"]]
+    achieved = rate * result["flops_per_step"] / 1e12
+    images = spec.images_per_step * result["batch_size"] // spec.batch
+    return {**result, "images_per_s": round(rate * images, 1), "achieved_tflop_per_s": round(achieved, 2),
+            "mfu_vs_bf16_dense_peak": round(achieved / peak, 4) if peak else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(SPECS))
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--batch-scale", type=int, default=1, help="multiply each spec's batch size by this")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--budget-s", type=float, default=280.0, help="start no run after this many seconds")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="the card's dense bf16 peak, if not in the table")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    models, dtypes = args.models.split(","), args.dtypes.split(",")
+    unknown = set(models) - set(SPECS)
+    if unknown:
+        parser.error(f"unknown models {sorted(unknown)}; choose from {', '.join(SPECS)}")
+    if args.worker:
+        model, dtype = models[0], dtypes[0]
+        try:
+            result = measure(model, dtype, SPECS[model].batch * args.batch_scale, args.steps, args.warmup)
+        except Exception as e:  # noqa: BLE001 - reported in the driver's JSON
+            result = {"model": model, "dtype": dtype, "error": f"{type(e).__name__}: {e}"[:4000]}
+        common.emit(result, args.json)
+        return
+
+    import jax
+
+    kind = jax.local_devices()[0].device_kind
+    peak = peak_tflops(kind, args.peak_tflops)
+    start, runs = time.time(), []
+    for model in models:
+        for dtype in dtypes:
+            left = args.budget_s - (time.time() - start)
+            if left <= 0:
+                runs.append({"model": model, "dtype": dtype, "skipped": f"the {args.budget_s:.0f} s budget was spent"})
+                continue
+            runs.append(summarise(_run(_worker_command(model, dtype, args), left + 60), peak))
+            r = runs[-1]
+            print(f"{model} {dtype}: " + (f"{r['images_per_s']} images/s, MFU {r['mfu_vs_bf16_dense_peak']}"
+                                          if "images_per_s" in r else r.get("error", "")[:300]),
+                  file=sys.stderr, flush=True)
+    common.emit({"benchmark": "gpu", "device_kind": kind, "bf16_dense_peak_tflops": peak,
+                 "batch_scale": args.batch_scale, "runs": runs, "seconds": round(time.time() - start, 1),
+                 "commands": {f"{m}:{d}": "python " + " ".join(_worker_command(m, d, args)[1:])
+                              for m in models for d in dtypes},
+                 "xla_flags": os.environ.get("XLA_FLAGS", ""), "machine": common.machine()}, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The GPU benchmark on one lent NVIDIA H100/H200 with JAX CUDA: `bash benchmarks/gpu.sh [gpu.py options]`.
+#
+# Writes $OUT/gpu.json (runs/gpu.json without $OUT) within about 5 minutes: every default step in
+# float32 and bfloat16, images/s, MFU against the card's dense bf16 peak, peak device memory.
+# The device image has jax, flax, optax, orbax, chex, einops, absl and torch but not grain,
+# array-record, ml-collections or portpicker; carry them as wheels for its Python 3.12, made here once with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#     grain==0.2.18 array-record==0.8.6 ml-collections==1.1.0 portpicker==1.6.0
+# (with .whl in .git/info/exclude); this script installs whatever .whl holds before it runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+out=${OUT:-runs}
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -m benchmarks gpu --json "$out/gpu.json" "$@"

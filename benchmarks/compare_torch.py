@@ -158,6 +158,7 @@ def build_jax_step(name: str, dtype: str = "float32", batch: int | None = None) 
     if spec.family == "gan":
         config.gan.discriminator.dtype = dtype
     config.batch_size = batch or spec.batch
+    config.parallel.num_devices = 1  # figures are per chip, also where more devices exist
     module = families.get(config.family)
     config_lib.validate(config, module.section())
     family = module.make(config, spec.image)

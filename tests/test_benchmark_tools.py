@@ -1,0 +1,57 @@
+"""The profiling and GPU benchmark helpers: HLO convolutions rebuilt exactly, FLOPs and MFU by formula."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from benchmarks import gpu, step_convs
+from benchmarks.twin_specs import SPECS
+
+
+@pytest.mark.parametrize("strides,padding,groups", [((2, 2), ((1, 2), (2, 1)), 1), ((1, 1), "SAME", 4)])
+def test_a_convolution_read_from_hlo_is_rebuilt_with_the_same_result(strides, padding, groups):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 9, 8, 8)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, 8 // groups, 12)), jnp.float32)
+
+    def conv(x, k):
+        return lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=groups)
+
+    grad = jax.jit(jax.grad(lambda x, k: jnp.sum(conv(x, k) ** 2), argnums=(0, 1)))
+    found = step_convs.convolutions(grad.lower(x, k).compile().as_text())
+    assert found, "the compiled gradient holds convolutions"
+    forward = next(c for c in found if c["lhs"] == x.shape and c["rhs"] == k.shape)
+    w = forward["window"]
+    rebuilt = lax.conv_general_dilated(
+        x, k, w["strides"], w["padding"], w["lhs_dilation"], w["rhs_dilation"],
+        step_convs._dimension_numbers(forward["labels"]), feature_group_count=forward["feature_group_count"])
+    np.testing.assert_allclose(rebuilt, conv(x, k), rtol=1e-5, atol=1e-5)
+    out = conv(x, k).shape
+    assert step_convs.flops(forward) == 2 * math.prod(out) * 9 * (8 // groups)
+
+
+def test_peak_and_mfu_follow_the_datasheet_and_the_flop_count():
+    assert gpu.peak_tflops("NVIDIA H100 80GB HBM3", 0.0) == 989.4
+    assert gpu.peak_tflops("NVIDIA H200", 0.0) == 989.4
+    assert gpu.peak_tflops("Some future card", 0.0) is None
+    assert gpu.peak_tflops("Some future card", 123.0) == 123.0
+    run = {"model": "df64", "batch_size": 32, "steps_per_s": {"median": 10.0}, "flops_per_step": 2e12}
+    out = gpu.summarise(run, peak=1000.0)
+    assert out["images_per_s"] == 10.0 * 2 * 32  # both sides of every swap pair
+    assert out["achieved_tflop_per_s"] == 20.0 and out["mfu_vs_bf16_dense_peak"] == 0.02
+    assert gpu.summarise({"error": "x"}, 1000.0) == {"error": "x"}
+
+
+def test_the_gpu_worker_runs_a_bf16_step_at_another_batch_on_any_backend():
+    pytest.importorskip("torch", reason="the analytic FLOP count needs: pip install torch==2.13.0")
+    from benchmarks import torch_twins
+
+    run = gpu.measure("vae_conv64", "bfloat16", batch=8, steps=2, warmup=0)
+    assert run["dtype"] == "bfloat16" and run["batch_size"] == 8 and run["steps_per_s"]["median"] > 0
+    full = torch_twins.step_flops("vae_conv64")["flops_per_step"]
+    assert run["flops_per_step"] == full * 8 // SPECS["vae_conv64"].batch
+    assert 0.5 < run["xla_flops_per_step"] / run["flops_per_step"] < 1.5  # XLA counts about the same convs

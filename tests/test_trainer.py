@@ -146,8 +146,8 @@ def test_two_processes_on_loopback_match_the_single_process_run(tmp_path):
     run_worker(4, "train", json.dumps(overrides), str(tmp_path / "single"), str(tmp_path / "single.npz"))
     port = str(_free_port())
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    # Each worker logs to a file: an undrained stderr pipe fills at 64 KiB of orbax's INFO lines and
-    # blocks that worker mid-run, which leaves the other one waiting in a collective for ever.
+    # Each worker logs to a file: a pipe nobody drains blocks its worker once 64 KiB of log lines
+    # wait in it, and the other worker then waits in a collective for ever.
     logs = [tmp_path / f"process_{i}.log" for i in range(2)]
     procs = []
     for i, log in enumerate(logs):

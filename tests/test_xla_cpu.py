@@ -19,7 +19,7 @@ def test_adds_the_flag_after_existing_ones():
 def test_keeps_the_users_choice_and_skips_unmeasured_jaxlib_versions():
     mine = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}
     assert not xla_cpu.apply(mine, "0.10.2") and mine["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type="
-    for version in ("0.9.9", "0.12.0", "1.0.0"):
+    for version in ("0.9.9", "0.11.2", "1.0.0"):
         env: dict[str, str] = {}
         assert not xla_cpu.apply(env, version) and "XLA_FLAGS" not in env
 

@@ -20,7 +20,7 @@ from typing import MutableMapping
 import jaxlib
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE"
-MEASURED_JAXLIB = ((0, 10), (0, 11))  # the minor versions known to have the flag, first and last
+MEASURED_JAXLIB = ((0, 10), (0, 10))  # first and last jaxlib minor version measured with the flag
 
 
 def apply(environ: MutableMapping[str, str] = os.environ, jaxlib_version: str = jaxlib.__version__) -> bool:

@@ -12,7 +12,10 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "workers.py"
-TOL = dict(rtol=2e-4, atol=2e-6)  # float32 reductions in another order, over a few Adam steps
+# Across device counts and processes convolutions and sums run in another order; Adam turns that
+# float noise in near-zero gradients into differences up to ~3e-5 over a few steps (seen in CI),
+# while a strategy that dropped or double-counted a shard's gradient would differ by ~1e-3.
+TOL = dict(rtol=2e-4, atol=1e-4)
 
 
 def run_worker(devices: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import platform
+import subprocess
+import tempfile
 from typing import Any
 
 import jax
@@ -39,3 +42,20 @@ def emit(results: dict[str, Any], path: str | None) -> None:
     if path:
         with open(path, "w") as f:
             f.write(text + "\n")
+
+
+def run_worker(command: list[str], timeout: float, cwd: pathlib.Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A benchmark worker's JSON result (it is given `--json PATH`), or {"error": ...} with why it gave none.
+
+    Each measured setting runs in a fresh process, so its memory figures and warm-up are its own.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "result.json"
+        try:
+            proc = subprocess.run([*command, "--json", str(out)], cwd=cwd, capture_output=True, text=True,
+                                  timeout=timeout, env={**os.environ, **(env or {})})
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
+        if out.is_file():
+            return json.loads(out.read_text())
+        return {"error": f"exit {proc.returncode}: {proc.stderr[-3000:]}"}

@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
 from typing import Any, Callable
@@ -135,7 +132,7 @@ class JaxStep:
 
     run: Callable[[], None]
     steps: list[str]
-    xla_flops: Callable[[], float]  # XLA's cost-analysis FLOPs of one trainer step (compiles a second copy)
+    compile: Callable[[], list[Any]]  # each step compiled again on abstract inputs, for its HLO and cost analysis
 
 
 def build_jax_step(name: str, dtype: str = "float32", batch: int | None = None) -> JaxStep:
@@ -180,15 +177,17 @@ def build_jax_step(name: str, dtype: str = "float32", batch: int | None = None) 
 
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), (state, data))
 
-    def xla_flops() -> float:
-        total = 0.0
-        for s in family.steps.values():
-            compiled = jax.jit(lambda st, b, f=s.fn: f(st, b, jax.random.key(0))).lower(*abstract).compile()
-            cost = compiled.cost_analysis()
-            total += (cost[0] if isinstance(cost, list) else cost).get("flops", 0.0)
-        return total
+    def compile_all() -> list[Any]:
+        return [jax.jit(lambda st, b, f=s.fn: f(st, b, jax.random.key(0))).lower(*abstract).compile()
+                for s in family.steps.values()]
 
-    return JaxStep(run, list(family.steps), xla_flops)
+    return JaxStep(run, list(family.steps), compile_all)
+
+
+def xla_flops(compiled: list[Any]) -> float:
+    """XLA's cost-analysis FLOPs summed over compiled steps."""
+    costs = [c.cost_analysis() for c in compiled]
+    return sum((c[0] if isinstance(c, list) else c).get("flops", 0.0) for c in costs)
 
 
 def measure_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
@@ -209,18 +208,9 @@ def _command(setting: str, args: argparse.Namespace) -> list[str]:
 
 
 def _run(command: list[str], timeout: float) -> dict[str, Any]:
-    """A worker's JSON result, or {"error": ...} with the reason it gave none; torch.compile starts from an empty cache."""
+    """A worker's JSON result or its error; torch.compile starts from an empty inductor cache each time."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = pathlib.Path(tmp) / "result.json"
-        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(pathlib.Path(tmp) / "inductor"))
-        try:
-            proc = subprocess.run([*command, "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
-                                  timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s"}
-        if out.is_file():
-            return json.loads(out.read_text())
-        return {"error": f"exit {proc.returncode}: {proc.stderr[-3000:]}"}
+        return common.run_worker(command, timeout, ROOT, {"TORCHINDUCTOR_CACHE_DIR": str(pathlib.Path(tmp) / "inductor")})
 
 
 def _stats(values: list[float]) -> dict[str, float]:

@@ -17,12 +17,9 @@ skipped, so the script ends inside the 5 minutes a device session affords.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -52,14 +49,14 @@ def measure(model: str, dtype: str, batch: int, steps: int, warmup: int) -> dict
     """One (model, dtype) on this process's first device: timings, FLOPs and peak device memory."""
     import jax
 
-    from benchmarks.compare_torch import build_jax_step
+    from benchmarks.compare_torch import build_jax_step, xla_flops
     from benchmarks.torch_step import time_steps
 
     step = build_jax_step(model, dtype=dtype, batch=batch)
     timing = time_steps(step.run, warmup, steps)
     stats = jax.local_devices()[0].memory_stats() or {}
     result = {"model": model, "dtype": dtype, "batch_size": batch, "steps_per_trainer_step": step.steps, **timing,
-              "xla_flops_per_step": step.xla_flops(), "peak_device_bytes": stats.get("peak_bytes_in_use"),
+              "xla_flops_per_step": xla_flops(step.compile()), "peak_device_bytes": stats.get("peak_bytes_in_use"),
               "device_kind": jax.local_devices()[0].device_kind}
     try:
         from benchmarks import torch_twins
@@ -75,19 +72,6 @@ def measure(model: str, dtype: str, batch: int, steps: int, warmup: int) -> dict
 def _worker_command(model: str, dtype: str, args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "benchmarks.gpu", "--worker", "--models", model, "--dtypes", dtype,
             "--batch-scale", str(args.batch_scale), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-
-
-def _run(command: list[str], timeout: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = pathlib.Path(tmp) / "result.json"
-        try:
-            proc = subprocess.run([*command, "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s"}
-        if out.is_file():
-            return json.loads(out.read_text())
-        return {"error": f"exit {proc.returncode}: {proc.stderr[-3000:]}"}
 
 
 def summarise(result: dict[str, Any], peak: float | None) -> dict[str, Any]:
@@ -138,7 +122,7 @@ def main() -> None:
             if left <= 0:
                 runs.append({"model": model, "dtype": dtype, "skipped": f"the {args.budget_s:.0f} s budget was spent"})
                 continue
-            runs.append(summarise(_run(_worker_command(model, dtype, args), left + 60), peak))
+            runs.append(summarise(common.run_worker(_worker_command(model, dtype, args), left + 60, ROOT), peak))
             r = runs[-1]
             print(f"{model} {dtype}: " + (f"{r['images_per_s']} images/s, MFU {r['mfu_vs_bf16_dense_peak']}"
                                           if "images_per_s" in r else r.get("error", "")[:300]),

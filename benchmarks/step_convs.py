@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 
 from benchmarks import common
-from benchmarks.compare_torch import jax_config, synthetic_batch
+from benchmarks.compare_torch import build_jax_step
 from benchmarks.twin_specs import SPECS
 
 _DEF = re.compile(r"%([\w.\-]+) = (\w+)\[([\d,]*)\]")
@@ -34,32 +34,14 @@ _CONV = re.compile(r"%([\w.\-]+) = (\w+)\[([\d,]*)\]\S* convolution\(%([\w.\-]+)
 
 
 def step_hlo(model: str) -> tuple[list[str], float]:
-    """The optimised HLO text of each of the spec's steps, and the measured time of one trainer step."""
-    from train import families, parallel
-
-    spec = SPECS[model]
-    config = jax_config(spec)
-    family = families.get(config.family).make(config, spec.image)
-    runner = parallel.Runner.create(config.parallel.strategy, config.parallel.num_devices)
-    root = jax.random.key(config.seed)
-    batch = runner.put_batch(synthetic_batch(spec))
-    state = runner.init(family.init, jax.random.fold_in(root, 1), batch)
-    texts, fns = [], []
-    for i, s in enumerate(family.steps.values()):
-        def wrapped(state, batch, step, fn=s.fn, i=i):
-            new, metrics = fn(dict(state, step=step), batch, jax.random.fold_in(jax.random.fold_in(root, step), i))
-            return dict(new, step=step + 1), metrics
-        compiled = jax.jit(wrapped, donate_argnums=0).lower(state, batch, np.int32(0)).compile()
-        texts.append(compiled.as_text())
-        fns.append(compiled)
+    """The optimised HLO text of each of the spec's steps, and the median time of one trainer step."""
+    step = build_jax_step(model)
     times = []
-    for k in range(25):
+    for _ in range(25):
         start = time.perf_counter()
-        for fn in fns:
-            state, _ = fn(state, batch, np.int32(k))
-        jax.block_until_ready(state)
+        step.run()
         times.append(time.perf_counter() - start)
-    return texts, statistics.median(times[5:])
+    return [c.as_text() for c in step.compile()], statistics.median(times[5:])
 
 
 def _window(text: str) -> dict[str, Any]:

@@ -55,3 +55,33 @@ def test_the_gpu_worker_runs_a_bf16_step_at_another_batch_on_any_backend():
     full = torch_twins.step_flops("vae_conv64")["flops_per_step"]
     assert run["flops_per_step"] == full * 8 // SPECS["vae_conv64"].batch
     assert 0.5 < run["xla_flops_per_step"] / run["flops_per_step"] < 1.5  # XLA counts about the same convs
+
+
+def test_train_step_overrides_take_the_fields_type_and_name_unknown_fields():
+    from benchmarks import train_step
+    from train import config as config_lib
+
+    config = config_lib.load("configs/vae_digits.py:smoke")
+    train_step.override(config, "data.source=synthetic_faces:n=40;size=64")
+    train_step.override(config, "batch_size=12")
+    train_step.override(config, "data.worker_count=0")
+    assert config.data.source == "synthetic_faces:n=40;size=64" and config.batch_size == 12
+    with pytest.raises(config_lib.ConfigError, match="sourse"):
+        train_step.override(config, "data.sourse=digits")
+    with pytest.raises(ValueError, match="field=value"):
+        train_step.override(config, "batch_size")
+
+
+def test_train_step_runs_a_paired_config_through_the_trainers_pipeline():
+    from benchmarks import train_step
+
+    result = train_step.measure("configs/swap_df_synthetic.py:smoke", ["batch_size=2", "parallel.num_devices=1"], steps=6, window=2)
+    assert result["images_per_step"] == 4, "both sides of each pair are counted"
+    assert result["steps"] and result["compile_seconds"] > 0
+    for key in ("step_only", "input_pipeline", "train_loop"):
+        rates = result[f"{key}_images_per_s"]
+        assert 0 < rates["min"] <= rates["median"] <= rates["max"]
+        assert rates["median"] == pytest.approx(4 * result[f"{key}_steps_per_s"]["median"])
+    only = train_step.measure("configs/swap_df_synthetic.py:smoke", ["batch_size=2", "parallel.num_devices=1"], steps=6, window=2,
+                              pipeline_only=True)
+    assert "input_pipeline_images_per_s" in only and "step_only_steps_per_s" not in only

@@ -99,13 +99,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
     runner, family = setup.runner, setup.family
     _write_config(workdir, config)
 
-    iterator = iter(_dataset(setup))
+    iterator = iter(train_dataset(setup))
     checkpointer = checkpoint.Checkpointer(
         workdir, max_to_keep=config.checkpoint.max_to_keep, keep_every=config.checkpoint.keep_every
     )
     restored = checkpointer.restore_latest(setup.abstract_state, iterator)
     if restored is None:
-        iterator = iter(_dataset(setup))  # a failed restore attempt may have moved it
+        iterator = iter(train_dataset(setup))  # a failed restore attempt may have moved it
         state = runner.init(family.init, *setup.init_args)
         start = 0
     else:
@@ -171,7 +171,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
     return canonical()
 
 
-def _dataset(setup: Setup) -> Any:
+def train_dataset(setup: Setup) -> Any:
     """This process's endless training batches: {"a", "b"} pairs when the config names two sources."""
     config, source = setup.config, setup.train_source
     common = dict(global_batch_size=config.batch_size, seed=config.seed, process_index=jax.process_index(),

@@ -171,3 +171,44 @@ def test_grad_of_grad_through_the_fast_conv_matches_flax():
         return jax.grad(penalty)(params)["params"]["kernel"]
 
     np.testing.assert_allclose(penalty_grad(fast), penalty_grad(reference), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,features", [((64, 512), 32), ((3, 5, 40), 7), ((4, 300), 512), ((2, 9), 1)])
+def test_dense_matches_flax_in_params_output_and_both_gradients(shape, features):
+    """Both input-gradient forms (transposed cotangent when small, direct when large) equal nn.Dense's."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    params = nn.Dense(features).init(jax.random.key(1), x)
+    chex.assert_trees_all_equal_shapes(params, layers.Dense(features).init(jax.random.key(1), x))
+    cotangent = jax.random.normal(jax.random.key(2), shape[:-1] + (features,))
+
+    def grads(module):
+        return jax.jit(jax.grad(lambda p, x: jnp.sum(module.apply(p, x) * cotangent), argnums=(0, 1)))(params, x)
+
+    np.testing.assert_allclose(layers.Dense(features).apply(params, x), nn.Dense(features).apply(params, x),
+                               rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(grads(layers.Dense(features)), grads(nn.Dense(features)), rtol=1e-5, atol=1e-5)
+
+
+def test_dense_large_cotangent_keeps_the_direct_form(monkeypatch):
+    """Above the size limit the input gradient is the plain product, so the two paths are both tested."""
+    g, kernel = jnp.ones((4, 8)), jnp.arange(24.0).reshape(3, 8)
+    expected = np.asarray(g) @ np.asarray(kernel).T
+    for limit in (0, 1 << 20):
+        monkeypatch.setattr(layers, "_SMALL_COTANGENT", limit)
+        text = str(jax.make_jaxpr(lambda g, k: layers._dense_input_grad(g, k))(g, kernel))  # fresh: no trace cache
+        assert ("optimization_barrier" in text) == (limit > g.size)
+        np.testing.assert_allclose(layers._dense_input_grad(g, kernel), expected)
+
+
+def test_grad_of_grad_through_the_fast_dense_matches_flax():
+    """A gradient penalty through a Dense layer (reverse over reverse) equals flax's nn.Dense."""
+    x = jax.random.normal(jax.random.key(0), (6, 20))
+    params = nn.Dense(5).init(jax.random.key(1), x)
+
+    def penalty_grad(module):
+        def penalty(p):
+            g = jax.grad(lambda x: jnp.sum(jnp.tanh(module.apply(p, x))))(x)
+            return jnp.sum(g**2)
+        return jax.grad(penalty)(params)["params"]
+
+    chex.assert_trees_all_close(penalty_grad(layers.Dense(5)), penalty_grad(nn.Dense(5)), rtol=1e-5, atol=1e-6)

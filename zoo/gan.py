@@ -279,7 +279,7 @@ class DCGANGenerator(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         n = size.bit_length() - 3
         widths = [self.ngf * 2 ** (n - 1 - i) for i in range(n)]
-        h = nn.Dense(16 * widths[0], use_bias=False, kernel_init=_DCGAN_INIT, name="project", **kw)(z)
+        h = layers.Dense(16 * widths[0], use_bias=False, kernel_init=_DCGAN_INIT, name="project", **kw)(z)
         h = rearrange(h, "b (h w c) -> b h w c", h=4, w=4)
         h = nn.relu(_batch_norm(train, "project_bn", **kw)(h))
         for i, width in enumerate(widths[1:]):
@@ -480,7 +480,7 @@ class SNGANGenerator(nn.Module):
         _check_positive(self, ("latent_dim", "ngf"))
         _check_labels("sngan_g", self.num_classes, labels, z.shape[0])
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = nn.Dense(16 * self.ngf, kernel_init=_xavier(), name="project", **kw)(z)
+        h = layers.Dense(16 * self.ngf, kernel_init=_xavier(), name="project", **kw)(z)
         h = rearrange(h, "b (h w c) -> b h w c", h=4, w=4)
         for i in range(3):
             h = _GBlock(self.ngf, self.num_classes, name=f"block_{i}", **kw)(h, labels, train)
@@ -526,7 +526,7 @@ class SNGANDiscriminator(nn.Module):
             self.head = SNDense(1, **dense_kw)
             self.embed = SNEmbed(self.num_classes, self.ndf, **embed_kw) if self.num_classes > 0 else None
         else:
-            self.head = nn.Dense(1, **dense_kw)
+            self.head = layers.Dense(1, **dense_kw)
             self.embed = nn.Embed(self.num_classes, self.ndf, **embed_kw) if self.num_classes > 0 else None
 
     def example_inputs(self) -> tuple[Array, ...]:

@@ -177,8 +177,8 @@ class _Inter(nn.Module):
         s = lowest, doubled if upscale; C = out_ch, or up_ch (when positive) after the upscale.
         """
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = nn.Dense(self.ae_dims, **kw)(z)
-        h = nn.Dense(self.lowest * self.lowest * self.out_ch, **kw)(h)
+        h = layers.Dense(self.ae_dims, **kw)(z)
+        h = layers.Dense(self.lowest * self.lowest * self.out_ch, **kw)(h)
         h = rearrange(h, "b (h w c) -> b h w c", h=self.lowest, w=self.lowest)
         if not self.upscale:
             return h

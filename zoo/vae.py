@@ -41,7 +41,7 @@ class _Gaussian(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-        stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype)(h)
+        stats = layers.Dense(2 * self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype)(h)
         mean, logvar = jnp.split(stats.astype(jnp.float32), 2, axis=-1)
         return mean, logvar
 
@@ -72,7 +72,7 @@ class MLPVAE(_VAE):
 
     def setup(self) -> None:
         act = _activation(self.activation)
-        dense = lambda n: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype)  # noqa: E731
+        dense = lambda n: layers.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype)  # noqa: E731
         self._act = act
         self.enc = [dense(n) for n in self.hidden]
         self.posterior = _Gaussian(self.latent_dim, self.dtype, self.param_dtype)
@@ -116,10 +116,10 @@ class ConvVAE(_VAE):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self._act = _activation(self.activation)
         self.down = [layers.Conv(c, (4, 4), strides=(2, 2), **kw) for c in self.channels]
-        self.enc_hidden = nn.Dense(self.hidden, **kw)
+        self.enc_hidden = layers.Dense(self.hidden, **kw)
         self.posterior = _Gaussian(self.latent_dim, **kw)
-        self.dec_hidden = nn.Dense(self.hidden, **kw)
-        self.bottom = nn.Dense((height // factor) * (width // factor) * self.channels[-1], **kw)
+        self.dec_hidden = layers.Dense(self.hidden, **kw)
+        self.bottom = layers.Dense((height // factor) * (width // factor) * self.channels[-1], **kw)
         self.up = [layers.ConvTranspose(c, (4, 4), strides=(2, 2), **kw) for c in reversed(self.channels)]
         out_channels = self.image_shape[-1] * likelihoods.num_outputs(self.likelihood)
         self.head = layers.Conv(out_channels, (3, 3), **kw)

@@ -136,7 +136,8 @@ def measure(config_spec: str, assignments: list[str], steps: int, window: int, p
 def _with_images(results: dict[str, Any], images_per_step: int) -> dict[str, Any]:
     """Each `*_steps_per_s` rate also as `*_images_per_s`, and the machine it ran on."""
     for key in [k for k in results if k.endswith("_steps_per_s")]:
-        results[key.replace("_steps_per_s", "_images_per_s")] = {k: v * images_per_step for k, v in results[key].items()}
+        rates = results[key]
+        results[key.replace("_steps_per_s", "_images_per_s")] = {k: v * images_per_step for k, v in rates.items()}
     return results | {"machine": common.machine()}
 
 

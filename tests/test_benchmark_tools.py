@@ -75,13 +75,13 @@ def test_train_step_overrides_take_the_fields_type_and_name_unknown_fields():
 def test_train_step_runs_a_paired_config_through_the_trainers_pipeline():
     from benchmarks import train_step
 
-    result = train_step.measure("configs/swap_df_synthetic.py:smoke", ["batch_size=2", "parallel.num_devices=1"], steps=6, window=2)
+    small = ["batch_size=2", "parallel.num_devices=1"]
+    result = train_step.measure("configs/swap_df_synthetic.py:smoke", small, steps=6, window=2)
     assert result["images_per_step"] == 4, "both sides of each pair are counted"
     assert result["steps"] and result["compile_seconds"] > 0
     for key in ("step_only", "input_pipeline", "train_loop"):
         rates = result[f"{key}_images_per_s"]
         assert 0 < rates["min"] <= rates["median"] <= rates["max"]
         assert rates["median"] == pytest.approx(4 * result[f"{key}_steps_per_s"]["median"])
-    only = train_step.measure("configs/swap_df_synthetic.py:smoke", ["batch_size=2", "parallel.num_devices=1"], steps=6, window=2,
-                              pipeline_only=True)
+    only = train_step.measure("configs/swap_df_synthetic.py:smoke", small, steps=6, window=2, pipeline_only=True)
     assert "input_pipeline_images_per_s" in only and "step_only_steps_per_s" not in only

@@ -1,15 +1,17 @@
 """A zoo training step against its PyTorch twin on this machine: time ratio JAX / PyTorch per setting.
 
-    python -m benchmarks compare_torch --model {vae_conv64,df64,df128,dcgan64} [--steps 30] [--warmup 5]
-        [--rounds 3] [--settings eager,channels_last,compile,compile_channels_last] [--json out.json]
+    python -m benchmarks compare_torch --model {vae_conv64,df64,df128,dcgan64} [--batch B] [--steps 30]
+        [--warmup 5] [--rounds 3] [--settings eager,channels_last,compile,compile_channels_last] [--no-donate]
+        [--json out.json]
 
 Each round runs the JAX step and every PyTorch setting once, each in a fresh process, in reverse
 order on odd rounds so drift in the machine's speed falls on both sides. A process builds its
-step on one synthetic batch of the spec's shape (no data loading), times the first call (compile
+step on one synthetic batch of the spec's shape (no data loading; `--batch` changes the batch size,
+per side for a swap, on both sides of the comparison), times the first call (compile
 included), runs `--warmup` steps, then times each of `--steps` steps, blocking on the result of
 each (JAX: block_until_ready on the state; torch CPU is synchronous). The JAX side is the family's
 own step(s) from the config that `benchmarks.twin_specs` names, compiled by the trainer's runner
-with state donation; a DCGAN step is its D step then its G step. PyTorch: see `benchmarks.torch_step`
+with state donation (`--no-donate`: without); a DCGAN step is its D step then its G step. PyTorch: see `benchmarks.torch_step`
 (torch.set_num_threads(os.cpu_count())).
 
 Reported per setting: first-call seconds (torch.compile's cold, from an empty inductor cache in
@@ -135,11 +137,12 @@ class JaxStep:
     compile: Callable[[], list[Any]]  # each step compiled again on abstract inputs, for its HLO and cost analysis
 
 
-def build_jax_step(name: str, dtype: str = "float32", batch: int | None = None) -> JaxStep:
+def build_jax_step(name: str, dtype: str = "float32", batch: int | None = None, donate: bool = True) -> JaxStep:
     """The family's step(s) of SPECS[name] as the trainer compiles them, on one reused synthetic batch.
 
     With the defaults the config must match the twin's spec exactly (`check_spec`); a `dtype` or
     `batch` other than the spec's (the GPU benchmark's bf16 and larger batches) skips that check.
+    `donate=False` compiles the steps without the trainer's state donation.
     """
     import jax
 
@@ -165,7 +168,7 @@ def build_jax_step(name: str, dtype: str = "float32", batch: int | None = None) 
     root = jax.random.key(config.seed)
     data = runner.put_batch(synthetic_batch(spec, batch))
     state = runner.init(family.init, jax.random.fold_in(root, 1), data)
-    fns = [runner.compile_step(s.fn, root, i) for i, s in enumerate(family.steps.values())]
+    fns = [runner.compile_step(s.fn, root, i, donate) for i, s in enumerate(family.steps.values())]
     count = 0
 
     def run() -> None:
@@ -190,20 +193,23 @@ def xla_flops(compiled: list[Any]) -> float:
     return sum((c[0] if isinstance(c, list) else c).get("flops", 0.0) for c in costs)
 
 
-def measure_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
+def measure_jax(name: str, steps: int, warmup: int, batch: int = 0, donate: bool = True) -> dict[str, Any]:
     """The family's step(s) of SPECS[name] compiled as the trainer compiles them, timed on one reused batch."""
     import jax
 
-    step = build_jax_step(name)
+    step = build_jax_step(name, batch=batch or None, donate=donate)
     return {"jax": jax.__version__, "backend": jax.default_backend(), "steps_per_trainer_step": step.steps,
-            **time_steps(step.run, warmup, steps)}
+            "donates_state": donate, **time_steps(step.run, warmup, steps)}
 
 
 def _command(setting: str, args: argparse.Namespace) -> list[str]:
     """The worker command line of one setting."""
     common_args = ["--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    if args.batch:
+        common_args += ["--batch", str(args.batch)]
     if setting == "jax":
-        return [sys.executable, "-m", "benchmarks.compare_torch", "--worker", *common_args]
+        return [sys.executable, "-m", "benchmarks.compare_torch", "--worker", *common_args,
+                *(["--no-donate"] if args.no_donate else [])]
     return [sys.executable, "-m", "benchmarks.torch_step", "--setting", setting.removeprefix("torch_"), *common_args]
 
 
@@ -217,7 +223,7 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def summarise(rounds: list[dict[str, dict]], settings: list[str], spec: Spec, flops: int) -> dict[str, Any]:
+def summarise(rounds: list[dict[str, dict]], settings: list[str], images_per_step: int, flops: int) -> dict[str, Any]:
     """Per-setting figures over the rounds, and each PyTorch setting's JAX / PyTorch time ratios."""
     per_setting: dict[str, Any] = {}
     for s in settings:
@@ -231,7 +237,7 @@ def summarise(rounds: list[dict[str, dict]], settings: list[str], spec: Spec, fl
             "first_call_s": _stats([r["first_call_s"] for r in ok]),
             "steps_per_s": {"median": median, "min": min(r["steps_per_s"]["min"] for r in ok),
                             "max": max(r["steps_per_s"]["max"] for r in ok)},
-            "images_per_s": median * spec.images_per_step,
+            "images_per_s": median * images_per_step,
             "achieved_gflop_per_s": round(median * flops / 1e9, 1),
             "peak_rss_mib": max(r["peak_rss_mib"] for r in ok),
         }
@@ -248,17 +254,20 @@ def main() -> None:
     """Runs the rounds and emits the JSON (or, with --worker, runs the JAX side in this process)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=sorted(SPECS))
+    parser.add_argument("--batch", type=int, default=0, help="batch size (per side for a swap); 0: the spec's")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per process, after warm-up")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps after the first call")
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds, each a fresh process per setting")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"PyTorch settings, from {','.join(SETTINGS)}")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one worker process may take")
+    parser.add_argument("--no-donate", action="store_true",
+                        help="compile the JAX step without the trainer's state donation (more memory)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         try:
-            result = {"setting": "jax", "model": args.model, **measure_jax(args.model, args.steps, args.warmup)}
+            result = {"setting": "jax", "model": args.model, **measure_jax(args.model, args.steps, args.warmup, args.batch, not args.no_donate)}
         except Exception as e:  # noqa: BLE001 - reported to the driver like a torch failure
             result = {"setting": "jax", "model": args.model, "error": f"{type(e).__name__}: {e}"[:4000]}
         common.emit(result, args.json)
@@ -269,8 +278,12 @@ def main() -> None:
 
     from benchmarks import torch_twins
 
+    if args.batch < 0:
+        parser.error(f"--batch must be positive (0 keeps the spec's), got {args.batch}")
     spec = SPECS[args.model]
-    flops = torch_twins.step_flops(args.model)
+    batch = args.batch or spec.batch
+    images_per_step = spec.images_per_step * batch // spec.batch
+    flops = torch_twins.step_flops(args.model, batch)
     settings = ["jax"] + [f"torch_{s}" for s in args.settings.split(",")]
     rounds = []
     for i in range(args.rounds):
@@ -284,11 +297,11 @@ def main() -> None:
     common.emit({
         "benchmark": "compare_torch", "model": args.model, "spec": dataclasses.asdict(spec),
         "config": spec.config or "train.config.base_config() with the vae section",
-        "batch_size": spec.batch, "images_per_step": spec.images_per_step,
+        "batch_size": batch, "images_per_step": images_per_step,
         "params": {"jax": jax_param_counts(spec), "torch": torch_twins.param_counts(args.model)},
         "flops": flops, "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
         "commands": {s: "python " + " ".join(_command(s, args)[1:]) for s in settings},
-        **summarise(rounds, settings, spec, flops["flops_per_step"]),
+        **summarise(rounds, settings, images_per_step, flops["flops_per_step"]),
         "per_round": rounds, "machine": common.machine(),
     }, args.json)
 

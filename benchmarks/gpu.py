@@ -61,7 +61,7 @@ def measure(model: str, dtype: str, batch: int, steps: int, warmup: int) -> dict
     try:
         from benchmarks import torch_twins
 
-        result["flops_per_step"] = torch_twins.step_flops(model)["flops_per_step"] * batch // SPECS[model].batch
+        result["flops_per_step"] = torch_twins.step_flops(model, batch)["flops_per_step"]
         result["flop_convention"] = torch_twins.FLOP_CONVENTION
     except ImportError:  # no torch: MFU falls back to XLA's count, and says so
         result["flops_per_step"] = result["xla_flops_per_step"]

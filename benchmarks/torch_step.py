@@ -1,6 +1,6 @@
 """One PyTorch twin's training step timed in this process: the torch worker of `benchmarks.compare_torch`.
 
-    python -m benchmarks.torch_step --model df64 --setting eager [--steps 30] [--warmup 5] [--json out.json]
+    python -m benchmarks.torch_step --model df64 --setting eager [--batch B] [--steps 30] [--warmup 5] [--json out.json]
 
 Settings: eager; channels_last (eager, nets and images channels_last); compile (each loss function
 under torch.compile, so forward and backward are compiled, optimisers eager); compile_channels_last.
@@ -49,8 +49,8 @@ def time_steps(run: Callable[[], None], warmup: int, steps: int) -> dict[str, An
             "peak_rss_mib": round(peak_rss_mib(), 1)}
 
 
-def measure(model: str, setting: str, steps: int, warmup: int, threads: int) -> dict[str, Any]:
-    """The twin of `model` in `setting`, timed on one synthetic batch reused every step."""
+def measure(model: str, setting: str, steps: int, warmup: int, threads: int, batch: int = 0) -> dict[str, Any]:
+    """The twin of `model` in `setting`, timed on one synthetic batch (the spec's size, or `batch`) reused every step."""
     import torch
 
     from benchmarks import torch_twins
@@ -58,8 +58,8 @@ def measure(model: str, setting: str, steps: int, warmup: int, threads: int) -> 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     twin = torch_twins.make(model, channels_last=setting.endswith("channels_last"), compile=setting.startswith("compile"))
-    batch = twin.batch()
-    result = time_steps(lambda: twin.step(batch), warmup, steps)
+    data = twin.batch(batch or None)
+    result = time_steps(lambda: twin.step(data), warmup, steps)
     if setting.startswith("compile"):
         from torch._dynamo.utils import counters
 
@@ -73,13 +73,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--setting", choices=SETTINGS, default="eager")
+    parser.add_argument("--batch", type=int, default=0, help="batch size (per side for a swap); 0: the spec's")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     try:
-        result = measure(args.model, args.setting, args.steps, args.warmup, args.threads)
+        result = measure(args.model, args.setting, args.steps, args.warmup, args.threads, args.batch)
     except Exception as e:  # noqa: BLE001 - the driver reports any failure, torch.compile's included
         result = {"error": f"{type(e).__name__}: {e}"[:4000]}
     text = json.dumps({"setting": f"torch_{args.setting}", "model": args.model, **result})

@@ -550,12 +550,12 @@ def forward_macs(net: nn.Module, *inputs: Tensor) -> int:
     return total
 
 
-def step_flops(name: str) -> dict[str, Any]:
-    """Analytic FLOPs of one training step of SPECS[name], by `FLOP_CONVENTION`."""
+def step_flops(name: str, batch: int = 0) -> dict[str, Any]:
+    """Analytic FLOPs of one training step of SPECS[name] at its batch size (or `batch`), by `FLOP_CONVENTION`."""
     spec, twin = SPECS[name], make(name)
     inputs = twin.inputs(twin.batch(1))
     macs = {k: forward_macs(net, *inputs[k]) for k, net in twin.nets.items()}
-    flops = spec.batch * sum(2 * macs[k] * n for k, n in PASSES[spec.family].items())
+    flops = (batch or spec.batch) * sum(2 * macs[k] * n for k, n in PASSES[spec.family].items())
     return {"convention": FLOP_CONVENTION, "forward_macs_per_example": macs,
             "example": "an A/B pair" if spec.family == "swap" else "an image", "forward_passes": PASSES[spec.family],
             "flops_per_step": flops, "gflop_per_step": round(flops / 1e9, 3)}

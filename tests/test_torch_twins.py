@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -115,6 +118,7 @@ def test_flops_count_the_vae_layers_from_shapes():
     flops = torch_twins.step_flops("vae_conv64")
     assert flops["forward_macs_per_example"] == {"vae": macs}
     assert flops["flops_per_step"] == 6 * macs * 128
+    assert torch_twins.step_flops("vae_conv64", batch=4)["flops_per_step"] == 6 * macs * 4
 
 
 def test_dcgan_flops_count_both_steps():
@@ -131,7 +135,7 @@ def test_summary_ratios_are_jax_time_over_torch_time():
 
     rounds = [{"jax": result(2.0), "torch_eager": result(1.0)}, {"jax": result(1.0), "torch_eager": {"error": "x"}},
               {"jax": result(4.0), "torch_eager": result(1.0)}]
-    out = compare_torch.summarise(rounds, ["jax", "torch_eager"], SPECS["df64"], flops=10**9)
+    out = compare_torch.summarise(rounds, ["jax", "torch_eager"], SPECS["df64"].images_per_step, flops=10**9)
     assert out["ratio_jax_time_over_torch_time"]["torch_eager"]["per_round"] == [0.5, 0.25]
     assert out["settings"]["jax"]["images_per_s"] == 2.0 * 32
     assert out["settings"]["torch_eager"]["rounds_ok"] == 2
@@ -140,3 +144,17 @@ def test_summary_ratios_are_jax_time_over_torch_time():
 def test_runner_lists_the_benchmarks_not_the_helpers():
     assert {"compare_torch", "train_step", "layers", "input_pipeline"} <= set(names())
     assert not {"common", "torch_twins", "twin_specs"} & set(names())
+
+
+def test_compare_torch_runs_both_workers_at_another_batch_and_writes_json(tmp_path):
+    out = tmp_path / "out.json"
+    command = [sys.executable, "-m", "benchmarks", "compare_torch", "--model", "vae_conv64", "--batch", "4",
+               "--steps", "2", "--warmup", "0", "--rounds", "1", "--settings", "eager", "--json", str(out)]
+    subprocess.run(command, check=True, cwd=compare_torch.ROOT, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["batch_size"] == 4 and result["images_per_step"] == 4
+    assert result["flops"]["flops_per_step"] == torch_twins.step_flops("vae_conv64")["flops_per_step"] // 32
+    assert all("--batch" in c and c.endswith("--batch 4") for c in result["commands"].values())
+    for setting in ("jax", "torch_eager"):
+        assert result["settings"][setting]["steps_per_s"]["median"] > 0, result["per_round"]
+    assert result["ratio_jax_time_over_torch_time"]["torch_eager"]["median"] > 0

@@ -102,12 +102,15 @@ class Runner:
         state = jax.jit(init_fn, out_shardings=self.state_shardings(abstract))(*args)
         return self.put_state(state) if self.strategy == "pmap" else state
 
-    def compile_step(self, fn: StepFn, root_key: jax.Array, index: int) -> Callable[[Any, Any, int], tuple[Any, dict]]:
+    def compile_step(self, fn: StepFn, root_key: jax.Array, index: int,
+                     donate: bool = True) -> Callable[[Any, Any, int], tuple[Any, dict]]:
         """`(state, batch, step) -> (state, metrics)` with rng = fold_in(fold_in(root, step), index).
 
-        The wrapper sets `state["step"]` to step + 1; state is donated; metrics come back as
-        replicated scalars (the first replica's copy under pmap, where all are equal).
+        The wrapper sets `state["step"]` to step + 1; metrics come back as replicated scalars (the
+        first replica's copy under pmap, where all are equal). The input state is donated, so its
+        buffers hold the new state; `donate=False` keeps it alive (benchmarks compare the two).
         """
+        donated = (0,) if donate else ()
 
         def wrapped(state, batch, step):
             rng = jax.random.fold_in(jax.random.fold_in(root_key, step), index)
@@ -119,11 +122,11 @@ class Runner:
                 wrapped,
                 in_shardings=(self.replicated, self.batch_sharding, self.replicated),
                 out_shardings=(self.replicated, self.replicated),
-                donate_argnums=0,
+                donate_argnums=donated,
             )
             return lambda state, batch, step: compiled(state, batch, np.int32(step))
 
-        pmapped = jax.pmap(wrapped, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,))
+        pmapped = jax.pmap(wrapped, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=donated)
 
         def run(state, batch, step):
             state, metrics = pmapped(state, batch, np.int32(step))

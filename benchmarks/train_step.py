@@ -5,7 +5,8 @@
 
 Three rates, so the bottleneck is visible: the compiled trainer step alone (one batch reused), the
 trainer's own input pipeline alone (paired sources and the family's augmentations included), and
-the two together as the trainer runs them (metrics fetched one step late). A trainer step is every
+the two together as the trainer runs them (metrics fetched one step late). A fourth, the step alone
+fetching each step's metrics at once, shows what the late fetch saves. A trainer step is every
 family step due at that step (a GAN's D then G). Rates are the median over windows of `--window`
 steps after one warm-up window, with min and max; images/s counts both sides of a swap pair.
 `--set` overrides config fields, e.g. to point a config at data this machine holds. Peak RSS is
@@ -111,6 +112,10 @@ def measure(config_spec: str, assignments: list[str], steps: int, window: int, p
             step(batch)
         jax.block_until_ready(state)
 
+    def step_synced(n: int) -> None:
+        for _ in range(n):
+            jax.device_get(step(batch))
+
     def together(n: int) -> None:
         pending = None
         for _ in range(n):
@@ -126,6 +131,7 @@ def measure(config_spec: str, assignments: list[str], steps: int, window: int, p
         "steps": list(family.steps),
         "compile_seconds": compile_seconds,
         "step_only_steps_per_s": _rates(step_only, windows, window),
+        "step_synced_steps_per_s": _rates(step_synced, windows, window),
         "input_pipeline_steps_per_s": _rates(data_only, windows, window),
         "train_loop_steps_per_s": _rates(together, windows, window),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -79,7 +79,7 @@ def test_train_step_runs_a_paired_config_through_the_trainers_pipeline():
     result = train_step.measure("configs/swap_df_synthetic.py:smoke", small, steps=6, window=2)
     assert result["images_per_step"] == 4, "both sides of each pair are counted"
     assert result["steps"] and result["compile_seconds"] > 0
-    for key in ("step_only", "input_pipeline", "train_loop"):
+    for key in ("step_only", "step_synced", "input_pipeline", "train_loop"):
         rates = result[f"{key}_images_per_s"]
         assert 0 < rates["min"] <= rates["median"] <= rates["max"]
         assert rates["median"] == pytest.approx(4 * result[f"{key}_steps_per_s"]["median"])

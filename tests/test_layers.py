@@ -84,6 +84,12 @@ def test_matches_flax_forward_and_grads(kind: str, case: tuple) -> None:
     _check_against_flax(kind, case)
 
 
+def test_both_input_gradient_forms_of_a_strided_conv_are_tested() -> None:
+    """CASES has strided convs on each side of the few-channel limit, so both backward forms meet flax."""
+    strided = [c[3] for c in CASES if c[6] != 1]
+    assert min(strided) <= layers._FEW_INPUT_CHANNELS < max(strided)
+
+
 def test_df_encoder_last_conv_matches_flax() -> None:
     """The DF encoder's 5x5 stride-2 conv 8x8x64 -> 4x4x128, the case XLA:CPU is slowest at."""
     _check_against_flax("conv", (2, 8, 8, 64, 128, 5, 2, "SAME"))
@@ -151,16 +157,10 @@ def test_pixel_shuffle() -> None:
     assert y[b, h * 2 + i, w * 2 + j, c] == x[b, h, w, c * 4 + i * 2 + j]
 
 
-def test_grad_of_grad_through_the_fast_conv_matches_flax():
+@pytest.mark.parametrize("in_channels", [3, 8])  # XLA's own input gradient, then the phase convs
+def test_grad_of_grad_through_the_fast_conv_matches_flax(in_channels):
     """A gradient penalty's parameter gradient (reverse over reverse) equals flax's nn.Conv."""
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from zoo import layers
-
-    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, in_channels))
     fast, reference = layers.Conv(4, (5, 5), strides=(2, 2)), nn.Conv(4, (5, 5), strides=(2, 2))
     params = reference.init(jax.random.key(1), x)
 

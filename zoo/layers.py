@@ -164,6 +164,9 @@ def _conv_input_grad(g: Array, kernel: Array, strides: tuple[int, int], pads: Pa
     return _dilated_conv(g, _flip_swap(kernel), strides, adj_pads)  # type: ignore[arg-type]
 
 
+_FEW_INPUT_CHANNELS = 4  # at or below, XLA's input gradient beats the phase convs (measured 1-32 channels)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _strided_conv(x: Array, kernel: Array, strides: tuple[int, int], pads: Pads) -> Array:
     """Strided conv whose VJP avoids XLA:CPU's slow lhs-dilated input gradient."""
@@ -178,9 +181,17 @@ def _strided_conv_fwd(x: Array, kernel: Array, strides: tuple[int, int],
 
 def _strided_conv_bwd(strides: tuple[int, int], pads: Pads, res: tuple[Array, Array],
                       g: Array) -> tuple[Array, Array]:
-    """Input gradient as phase convs, kernel gradient as XLA's ordinary backprop-filter conv."""
+    """Input gradient as phase convs, kernel gradient as XLA's ordinary backprop-filter conv.
+
+    Where the input has at most `_FEW_INPUT_CHANNELS` channels (an image into a discriminator),
+    the phase convs would each emit that few channels, XLA:CPU's slow case, so XLA's own
+    lhs-dilated input gradient is used: 2-2.6x faster there (DCGAN D's first layer 40 -> 15 ms).
+    """
     x, kernel = res
-    dx = _conv_input_grad(g, kernel, strides, pads, x.shape[1:3])
+    if kernel.shape[2] <= _FEW_INPUT_CHANNELS:
+        dx = jax.vjp(lambda x: _conv(x, kernel, strides, pads), x)[1](g)[0]
+    else:
+        dx = _conv_input_grad(g, kernel, strides, pads, x.shape[1:3])
     dk = _filter_grad(x, g, strides, pads, kernel.shape[:2])
     return dx.astype(x.dtype), dk.astype(kernel.dtype)
 

@@ -11,8 +11,8 @@ per side for a swap, on both sides of the comparison), times the first call (com
 included), runs `--warmup` steps, then times each of `--steps` steps, blocking on the result of
 each (JAX: block_until_ready on the state; torch CPU is synchronous). The JAX side is the family's
 own step(s) from the config that `benchmarks.twin_specs` names, compiled by the trainer's runner
-with state donation (`--no-donate`: without); a DCGAN step is its D step then its G step. PyTorch: see `benchmarks.torch_step`
-(torch.set_num_threads(os.cpu_count())).
+with state donation (`--no-donate`: without); a DCGAN step is its D step then its G step.
+PyTorch: see `benchmarks.torch_step` (torch.set_num_threads(os.cpu_count())).
 
 Reported per setting: first-call seconds (torch.compile's cold, from an empty inductor cache in
 every process, as JAX's has no persistent cache), steps/s (median of each round's median, min and
@@ -267,7 +267,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         try:
-            result = {"setting": "jax", "model": args.model, **measure_jax(args.model, args.steps, args.warmup, args.batch, not args.no_donate)}
+            timing = measure_jax(args.model, args.steps, args.warmup, args.batch, not args.no_donate)
+            result = {"setting": "jax", "model": args.model, **timing}
         except Exception as e:  # noqa: BLE001 - reported to the driver like a torch failure
             result = {"setting": "jax", "model": args.model, "error": f"{type(e).__name__}: {e}"[:4000]}
         common.emit(result, args.json)

@@ -50,7 +50,7 @@ def time_steps(run: Callable[[], None], warmup: int, steps: int) -> dict[str, An
 
 
 def measure(model: str, setting: str, steps: int, warmup: int, threads: int, batch: int = 0) -> dict[str, Any]:
-    """The twin of `model` in `setting`, timed on one synthetic batch (the spec's size, or `batch`) reused every step."""
+    """The twin of `model` in `setting`, timed on one synthetic batch (the spec's size or `batch`) reused each step."""
     import torch
 
     from benchmarks import torch_twins

@@ -10,7 +10,8 @@ from train import parallel
 
 
 def _step(state, batch, rng):
-    return dict(state, w=state["w"] + parallel.pmean(batch["x"].mean()), noise=jax.random.uniform(rng, ())), {"w": state["w"]}
+    new = dict(state, w=state["w"] + parallel.pmean(batch["x"].mean()), noise=jax.random.uniform(rng, ()))
+    return new, {"w": state["w"]}
 
 
 @pytest.mark.parametrize("strategy", ["jit", "pmap"])

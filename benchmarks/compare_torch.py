@@ -283,7 +283,7 @@ def main() -> None:
         parser.error(f"--batch must be positive (0 keeps the spec's), got {args.batch}")
     spec = SPECS[args.model]
     batch = args.batch or spec.batch
-    images_per_step = spec.images_per_step * batch // spec.batch
+    images_per_step = spec.images(batch)
     flops = torch_twins.step_flops(args.model, batch)
     settings = ["jax"] + [f"torch_{s}" for s in args.settings.split(",")]
     rounds = []

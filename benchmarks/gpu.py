@@ -79,9 +79,8 @@ def summarise(result: dict[str, Any], peak: float | None) -> dict[str, Any]:
     if "error" in result:
         return result
     rate = result["steps_per_s"]["median"]
-    spec = SPECS[result["model"]]
+    images = SPECS[result["model"]].images(result["batch_size"])
     achieved = rate * result["flops_per_step"] / 1e12
-    images = spec.images_per_step * result["batch_size"] // spec.batch
     return {**result, "images_per_s": round(rate * images, 1), "achieved_tflop_per_s": round(achieved, 2),
             "mfu_vs_bf16_dense_peak": round(achieved / peak, 4) if peak else None}
 

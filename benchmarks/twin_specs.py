@@ -27,8 +27,12 @@ class Spec:
 
     @property
     def images_per_step(self) -> int:
-        """Images one step trains on: both sides of each swap pair, the real batch of a GAN."""
-        return 2 * self.batch if self.family == "swap" else self.batch
+        """Images one step trains on at the spec's batch size."""
+        return self.images(self.batch)
+
+    def images(self, batch: int) -> int:
+        """Images one step trains on at `batch`: both sides of each swap pair, the real batch of a GAN."""
+        return 2 * batch if self.family == "swap" else batch
 
 
 _ADAM = dict(name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, warmup_steps=0, grad_clip_norm=0.0)

@@ -13,14 +13,12 @@ from typing import Any, Iterable
 import jax
 import ml_collections
 
+from zoo.errors import ConfigError  # noqa: F401  (re-exported: configs and the CLIs raise it from here)
+
 STRATEGIES = ("jit", "pmap")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "adabelief", "sgd")
 SCHEDULES = ("constant", "cosine")
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-class ConfigError(ValueError):
-    """A config field is unknown, mistyped or impossible; the message names it and the fix."""
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -6,6 +6,7 @@ where torch or torch-fidelity is missing; the rest need neither.
 """
 import importlib
 import importlib.util
+import os
 import pickle
 import sys
 import types
@@ -20,7 +21,7 @@ import pytest
 from einops import rearrange
 
 from train.metrics import extractors, inception
-from zoo import torch_weights
+from zoo import pretrained, torch_weights
 
 REFERENCE_INSTALL = (
     "pip install torch --index-url https://download.pytorch.org/whl/cpu && pip install --no-deps torch-fidelity==0.3.0"
@@ -221,7 +222,8 @@ def reference(tmp_path_factory):
 
     torch_model = cls("inception-v3-compat", ["2048", "logits"], feature_extractor_weights_path=str(paths["zip"])).eval()
     variables = inception.load_variables(paths["legacy"])
-    extractor = inception.fid_inception_extractor(str(paths["legacy"]), root, batch_size=BATCH)
+    with mock.patch.dict(os.environ, {inception.SHA256_ENV: pretrained.sha256(paths["legacy"])}):
+        extractor = inception.fid_inception_extractor(str(paths["legacy"]), root, batch_size=BATCH)
     rng = np.random.default_rng(2)
     outputs = {}
     for name, (h, w, c, n) in IMAGE_SETS.items():
@@ -297,4 +299,5 @@ def test_features_and_logits_match_torch_fidelity(reference, name):
 
 def test_extractor_protocol_names(reference):
     ext = reference["extractor"]
-    assert (ext.name, ext.resize, ext.feature_dim, ext.num_classes) == ("inception_v3_fid", "tf1_bilinear_299", 2048, 1008)
+    name = f"inception_v3_fid@{pretrained.sha256(reference['paths']['legacy'])[:12]}"
+    assert (ext.name, ext.resize, ext.feature_dim, ext.num_classes) == (name, "tf1_bilinear_299", 2048, 1008)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from zoo import pretrained
+from zoo import errors, pretrained
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 
@@ -50,13 +50,14 @@ def test_unknown_name_lists_the_registry():
         pretrained.load("no_such_model")
 
 
-def _rewrite(tmp_path, **header_changes) -> pathlib.Path:
+def _rewrite(tmp_path, drop: tuple[str, ...] = (), **header_changes) -> pathlib.Path:
+    """The golden export with some arrays and metadata fields replaced and the fields in `drop` removed."""
     from safetensors import safe_open
     from safetensors.numpy import load_file
 
     source = GOLDEN / "vae_mlp_tiny_v1.safetensors"
     with safe_open(str(source), framework="numpy") as f:
-        header = dict(f.metadata())
+        header = {k: v for k, v in f.metadata().items() if k not in drop}
     arrays = load_file(str(source))
     arrays.update(header_changes.pop("arrays", {}))
     header.update(header_changes)
@@ -88,3 +89,43 @@ def test_not_a_weights_file(tmp_path):
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match="not a readable .safetensors"):
         pretrained.load(junk)
+
+
+def _refused(path: pathlib.Path, *needed: str) -> str:
+    """The WeightsError message `pretrained.load(path)` raises, checked to name the file and each of `needed`."""
+    with pytest.raises(errors.WeightsError) as refused:
+        pretrained.load(path)
+    message = str(refused.value)
+    for text in (str(path), *needed):
+        assert text in message
+    return message
+
+
+@pytest.mark.parametrize("version", ["one", "1.0", ""])
+def test_format_version_that_is_not_an_integer_is_named(tmp_path, version):
+    _refused(_rewrite(tmp_path, format_version=version), f"format_version {version!r}", "not an integer")
+
+
+def test_missing_format_version_is_named(tmp_path):
+    _refused(_rewrite(tmp_path, drop=("format_version",)), "format_version None", "not an integer")
+
+
+def test_missing_model_config_is_named(tmp_path):
+    _refused(_rewrite(tmp_path, drop=("model_config",)), "no 'model_config'")
+
+
+def test_model_config_that_is_not_json_is_named(tmp_path):
+    _refused(_rewrite(tmp_path, model_config="{latent_dim: 2"), "'model_config' that is not valid JSON")
+
+
+def test_float16_arrays_are_refused_for_a_float32_model(tmp_path):
+    from safetensors.numpy import load_file
+
+    halves = {k: v.astype(np.float16) for k, v in load_file(str(GOLDEN / "vae_mlp_tiny_v1.safetensors")).items()}
+    message = _refused(_rewrite(tmp_path, arrays=halves), "wrong dtype", "head/bias: float16 != float32")
+    assert message.count("float16 != float32") == len(halves)
+
+
+def test_one_float16_array_among_float32_is_named(tmp_path):
+    path = _rewrite(tmp_path, arrays={"enc_0/bias": np.zeros(8, np.float16)})
+    _refused(path, "enc_0/bias: float16 != float32")

@@ -5,18 +5,20 @@ param paths joined by "/") and, in the file's string metadata, the format versio
 model name and its constructor fields as JSON. Nothing in it depends on how flax or orbax
 serialise state, so a file written today keeps loading after either changes; and no pickle is
 involved. Published weights are registry entries with a URL (or a file bundled in the package)
-and a sha256 that is checked before the file is read.
+and a sha256 that is checked before the file is read, and for a download before it takes its name
+in the cache. Every bad file is a `zoo.errors.WeightsError` naming it.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import json
 import os
 import pathlib
 import tempfile
 import urllib.request
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import flax.linen as nn
 import jax
@@ -26,6 +28,7 @@ from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
 from zoo import registry
+from zoo.errors import WeightsError
 
 FORMAT = "deepfake-zoo.pretrained"
 FORMAT_VERSION = 1
@@ -110,22 +113,12 @@ def load(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike | None
 
 
 def read(path: str | os.PathLike) -> Pretrained:
-    """Read and validate one exported file: format version, model name, and every param's shape."""
+    """Read and validate one exported file: format version, model and config, every array's shape and dtype."""
     path = pathlib.Path(path)
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            header = f.metadata() or {}
-    except Exception as error:  # noqa: BLE001  (any parse failure means: not a weights file)
-        raise ValueError(f"{path} is not a readable .safetensors weights file ({error})") from error
-    if header.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} file (format={header.get('format')!r}); export it with train.export")
-    version = int(header.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {version}; this zoo reads up to {FORMAT_VERSION}: upgrade deepfake-zoo")
-    model_config = json.loads(header["model_config"])
-    module = registry.create_model(header["model"], **_constructor_fields(model_config))
+    header = _header(path)
+    version = _format_version(path, header)
+    model_config = _json_field(path, header, "model_config", dict)
+    module = _module(path, header, model_config)
     groups: dict[str, dict[tuple[str, ...], np.ndarray]] = {}
     for key, value in load_file(str(path)).items():
         collection, _, name = key.rpartition(_COLLECTION_SEP)
@@ -134,8 +127,72 @@ def read(path: str | os.PathLike) -> Pretrained:
     params = trees.pop("params", {})
     _check_params(path, module, params, trees)
     config = {"model": header["model"], "model_config": model_config, "format_version": version,
-              "metadata": json.loads(header.get("metadata", "{}"))}
+              "metadata": _json_field(path, header, "metadata", dict, default="{}")}
     return Pretrained(module, jax.tree.map(jnp.asarray, params), config, jax.tree.map(jnp.asarray, trees))
+
+
+def _header(path: pathlib.Path) -> dict[str, str]:
+    """The file's string metadata, once it is known to be this zoo's format."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = f.metadata() or {}
+    except Exception as error:  # noqa: BLE001  (any parse failure means: not a weights file)
+        raise WeightsError(f"{path} is not a readable .safetensors weights file ({error})") from error
+    if header.get("format") != FORMAT:
+        raise WeightsError(
+            f"{path} is not a {FORMAT} file (format={header.get('format')!r}); export it with train.export"
+        )
+    return header
+
+
+def _format_version(path: pathlib.Path, header: Mapping[str, str]) -> int:
+    """The file's format version, an integer this zoo can read, or WeightsError saying why not."""
+    raw = header.get("format_version")
+    try:
+        version = int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise WeightsError(
+            f"{path} has format_version {raw!r} in its metadata, not an integer; the file is damaged or was not "
+            "written by train.export: re-export it"
+        ) from None
+    if version > FORMAT_VERSION:
+        raise WeightsError(
+            f"{path} has format version {version}; this zoo reads up to {FORMAT_VERSION}: upgrade deepfake-zoo"
+        )
+    if version < 1:
+        raise WeightsError(f"{path} has format version {version}; versions start at 1: re-export it with train.export")
+    return version
+
+
+def _json_field(path: pathlib.Path, header: Mapping[str, str], field: str, kind: type,
+                default: str | None = None) -> Any:
+    """A JSON-encoded metadata field of the expected kind, or WeightsError naming the file and the field."""
+    raw = header.get(field, default)
+    if raw is None:
+        raise WeightsError(f"{path} has no {field!r} in its metadata, so its model cannot be rebuilt; re-export it "
+                           "with train.export")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{path} has a {field!r} that is not valid JSON ({error}); re-export it") from None
+    if not isinstance(value, kind):
+        raise WeightsError(f"{path} has a {field!r} of type {type(value).__name__}, expected a JSON object; "
+                           "re-export it")
+    return value
+
+
+def _module(path: pathlib.Path, header: Mapping[str, str], model_config: Mapping[str, Any]) -> nn.Module:
+    """The registry model the file names, built with its config; WeightsError if this zoo cannot build it."""
+    model = header.get("model")
+    if not model:
+        raise WeightsError(f"{path} names no model in its metadata; re-export it with train.export")
+    try:
+        return registry.create_model(model, **_constructor_fields(model_config))
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"{path} holds model {model!r} with config {dict(model_config)}, which this zoo cannot "
+                           f"build ({error}); check the zoo version it was exported with") from error
 
 
 def _flatten(tree: Any) -> dict[str, np.ndarray]:
@@ -144,28 +201,67 @@ def _flatten(tree: Any) -> dict[str, np.ndarray]:
 
 def fetch(name: str, entry: Entry, cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
     """The verified local file for a registry entry, downloading it into the cache if needed."""
+    what = f"pretrained {name!r}"
     if entry.bundled:
         path = WEIGHTS_DIR / entry.bundled
-    else:
-        cache = pathlib.Path(cache_dir or os.environ.get("ZOO_CACHE", pathlib.Path.home() / ".cache" / "deepfake-zoo"))
-        path = cache / f"{name}-{entry.sha256[:12]}.safetensors"
-        if not path.exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".part")
-            with urllib.request.urlopen(entry.url) as response, open(tmp, "wb") as out:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-            tmp.replace(path)
-    digest = sha256(path)
-    if digest != entry.sha256:
-        raise ValueError(
-            f"sha256 mismatch for pretrained {name!r}: {path} has {digest}, the registry expects {entry.sha256}; "
-            f"delete {path} and retry, or check the URL {entry.url or entry.bundled}"
-        )
+        verify_sha256(path, entry.sha256, what=what, fix="the bundled file was changed: reinstall deepfake-zoo")
+        return path
+    cache = pathlib.Path(cache_dir or os.environ.get("ZOO_CACHE", pathlib.Path.home() / ".cache" / "deepfake-zoo"))
+    path = cache / f"{name}-{entry.sha256[:12]}.safetensors"
+    if not path.exists():
+        return download(entry.url, path, entry.sha256, what=what)
+    verify_sha256(path, entry.sha256, what=what, fix=f"delete {path} and retry, or check the URL {entry.url}")
     return path
 
 
+def download(url: str, path: pathlib.Path, expected_sha256: str, *, what: str) -> pathlib.Path:
+    """Download `url` to `path`, which it reaches only once its sha256 is `expected_sha256`.
+
+    The bytes go to a temporary file beside `path` and are renamed into place after the check, so an
+    interrupted or tampered download never takes the name the cache trusts.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    tmp = pathlib.Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest = _copy_hashing(url, out, what=what, path=path)
+        if digest != expected_sha256:
+            raise WeightsError(
+                f"sha256 mismatch for {what}: the download from {url} has {digest}, expected {expected_sha256}; "
+                f"it was deleted. Retry, or download it by hand, check its sha256 is {expected_sha256} and put it "
+                f"at {path}"
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _copy_hashing(url: str, out: BinaryIO, *, what: str, path: pathlib.Path) -> str:
+    """Copy `url` into `out` and return its sha256; a failed download is a WeightsError saying where to put a copy."""
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url) as response:
+            while chunk := response.read(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        raise WeightsError(f"could not download {what} from {url} ({error}); download it by hand and put it at "
+                           f"{path}") from error
+    return h.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, expected: str, *, what: str, fix: str) -> str:
+    """The file's sha256 if it is `expected`; otherwise WeightsError naming both hashes, the file and `fix`."""
+    digest = sha256(path)
+    if digest != expected:
+        raise WeightsError(f"sha256 mismatch for {what}: {path} has {digest}, expected {expected}; {fix}")
+    return digest
+
+
 def sha256(path: str | os.PathLike) -> str:
+    """The file's sha256 as 64 hex digits, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -181,17 +277,25 @@ def _constructor_fields(model_config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_params(path: pathlib.Path, module: nn.Module, params: Any, collections: Mapping[str, Any]) -> None:
+    """Every array the model needs is present with its shape and dtype; a float16 file must not load silently."""
     variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *module.example_inputs()))
     expected = {"params": variables["params"]} | {c: v for c, v in variables.items() if c in _EXPORTED}
     given = {"params": params, **collections}
-    want = {_key(c, k): v.shape for c, tree in expected.items() for k, v in traverse_util.flatten_dict(tree).items()}
-    got = {_key(c, k): v.shape for c, tree in given.items() for k, v in traverse_util.flatten_dict(tree).items()}
+    want = {_key(c, k): v for c, tree in expected.items() for k, v in traverse_util.flatten_dict(tree).items()}
+    got = {_key(c, k): v for c, tree in given.items() for k, v in traverse_util.flatten_dict(tree).items()}
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     if missing or extra:
-        raise ValueError(f"{path} does not match model {module.__class__.__name__}: missing {missing}, unexpected {extra}")
-    wrong = [f"{k}: {got[k]} != {want[k]}" for k in want if tuple(got[k]) != tuple(want[k])]
+        raise WeightsError(
+            f"{path} does not match model {module.__class__.__name__}: missing {missing}, unexpected {extra}"
+        )
+    wrong = [f"{k}: {got[k].shape} != {want[k].shape}" for k in want if tuple(got[k].shape) != tuple(want[k].shape)]
     if wrong:
-        raise ValueError(f"{path} has params of the wrong shape for its model config: {'; '.join(wrong)}")
+        raise WeightsError(f"{path} has params of the wrong shape for its model config: {'; '.join(wrong)}")
+    cast = [f"{k}: {np.dtype(got[k].dtype)} != {np.dtype(want[k].dtype)}" for k in want
+            if np.dtype(got[k].dtype) != np.dtype(want[k].dtype)]
+    if cast:
+        raise WeightsError(f"{path} has arrays of the wrong dtype for its model config: {'; '.join(cast)}; re-export "
+                           "it from a run with this config (train.export) rather than casting the file")
 
 
 def _key(collection: str, path: tuple[str, ...]) -> str:

@@ -7,6 +7,9 @@ storage keys, then each storage as an 8-byte element count and its raw bytes). B
 with a `pickle.Unpickler` whose `find_class` admits only the few globals a state dict names
 (OrderedDict, the tensor/parameter rebuild functions, storage types, dtypes), each mapped to a
 numpy stand-in: a file naming anything else fails with `UnsafePickleError` before it can run.
+The stand-ins are built afresh for every unpickler and refuse BUILD (`__setstate__`), so a file
+can neither run code nor change how this or any later file decodes (a BUILD on the `FloatStorage`
+stand-in once turned every later float32 file into float16 garbage).
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from typing import Any, BinaryIO, Callable, Mapping
 
 import ml_dtypes
 import numpy as np
+
+from zoo.errors import WeightsError
 
 __all__ = ["UnsafePickleError", "load_state_dict"]
 
@@ -41,19 +46,65 @@ _TORCH_DTYPES: dict[str, Any] = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A weights file names a global outside the state-dict allow-list (it could run code)."""
+class UnsafePickleError(WeightsError, pickle.UnpicklingError):
+    """A weights file names a global outside the state-dict allow-list, or modifies a stand-in (it could run code)."""
+
+
+class _StandIn:
+    """Base of the reader's own objects: BUILD on one is refused, as a state dict never needs it."""
+
+    def __setstate__(self, state: Any) -> None:
+        """Refuses, so a file cannot rewrite a storage type, dtype, rebuild function, storage or tensor."""
+        raise UnsafePickleError(
+            f"refusing to modify {self._what()} with the pickle BUILD opcode: torch.save never does this, so the "
+            "file was crafted; do not load it"
+        )
+
+    def _what(self) -> str:
+        """What the stand-in stands for, in the refusal message."""
+        return f"a {type(self).__name__.lstrip('_').lower()}"
 
 
 @dataclasses.dataclass(frozen=True)
-class _StorageType:
+class _StorageType(_StandIn):
     """Stand-in for a torch.*Storage class: only its element dtype matters."""
 
     dtype: np.dtype
 
+    def _what(self) -> str:
+        """The storage type's element dtype, in the refusal message."""
+        return f"the {self.dtype} storage type"
+
+
+@dataclasses.dataclass(frozen=True)
+class _DType(_StandIn):
+    """Stand-in for a torch dtype such as torch.float32 (numpy's own dtype objects are process-wide)."""
+
+    dtype: np.dtype
+
+    def _what(self) -> str:
+        """The dtype, in the refusal message."""
+        return f"the dtype {self.dtype}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Call(_StandIn):
+    """Stand-in for an allowed callable global (a rebuild function, OrderedDict): calls it, nothing else."""
+
+    fn: Callable[..., Any]
+    name: str
+
+    def _what(self) -> str:
+        """The global the file named, in the refusal message."""
+        return self.name
+
+    def __call__(self, *args: Any) -> Any:
+        """What the REDUCE opcode runs."""
+        return self.fn(*args)
+
 
 @dataclasses.dataclass
-class _Storage:
+class _Storage(_StandIn):
     """A flat storage whose bytes may arrive after the pickle (legacy files); views share a root."""
 
     dtype: np.dtype
@@ -72,7 +123,7 @@ class _Storage:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Tensor:
+class _Tensor(_StandIn):
     """Stand-in for a rebuilt tensor: a strided view of a storage, materialised after loading."""
 
     storage: _Storage
@@ -109,15 +160,22 @@ def _rebuild_parameter(data: _Tensor, *_: Any) -> _Tensor:
     return data
 
 
-_ALLOWED: dict[tuple[str, str], Any] = {
+_CALLABLES: dict[tuple[str, str], Callable[..., Any]] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    **{("torch", name): _StorageType(np.dtype(dtype)) for name, dtype in _STORAGE_DTYPES.items()},
-    **{("torch", name): np.dtype(dtype) for name, dtype in _TORCH_DTYPES.items()},
 }
+
+
+def _allowed() -> dict[tuple[str, str], _StandIn]:
+    """A fresh stand-in for every allowed global, so nothing one file reaches is shared with another."""
+    return {
+        **{key: _Call(fn, ".".join(key)) for key, fn in _CALLABLES.items()},
+        **{("torch", name): _StorageType(np.dtype(dtype)) for name, dtype in _STORAGE_DTYPES.items()},
+        **{("torch", name): _DType(np.dtype(dtype)) for name, dtype in _TORCH_DTYPES.items()},
+    }
 
 
 class _Unpickler(pickle.Unpickler):
@@ -129,12 +187,13 @@ class _Unpickler(pickle.Unpickler):
         super().__init__(file)
         self._read_storage = read_storage
         self._big_endian = big_endian
+        self._allowed = _allowed()
         self.storages: dict[str, _Storage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         """The stand-in for an allowed global; anything else raises UnsafePickleError naming it."""
         try:
-            return _ALLOWED[(module, name)]
+            return self._allowed[(module, name)]
         except KeyError:
             raise UnsafePickleError(
                 f"refusing to load global {module}.{name}: a state dict may only name tensors, storages, dtypes "
@@ -170,7 +229,7 @@ def _read_zip(path: str | os.PathLike) -> Any:
         names = zf.namelist()
         pickles = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
         if len(pickles) != 1:
-            raise ValueError(f"{path}: expected one data.pkl in the zip archive, found {pickles}")
+            raise WeightsError(f"{path}: expected one data.pkl in the zip archive, found {pickles}")
         prefix = pickles[0][: -len("data.pkl")]
         order = prefix + "byteorder"
         big = order in names and zf.read(order).decode().strip() == "big"
@@ -178,7 +237,7 @@ def _read_zip(path: str | os.PathLike) -> Any:
         def read_storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
             raw = zf.read(f"{prefix}data/{key}")
             if len(raw) < numel * dtype.itemsize:
-                raise ValueError(f"{path}: storage {key} holds {len(raw)} bytes, needs {numel * dtype.itemsize}")
+                raise WeightsError(f"{path}: storage {key} holds {len(raw)} bytes, needs {numel * dtype.itemsize}")
             return np.frombuffer(raw, dtype, count=numel)
 
         return _Unpickler(io.BytesIO(zf.read(pickles[0])), read_storage, big).load()
@@ -189,7 +248,7 @@ def _read_legacy(path: str | os.PathLike) -> Any:
     with open(path, "rb") as f:
         header = [_Unpickler(f, _no_storage).load() for _ in range(3)]
         if header[0] != _LEGACY_MAGIC or header[1] != _LEGACY_PROTOCOL:
-            raise ValueError(f"{path}: not a PyTorch file (bad magic number or protocol {header[1]!r})")
+            raise WeightsError(f"{path}: not a PyTorch file (bad magic number or protocol {header[1]!r})")
         big = isinstance(header[2], dict) and header[2].get("little_endian") is False
         unpickler = _Unpickler(f, lambda key, dtype, numel: None, big)
         obj = unpickler.load()
@@ -198,11 +257,11 @@ def _read_legacy(path: str | os.PathLike) -> Any:
             storage = unpickler.storages[str(key)]
             head = f.read(8)
             if len(head) != 8:
-                raise ValueError(f"{path}: file ends before storage {key}")
+                raise WeightsError(f"{path}: file ends before storage {key}")
             (numel,) = struct.unpack(">q" if big else "<q", head)
             raw = f.read(numel * storage.dtype.itemsize)
             if numel < storage.numel or len(raw) != numel * storage.dtype.itemsize:
-                raise ValueError(f"{path}: storage {key} is truncated or shorter than its tensors need")
+                raise WeightsError(f"{path}: storage {key} is truncated or shorter than its tensors need")
             storage.data = np.frombuffer(raw, storage.dtype)
     return obj
 
@@ -216,17 +275,40 @@ def _flatten(obj: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
             _flatten(value, f"{prefix}.{key}" if prefix else str(key), out)
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The tensors of a `torch.save`d state dict (zip or legacy format) as numpy arrays, without pickle code."""
+_MALFORMED = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+              OverflowError, RecursionError, struct.error, zipfile.BadZipFile)
+
+
+def _read(path: str | os.PathLike) -> Any:
+    """The unpickled object of a zip or legacy file; the old tar format is named, not misparsed."""
     if zipfile.is_zipfile(path):
-        obj = _read_zip(path)
-    else:
-        with open(path, "rb") as f:
-            if f.read(262)[257:262] == b"ustar":
-                raise ValueError(f"{path}: the pre-0.4 tar checkpoint format is not supported; re-save it with torch")
-        obj = _read_legacy(path)
+        return _read_zip(path)
+    with open(path, "rb") as f:
+        if f.read(262)[257:262] == b"ustar":
+            raise WeightsError(f"{path}: the pre-0.4 tar checkpoint format is not supported; re-save it with torch")
+    return _read_legacy(path)
+
+
+def _tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The file's tensors under dotted keys, errors raised as they come."""
+    obj = _read(path)
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
+        raise WeightsError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
     out: dict[str, np.ndarray] = {}
     _flatten(obj, "", out)
     return out
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The tensors of a `torch.save`d state dict (zip or legacy format) as numpy arrays, without pickle code.
+
+    Every refusal or parse failure is a WeightsError naming the file (UnsafePickleError for a crafted one).
+    """
+    try:
+        return _tensors(path)
+    except UnsafePickleError as error:
+        raise UnsafePickleError(f"{path}: {error}") from None
+    except WeightsError:
+        raise
+    except _MALFORMED as error:
+        raise WeightsError(f"{path} is not a readable PyTorch state dict ({type(error).__name__}: {error})") from error

@@ -7,7 +7,8 @@ BatchNorm eps 1e-3, a 1008-way classifier). Inputs are uint8 images, grey repeat
 to 299x299 with TF1.x's bilinear resize (align_corners=False, no half-pixel centres) and mapped to
 (x - 128) / 128. Differences: NHWC layout; always float32 at HIGHEST matmul precision, because
 features are only comparable across runs and hardware when computed alike. Weights are the user's
-copy of pytorch-fid's file, read by `zoo.torch_weights` without running any pickle code.
+copy of pytorch-fid's file, checked against its pinned sha256 before it is read, then read by
+`zoo.torch_weights` without running any pickle code; the extractor's name carries the hash.
 """
 from __future__ import annotations
 
@@ -24,11 +25,17 @@ from einops import rearrange, reduce, repeat
 from flax import traverse_util
 
 from train.metrics.extractors import Extractor
-from zoo import torch_weights
+from zoo import pretrained, torch_weights
+from zoo.errors import WeightsError
 
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILENAME}"
 WEIGHTS_ENV = "ZOO_FID_INCEPTION_WEIGHTS"
+#: sha256 of pytorch-fid's file (95,628,359 bytes). Not computed here (no copy on this machine): it is the hash
+#: other projects pin for WEIGHTS_URL and torch-fidelity's re-hosted copy, and its first 8 digits are the file
+#: name's suffix, which torch hub's naming convention makes the hash prefix.
+WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+SHA256_ENV = "ZOO_FID_INCEPTION_SHA256"
 INPUT_SIZE = 299
 NUM_CLASSES = 1008
 FEATURE_DIM = 2048
@@ -287,14 +294,38 @@ def resolve_weights(weights: str | os.PathLike | None, cache: pathlib.Path) -> p
     return path
 
 
+def pinned_sha256() -> str:
+    """$ZOO_FID_INCEPTION_SHA256 (for a copy you converted on purpose) or pytorch-fid's pin, as 64 hex digits."""
+    pin = os.environ.get(SHA256_ENV, "").strip().lower() or WEIGHTS_SHA256
+    if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
+        raise WeightsError(f"${SHA256_ENV} is {pin!r}; it must be a full sha256 (64 hex digits), not a prefix")
+    return pin
+
+
+def verify_weights(path: pathlib.Path, cache: pathlib.Path) -> str:
+    """The weights file's sha256 once it equals the pin: other weights give FIDs no one can compare with."""
+    pin = pinned_sha256()
+    source = f"${SHA256_ENV}" if pin != WEIGHTS_SHA256 else f"pytorch-fid's {WEIGHTS_FILENAME}"
+    return pretrained.verify_sha256(
+        path, pin, what=f"the FID InceptionV3 weights (pinned by {source})",
+        fix=f"download {WEIGHTS_URL} again and put it at {pathlib.Path(cache) / WEIGHTS_FILENAME}, or, for a copy "
+            f"you converted on purpose, set ${SHA256_ENV} to its sha256 (its FIDs then differ in name)",
+    )
+
+
 def fid_inception_extractor(weights: str | None, cache: pathlib.Path, *, batch_size: int = 50) -> Extractor:
-    """The standard FID extractor: pool3 features and softmax class probabilities of the FID InceptionV3."""
-    variables = jax.device_put(load_variables(resolve_weights(weights, cache)))
+    """The standard FID extractor: pool3 features and softmax class probabilities of the FID InceptionV3.
+
+    The weights' hash is checked before they are read and named in the extractor (so in every protocol line).
+    """
+    path = resolve_weights(weights, cache)
+    digest = verify_weights(path, cache)
+    variables = jax.device_put(load_variables(path))
 
     def apply(images: np.ndarray) -> dict[str, np.ndarray]:
         features, logits = features_and_logits(variables, images)
         return {"features": np.asarray(features, np.float32),
                 "probs": np.asarray(jax.nn.softmax(logits, axis=-1), np.float32)}
 
-    return Extractor(name="inception_v3_fid", resize="tf1_bilinear_299", feature_dim=FEATURE_DIM,
+    return Extractor(name=f"inception_v3_fid@{digest[:12]}", resize="tf1_bilinear_299", feature_dim=FEATURE_DIM,
                      num_classes=NUM_CLASSES, batch_size=batch_size, apply=apply)

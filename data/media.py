@@ -46,6 +46,26 @@ counted (`source.skipped[k].frames`, `source.skipped_frames`) with a warning nam
 a file ffmpeg cannot open at all is dropped whole. For a truncated file (an interrupted copy, the usual
 damage) this keeps exactly the intact prefix; damage in the middle of a file also loses that file's
 later frames.
+
+Bad input, every file: a folder none of whose images can be read (text files named .png, an HTML page
+saved for every download) raises `DataError` naming the folder, the files tried, one bad file and the fix,
+whether it is found at construction or, when headers pass, as every item fails to decode on access.
+
+Processes: JAX is running when a training run builds its sources, and JAX warns through
+`os.register_at_fork` that any `os.fork()` "will likely lead to a deadlock". Building a video source
+starts ffmpeg three ways (measured with strace on `swap_df_grid:smoke`): `ffmpeg -version` once
+(imageio-ffmpeg finding its binary), one decode per video (imageio's reader) and one frame count per
+video (`count_frames_and_secs`). Each is a fork+exec done in C by `_posixsubprocess`, which on Linux
+uses vfork: the child runs no Python and only async-signal-safe calls before exec, so no lock another
+thread holds can bite and no at-fork hook runs. The decode used to be the exception: imageio-ffmpeg passes
+`preexec_fn=os.setpgrp` (to keep Ctrl-C from ffmpeg), which forces a real fork, runs the at-fork hooks
+(hence JAX's warning on every video run) and runs Python in the child before exec, which can deadlock
+there. `_ffmpeg_reader` sets imageio-ffmpeg's documented `IMAGEIO_FFMPEG_NO_PREVENT_SIGINT=1` (unless
+the user set it) so the reader is vfork+exec like the rest; the cost is that Ctrl-C also stops an ffmpeg
+that is decoding, which is what a user pressing it wants. Folder images decode with Pillow in-process.
+grain's worker processes (`worker_count > 0`, data.pipeline) use multiprocessing's spawn context, also
+vfork+exec of a fresh interpreter, as does its resource tracker; nothing forks without exec.
+tests/test_forks.py holds all of this.
 """
 from __future__ import annotations
 
@@ -62,6 +82,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from data.sources import SPLITS, ArraySource, SourceInfo, _check_index
+from zoo.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +260,15 @@ def _probe(path: pathlib.Path) -> tuple[int, int]:
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
+def _unreadable_folder(root: pathlib.Path, tried: int, example: Skipped, where: str) -> DataError:
+    """The error for a folder none of whose files decodes: a typo'd or wrong folder, not an empty dataset."""
+    return DataError(
+        f"folder {root}: none of the {tried} image file(s) tried {where}could be read, e.g. {example.path}: "
+        f"{example.reason}; point folder: at a directory of {' '.join(IMAGE_EXTENSIONS)} images, or replace "
+        "the unreadable files (renamed or half-downloaded files are typical; `file <path>` shows what one is)"
+    )
+
+
 class FolderSource:
     """Images under a folder, decoded with Pillow on access (see the module docstring for every rule).
 
@@ -299,17 +329,15 @@ class FolderSource:
             paths.append(path)
             labels.append(class_index.get(groups[position], 0))
             shapes.append(shape)
+        if not paths:
+            where = f"(split {split!r}, {len(candidates)} found) "
+            raise _unreadable_folder(self.root, len(self.skipped), self.skipped[0], where)
         if self.skipped:
             names = ", ".join(s.path for s in self.skipped[:10]) + (" ..." if len(self.skipped) > 10 else "")
             warnings.warn(
                 f"folder {self.root}: skipped {len(self.skipped)} unreadable image(s): {names} "
                 "(see source.skipped for reasons)",
                 BadMediaWarning, stacklevel=2,
-            )
-        if not paths:
-            raise ValueError(
-                f"folder {self.root}: none of the {len(candidates)} image file(s) in split {split!r} is readable "
-                f"(first: {self.skipped[0].path}: {self.skipped[0].reason})"
             )
         if self.size is None and len(set(shapes)) > 1:
             by_shape = {}
@@ -350,7 +378,7 @@ class FolderSource:
             if self._labels is not None:
                 example["label"] = self._labels[i]
             return example
-        raise RuntimeError(f"folder {self.root}: no image could be decoded (see source.skipped)")
+        raise _unreadable_folder(self.root, len(self.skipped), self.skipped[-1], f"({len(self._candidates)} found) ")
 
     def _mark_bad(self, i: int, error: Exception) -> None:
         path = self.paths[i]
@@ -400,9 +428,18 @@ class _Decoded:
     skipped: Skipped | None
 
 
+_NO_PREEXEC = "IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"
+
+
 def _ffmpeg_reader(path: pathlib.Path):
-    """imageio's ffmpeg reader, stopping at the first corrupt frame (-xerror), audio ignored."""
+    """imageio's ffmpeg reader, stopping at the first corrupt frame (-xerror), audio ignored.
+
+    Started without imageio-ffmpeg's preexec_fn (its documented switch), so subprocess never forks with
+    Python in the child: see "Processes" in the module docstring.
+    """
     import imageio.v2 as iio
+
+    os.environ.setdefault(_NO_PREEXEC, "1")
 
     try:
         import imageio_ffmpeg  # noqa: F401

@@ -2,6 +2,7 @@
 import pathlib
 import pickle
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from data.media import (
     spec_fingerprint,
 )
 from data.sources import Source
+from zoo.errors import DataError
 
 H, W = 12, 16
 RNG = np.random.default_rng(0)
@@ -164,6 +166,28 @@ def test_folder_file_failing_on_access_is_replaced_deterministically(tmp_path):
     strict = FolderSource(tmp_path, strict=True)
     with pytest.raises(ValueError, match=r"1\.png.*cannot decode"):
         strict[1]
+
+
+def test_folder_of_unreadable_files_raises_one_data_error(tmp_path):
+    for k in range(3):
+        (tmp_path / f"face{k}.png").write_text("<html>not found</html>\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the error alone, no warning listing the same files first
+        with pytest.raises(DataError) as info:
+            FolderSource(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path) in message and "none of the 3 image file(s) tried" in message
+    assert "face0.png: not a readable image" in message and "point folder: at a directory of" in message
+    with pytest.raises(DataError, match=r"none of the 2 image file\(s\) tried \(split 'train', 3 found\)"):
+        from_spec("folder", str(tmp_path), "train")
+
+
+def test_folder_whose_every_file_fails_on_access_raises_data_error(tmp_path):
+    for k in range(2):
+        _corrupt_idat(_save(tmp_path / f"{k}.png", Image.fromarray(_rgb(seed=k))))
+    source = FolderSource(tmp_path)
+    with pytest.warns(BadMediaWarning), pytest.raises(DataError, match=r"none of the 2 image.*1\.png: decode failed"):
+        source[0]
 
 
 def test_folder_empty_missing_and_mixed_sizes(tmp_path):

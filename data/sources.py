@@ -35,6 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from zoo.errors import DataError
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test", "all")
@@ -52,6 +54,10 @@ _SPEC_FORMS = {
     "synthetic_faces[:ids=0,1;n=1000;size=64;seed=0]": "parametric cartoon faces with known identity, expression "
     "and pose (data/synthetic.py): label = identity; train/test draw disjoint expressions and poses",
 }
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A file or directory a spec names is missing; also a FileNotFoundError, which callers may catch."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,12 +95,12 @@ class ArraySource:
         if labels is not None:
             labels = np.asarray(labels)
             if labels.shape != (len(images),):
-                raise ValueError(
+                raise DataError(
                     f"{name}: labels have shape {labels.shape} but there are {len(images)} images; "
                     "pass one integer label per image"
                 )
             if not np.issubdtype(labels.dtype, np.integer):
-                raise ValueError(f"{name}: labels have dtype {labels.dtype}; integer class ids are required")
+                raise DataError(f"{name}: labels have dtype {labels.dtype}; integer class ids are required")
             labels = labels.astype(np.int64)
             if num_classes is None and len(labels):
                 num_classes = int(labels.max()) + 1
@@ -152,7 +158,7 @@ class TfdsSource:
         self._source = data_source
         features = dataset_info.features
         if "image" not in features:
-            raise ValueError(
+            raise DataError(
                 f"tfds:{name} has no 'image' feature (features: {', '.join(features.keys())}); "
                 "only image datasets are supported"
             )
@@ -188,7 +194,7 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
     if kind == "tfds" and rest:
         return _tfds(rest, split, data_dir)
     if split not in SPLITS:
-        raise ValueError(f"split {split!r} is not supported for {spec!r}; use one of {', '.join(SPLITS)}")
+        raise DataError(f"split {split!r} is not supported for {spec!r}; use one of {', '.join(SPLITS)}")
     if spec == "digits":
         return _digits(split)
     if kind == "idx" and rest:
@@ -206,8 +212,8 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
         from data import synthetic
 
         return synthetic.from_spec(rest, split)
-    forms = "\n".join(f"  {form:<22} {text}" for form, text in list_sources().items())
-    raise ValueError(f"unknown data spec {spec!r}; valid forms:\n{forms}")
+    raise DataError(f"unknown data spec {spec!r}; use one of: {', '.join(list_sources())}\n"
+                    "`python -m data list` describes each form and the datasets found on this machine.")
 
 
 def list_sources() -> dict[str, str]:
@@ -243,19 +249,19 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     path = pathlib.Path(path)
     raw = _read_maybe_gzip(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(
+        raise DataError(
             f"{path}: not an idx file (first bytes {raw[:4].hex(' ') or 'empty'}, expected 00 00 <type> <ndim>); "
             "re-download it or point the spec at the right directory"
         )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path}: idx header is truncated ({len(raw)} bytes); re-download the file")
+        raise DataError(f"{path}: idx header is truncated ({len(raw)} bytes); re-download the file")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = header + math.prod(dims) * dtype.itemsize
     if len(raw) != expected:
-        raise ValueError(
+        raise DataError(
             f"{path}: idx header says shape {dims} ({expected} bytes) but the file holds {len(raw)} bytes; "
             "the file is truncated or corrupt, re-download it"
         )
@@ -275,7 +281,7 @@ def _read_maybe_gzip(path: pathlib.Path) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
-        raise ValueError(f"{path}: corrupt gzip file ({e}); re-download it") from e
+        raise DataError(f"{path}: corrupt gzip file ({e}); re-download it") from e
 
 
 def _check_index(index: int, length: int) -> int:
@@ -294,7 +300,7 @@ def _as_nhwc_uint8(images: np.ndarray, name: str) -> np.ndarray:
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4:
-        raise ValueError(f"{name}: images have shape {images.shape}; expected [N,H,W] or [N,H,W,C]")
+        raise DataError(f"{name}: images have shape {images.shape}; expected [N,H,W] or [N,H,W,C]")
     if images.dtype == np.uint8:
         return images
     if images.dtype == np.bool_:
@@ -303,7 +309,7 @@ def _as_nhwc_uint8(images: np.ndarray, name: str) -> np.ndarray:
         return np.round(images * 255).astype(np.uint8)
     if np.issubdtype(images.dtype, np.integer) and images.size and 0 <= images.min() and images.max() <= 255:
         return images.astype(np.uint8)
-    raise ValueError(
+    raise DataError(
         f"{name}: images have dtype {images.dtype} with values outside uint8 0..255 or float 0..1; "
         "convert them to uint8 first"
     )
@@ -335,7 +341,7 @@ def _find_one(directory: pathlib.Path, pattern: re.Pattern[str], what: str) -> p
         return None
     stems = {p.name.removesuffix(".gz") for p in matches}
     if len(stems) > 1:
-        raise ValueError(
+        raise DataError(
             f"{directory}: several {what} files ({', '.join(sorted(stems))}); "
             "put each dataset in its own directory"
         )
@@ -356,7 +362,7 @@ def _idx_split(directory: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndar
     else:
         npz_path = _find_one(directory, npz_re, f"{split} images npz")
         if npz_path is None:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"{directory}: no {split} images file (expected e.g. {_IDX_STEMS[split][0]}-images-idx3-ubyte.gz); "
                 "download the idx files into this directory"
             )
@@ -367,18 +373,18 @@ def _idx_split(directory: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndar
         )
         images = _load_npz_array(npz_path, ("images", "x"))
     if labels_path is None:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"{directory}: no {split} labels file (expected e.g. {_IDX_STEMS[split][0]}-labels-idx1-ubyte.gz); "
             "download it into this directory"
         )
     labels = read_idx(labels_path)
     source_name = images_path.name if images_path is not None else "the images npz"
     if images.ndim not in (3, 4) or images.dtype != np.uint8:
-        raise ValueError(
+        raise DataError(
             f"{directory}/{source_name}: expected uint8 images [N,H,W], got {images.dtype} {images.shape}"
         )
     if labels.ndim != 1 or len(labels) != len(images):
-        raise ValueError(
+        raise DataError(
             f"{directory}: {labels_path.name} has {labels.shape} labels but {source_name} has "
             f"{len(images)} images; the files belong to different datasets or one is corrupt"
         )
@@ -388,7 +394,7 @@ def _idx_split(directory: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndar
 def _idx(directory: pathlib.Path, split: str) -> ArraySource:
     """An idx directory's split; "all" is train followed by test."""
     if not directory.is_dir():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"idx:{directory}: not a directory; point the spec at the folder holding the idx files"
         )
     parts = [_idx_split(directory, s) for s in (("train", "test") if split == "all" else (split,))]
@@ -411,7 +417,7 @@ def _load_npz_array(path: pathlib.Path, keys: tuple[str, ...]) -> np.ndarray:
         for key in keys:
             if key in npz.files:
                 return npz[key]
-        raise ValueError(f"{path}: none of the keys {', '.join(keys)} (the file has {', '.join(npz.files)})")
+        raise DataError(f"{path}: none of the keys {', '.join(keys)} (the file has {', '.join(npz.files)})")
 
 
 def _labels_key(image_key: str) -> str:
@@ -426,7 +432,7 @@ def _labels_key(image_key: str) -> str:
 def _npz(path: pathlib.Path, key: str | None, split: str) -> ArraySource:
     """Images (and labels when present) from an npz file, selected by key or split naming."""
     if not path.is_file():
-        raise FileNotFoundError(f"npz:{path}: no such file")
+        raise DataNotFoundError(f"npz:{path}: no such file")
     with np.load(path) as npz:
         files = npz.files
         if key is not None:
@@ -439,7 +445,7 @@ def _npz(path: pathlib.Path, key: str | None, split: str) -> ArraySource:
                 candidates += ["images", "x"]
         image_key = next((k for k in candidates if k in files), None)
         if image_key is None:
-            raise ValueError(
+            raise DataError(
                 f"npz:{path}: no images for split {split!r} (looked for {', '.join(candidates)}; "
                 f"the file has {', '.join(files)}); name the key as npz:{path}:<key>"
             )
@@ -463,13 +469,13 @@ def _mat(path: pathlib.Path, split: str) -> ArraySource:
     from scipy.io import loadmat
 
     if not path.is_file():
-        raise FileNotFoundError(f"mat:{path}: no such file")
+        raise DataNotFoundError(f"mat:{path}: no such file")
     mat = loadmat(path)
     if "faces" in mat:
         faces = mat["faces"]
         side = math.isqrt(faces.shape[0])
         if faces.ndim != 2 or side * side != faces.shape[0] or faces.shape[1] % 10:
-            raise ValueError(
+            raise DataError(
                 f"{path}: `faces` has shape {faces.shape}; expected (side*side, 10*people) as in Olivetti"
             )
         n = faces.shape[1]
@@ -481,12 +487,12 @@ def _mat(path: pathlib.Path, split: str) -> ArraySource:
         images = mat["X"].transpose(3, 0, 1, 2)
         labels = mat["y"].reshape(-1).astype(np.int64) % 10
         if split == "test":
-            raise ValueError(
+            raise DataError(
                 f"{path}: an SVHN-style file holds one split; load the test file with split='train' or 'all'"
             )
         return ArraySource(path.stem, images, labels, num_classes=10)
     names = ", ".join(k for k in mat if not k.startswith("__"))
-    raise ValueError(
+    raise DataError(
         f"{path}: unrecognised .mat layout (variables: {names}); "
         "expected `faces` (Olivetti) or `X` and `y` (SVHN)"
     )
@@ -520,7 +526,7 @@ _MANUAL_DATASETS = {
 }
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(DataNotFoundError):
     """A TFDS dataset that exists in the catalogue but has no array_record files on this machine."""
 
 
@@ -528,7 +534,7 @@ def _tfds(rest: str, split: str, data_dir: str | None) -> TfdsSource:
     """A TFDS data source, translating TFDS's not-found/not-prepared failures into the fix."""
     match = _TFDS_NAME.match(rest)
     if not match:
-        raise ValueError(f"tfds:{rest}: expected tfds:<name>[:version][:split], e.g. tfds:mnist:test")
+        raise DataError(f"tfds:{rest}: expected tfds:<name>[:version][:split], e.g. tfds:mnist:test")
     name, split = match["name"], match["split"] or split
     import tensorflow_datasets as tfds
 
@@ -541,7 +547,7 @@ def _tfds(rest: str, split: str, data_dir: str | None) -> TfdsSource:
             directory = data_dir or local_tfds.default_data_dir()
             raise DatasetNotPreparedError(f"tfds:{name} is not built in {directory}. "
                                           + _MANUAL_DATASETS[name].format(data_dir=directory)) from e
-        raise ValueError(
+        raise DataError(
             f"tfds:{name}: no such TFDS dataset; see https://www.tensorflow.org/datasets/catalog"
         ) from e
     except Exception as e:

@@ -1,57 +1,77 @@
 """`python -m train --config configs/<file>.py[:variant] --workdir runs/<name> [--config.field=value]`."""
 from __future__ import annotations
 
-import sys
+import pathlib
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from train import cli
 from train.config import ConfigError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, optionally :variant.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and previews (resumed if it exists).")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, optionally :variant.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "Directory for checkpoints, metrics and previews (resumed if it exists).")
+_FIX = "Fix the field name or value; the config file lists every valid field."
 
 
 def _parse(argv: list[str]) -> list[str]:
-    """absl parsing with config errors turned into one readable line instead of a traceback."""
+    """absl parsing with config errors raised as one readable ConfigError instead of a traceback."""
+    spec = _config_spec(argv)
+    file = pathlib.Path(spec.partition(":")[0]) if spec is not None else None
+    if file is not None and not file.is_file():
+        raise ConfigError(f"config file {file} not found; pass --config configs/<file>.py[:variant] (see configs/)")
     try:
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
-        message = str(error).strip("'\"").replace("\\n", " ").replace("\\'", "'").replace('\\"', '"')
-        if isinstance(error, (AttributeError, KeyError)):
-            message = _unknown_override(argv) or f"unknown field {message}"
-        sys.exit(f"config error: {message}\nFix the field name or value; the config file lists every valid field.")
+        diagnosed = _diagnose(argv, spec)
+        if diagnosed is not None:
+            raise diagnosed from None
+        raise ConfigError(_flag_message(error)) from error
 
 
-def _unknown_override(argv: list[str]) -> str | None:
-    """The first --config.<path> override that names no field, described with the valid choices."""
-    from train import config as config_lib
-
+def _config_spec(argv: list[str]) -> str | None:
+    """The raw `--config` value on the command line, if any."""
     spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if spec is None and "--config" in argv[:-1]:
         spec = argv[argv.index("--config") + 1]
+    return spec
+
+
+def _flag_message(error: Exception) -> str:
+    """absl's message for a bad flag, unquoted and unescaped, with the fix."""
+    message = str(error).strip("'\"").replace("\\n", " ").replace("\\'", "'").replace('\\"', '"')
+    if isinstance(error, (AttributeError, KeyError)):
+        message = f"unknown field {message}"
+    return f"{message}\n{_FIX}"
+
+
+def _diagnose(argv: list[str], spec: str | None) -> ConfigError | None:
+    """Our own error for the config (a bad variant) or the first --config.<path> override that names no field."""
+    from train import config as config_lib
+
     try:
         config = config_lib.load(spec)
         for arg in argv:
             if arg.startswith("--config."):
                 config_lib.check_override(config, arg[len("--config."):].split("=", 1)[0])
     except Exception as error:  # noqa: BLE001  (fall back to absl's own message)
-        return str(error) if isinstance(error, config_lib.ConfigError) else None
+        return error if isinstance(error, ConfigError) else None
     return None
 
 
 def main(argv: list[str]) -> None:
+    """Train the config in the workdir, once the workdir is known to be writable (no data is read before)."""
     del argv
     if _CONFIG.value is None or not _WORKDIR.value:
-        sys.exit("usage: python -m train --config configs/vae_digits.py[:smoke] --workdir runs/NAME")
-    from train import cli, trainer
+        cli.fail("usage: python -m train --config configs/vae_digits.py[:smoke] --workdir runs/NAME")
+    cli.check_writable(_WORKDIR.value, "pass another --workdir")
+    from train import trainer
 
     cli.setup_logging()
-    try:
-        trainer.train(_CONFIG.value, _WORKDIR.value)
-    except ConfigError as error:
-        sys.exit(f"config error: {error}")
+    trainer.train(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse)
+    cli.run(main, flags_parser=_parse)

@@ -1,4 +1,4 @@
-"""Unified evaluation: `python -m train.evaluate --workdir runs/x [--step N] [--metrics a,b]`.
+"""Unified evaluation: `python -m train.evaluate --workdir runs/x [--step N] [--metrics a,b] [--out DIR]`.
 
 Reads the run's frozen config and a checkpoint, runs the family's evaluators over the whole
 evaluation split, and writes `eval/<step>.json` and `eval/<step>.png`. The trainer's periodic
@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
-import sys
 import time
 import zlib
 from typing import Any, Sequence
@@ -18,11 +17,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from data import pipeline, provenance
-from train import parallel
+from train import cli, parallel
 from train.families.base import Family
+from zoo.errors import WorkdirError
 
 EVAL_TAG = 0x6576616C  # "eval": keeps evaluation noise apart from training's fold_in(root, step)
 
@@ -138,11 +138,19 @@ def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
 
 
 def evaluate(workdir: str | pathlib.Path, step: int | None = None, metrics: Sequence[str] = (),
-             num_examples: int | None = None) -> dict[str, Any]:
-    """Evaluate a run's checkpoint (the newest by default) and write eval/<step>.{json,png}."""
+             num_examples: int | None = None, out: str | pathlib.Path | None = None, *,
+             echo: bool = False) -> dict[str, Any]:
+    """Evaluate a run's checkpoint (the newest by default) and write <out>/<step>.{json,png} (out: workdir/eval).
+
+    The output directory is checked before anything is computed, and with `echo` the JSON is
+    printed before it is written, so no failure to write ever loses a report.
+    """
     from train import trainer
 
     workdir = pathlib.Path(workdir)
+    out = pathlib.Path(out) if out else workdir / "eval"
+    cli.check_run_dir(workdir)
+    cli.check_writable(out, "pass --out DIR to write the report elsewhere")
     setup, step, state = trainer.load_run(workdir, step)
     config = setup.config
     names = tuple(metrics) or tuple(config.eval.metrics) or setup.family.default_metrics
@@ -153,25 +161,33 @@ def evaluate(workdir: str | pathlib.Path, step: int | None = None, metrics: Sequ
     )
     report = {"step": step, "metrics": results, "seconds": time.time() - start,
               "protocol": {"source": setup.eval_spec, "metrics": list(names), "seed": config.seed}}
+    if echo:
+        print(json.dumps(report, indent=2), flush=True)
     if jax.process_index() == 0:
-        out = workdir / "eval"
-        out.mkdir(exist_ok=True)
+        _write_report(out, report, setup, state, workdir)
+    return report
+
+
+def _write_report(out: pathlib.Path, report: dict[str, Any], setup: Any, state: Any, workdir: pathlib.Path) -> None:
+    """Write <out>/<step>.json and its preview PNG; an OS failure becomes a WorkdirError naming the directory."""
+    config, step = setup.config, report["step"]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
         (out / f"{step}.json").write_text(json.dumps(report, indent=2))
         write_preview(out / f"{step}.png", setup.family, state, preview_batch(setup.eval_source), config.seed,
                       {"Model": config.model.name, "Run": str(workdir), "Step": step})
-    return report
+    except OSError as error:
+        raise WorkdirError(f"cannot write the report to {out} ({error.strerror or error}); "
+                           "pass --out DIR to write it elsewhere") from error
 
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    from train import cli
-
     cli.setup_logging()
     f = flags.FLAGS
     if not f.workdir:
-        sys.exit("error: --workdir is required (the directory `python -m train` wrote)")
-    report = evaluate(f.workdir, f.step, f.metrics, f.num_examples)
-    print(json.dumps(report, indent=2))
+        cli.fail("--workdir is required (the directory `python -m train` wrote)")
+    evaluate(f.workdir, f.step, f.metrics, f.num_examples, f.out, echo=True)
 
 
 if __name__ == "__main__":
@@ -179,4 +195,5 @@ if __name__ == "__main__":
     flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
     flags.DEFINE_list("metrics", [], "Evaluators to run (default: the config's or the family's).")
     flags.DEFINE_integer("num_examples", None, "Evaluate on the first N examples only (default: the config's).")
-    app.run(main)
+    flags.DEFINE_string("out", None, "Directory for <step>.json and <step>.png (default: <workdir>/eval).")
+    cli.run(main)

@@ -6,19 +6,26 @@ EMA generator), and the file holds them with the model's registry name and field
 from __future__ import annotations
 
 import pathlib
-import sys
 from typing import Sequence
 
-from absl import app, flags
+from absl import flags
 
+from train import cli
 from zoo import pretrained
 
 
-def export_run(workdir: str | pathlib.Path, step: int | None = None, out: str | pathlib.Path | None = None) -> pathlib.Path:
-    """Restore a run's checkpoint and write its params-only export; returns the file."""
+def export_run(workdir: str | pathlib.Path, step: int | None = None,
+               out: str | pathlib.Path | None = None) -> pathlib.Path:
+    """Restore a run's checkpoint and write its params-only export; returns the file.
+
+    The workdir and the output directory are checked first, so a typo or a read-only disk fails
+    before the checkpoint is read.
+    """
     from train import trainer
 
     workdir = pathlib.Path(workdir)
+    cli.check_run_dir(workdir)
+    cli.check_writable(pathlib.Path(out).parent if out else workdir / "export", "pass --out FILE to write it elsewhere")
     setup, step, state = trainer.load_run(workdir, step)
     config = setup.config
     exported = setup.family.export(state)
@@ -30,12 +37,10 @@ def export_run(workdir: str | pathlib.Path, step: int | None = None, out: str | 
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    from train import cli
-
     cli.setup_logging()
     f = flags.FLAGS
     if not f.workdir:
-        sys.exit("error: --workdir is required")
+        cli.fail("--workdir is required (the directory `python -m train` wrote)")
     print(export_run(f.workdir, f.step, f.out))
 
 
@@ -43,4 +48,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "Training workdir to export from.")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
     flags.DEFINE_string("out", None, "Output file (default: <workdir>/export/<model>-<step>.safetensors).")
-    app.run(main)
+    cli.run(main)

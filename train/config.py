@@ -53,6 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.0
     c.optim.grad_clip_norm = 0.0
     c.optim.update_keep_prob = 1.0
+    c.optim.skip_nonfinite = False  # keep the old state when an update makes it non-finite, instead of stopping
 
     c.parallel = ml_collections.ConfigDict()
     c.parallel.strategy = "jit"
@@ -144,6 +145,35 @@ def model_section(name: str, **fields: Any) -> ml_collections.ConfigDict:
             raise ConfigError(_unknown(f"model.{key}", key, section.keys(), what=f"field of model {name!r}"))
         section[key] = value
     return section
+
+
+def changed_fields(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted field, old value, new value) for every field two JSON-form configs disagree on."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += changed_fields(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append((f"{prefix}{key}", a, b))
+    return changes
+
+
+def defines_state(field: str, config: dict) -> bool:
+    """Whether a change of `field` changes what a checkpointed state means, even at equal shapes.
+
+    The family, every model section's fields (compute dtype included) and the optimiser's kind;
+    any other change (steps, intervals, learning rate, data, evaluation) leaves a state resumable.
+    """
+    if field in ("family", "optim.name"):
+        return True
+    parts = field.split(".")
+    section: Any = config
+    for part in parts[:-1]:
+        if is_model_section(section):
+            return True
+        section = section.get(part, {}) if isinstance(section, dict) else {}
+    return is_model_section(section)
 
 
 def model_kwargs(model_config: ml_collections.ConfigDict) -> dict[str, Any]:

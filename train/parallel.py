@@ -23,6 +23,7 @@ from zoo import layers
 AXIS = layers.DATA_AXIS
 
 StepFn = Callable[[Any, Any, jax.Array], tuple[Any, dict]]
+FINITE = "_state_finite"  # reserved metric: one flag per array of the updated state, popped by the trainer
 
 
 def axis_bound() -> bool:
@@ -102,20 +103,30 @@ class Runner:
         state = jax.jit(init_fn, out_shardings=self.state_shardings(abstract))(*args)
         return self.put_state(state) if self.strategy == "pmap" else state
 
-    def compile_step(self, fn: StepFn, root_key: jax.Array, index: int,
-                     donate: bool = True) -> Callable[[Any, Any, int], tuple[Any, dict]]:
+    def compile_step(self, fn: StepFn, root_key: jax.Array, index: int, donate: bool = True,
+                     skip_nonfinite: bool = False) -> Callable[[Any, Any, int], tuple[Any, dict]]:
         """`(state, batch, step) -> (state, metrics)` with rng = fold_in(fold_in(root, step), index).
 
         The wrapper sets `state["step"]` to step + 1; metrics come back as replicated scalars (the
-        first replica's copy under pmap, where all are equal). The input state is donated, so its
-        buffers hold the new state; `donate=False` keeps it alive (benchmarks compare the two).
+        first replica's copy under pmap, where all are equal), plus `metrics[FINITE]`: whether each
+        array of the updated state (`state_names` order) is finite, reduced inside the step so the
+        trainer can refuse to checkpoint a poisoned state without another pass over it.
+        `skip_nonfinite` keeps the old state (step still advances) when any flag is false. The input
+        state is donated, so its buffers hold the new state; `donate=False` keeps it alive
+        (benchmarks compare the two).
         """
         donated = (0,) if donate else ()
 
         def wrapped(state, batch, step):
             rng = jax.random.fold_in(jax.random.fold_in(root_key, step), index)
             new_state, metrics = fn(dict(state, step=step), batch, rng)
-            return dict(new_state, step=step + 1), metrics
+            new_state = _without_step(new_state)
+            finite = jnp.stack([jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
+                                for x in jax.tree.leaves(new_state)])
+            if skip_nonfinite:
+                new_state = jax.tree.map(lambda new, old: jnp.where(finite.all(), new, old), new_state,
+                                         _without_step(state))
+            return dict(new_state, step=step + 1), dict(metrics, **{FINITE: finite})
 
         if self.strategy == "jit":
             compiled = jax.jit(
@@ -133,3 +144,13 @@ class Runner:
             return state, jax.tree.map(lambda m: m[0], metrics)
 
         return run
+
+
+def state_names(state: Any) -> list[str]:
+    """The path of each array `metrics[FINITE]` flags, in its order ("params/G/conv/kernel")."""
+    return [jax.tree_util.keystr(path, simple=True, separator="/")
+            for path, _ in jax.tree_util.tree_leaves_with_path(_without_step(state))]
+
+
+def _without_step(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k != "step"}

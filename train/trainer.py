@@ -24,6 +24,7 @@ from train import config as config_lib
 from train import evaluate as evaluate_lib
 from train.families.base import Family
 from train.writers import MetricWriter
+from zoo.errors import CheckpointError, WorkdirError
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +78,21 @@ def _source(spec: str, split: str, resolution: int) -> Any:
 
 def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Setup, int, Any]:
     """A finished or running workdir's setup, checkpoint step (newest by default) and state."""
+    from train import cli
+
     workdir = pathlib.Path(workdir)
+    cli.check_run_dir(workdir)
+    no_checkpoint = f"no complete checkpoint in {workdir / 'checkpoints'}; train until the first one is saved"
+    if not (workdir / "checkpoints").is_dir():
+        raise CheckpointError(no_checkpoint)
     setup = build(evaluate_lib.load_config(workdir))
     checkpointer = checkpoint.Checkpointer(workdir)
     steps = checkpointer.steps()
-    if not steps:
-        raise FileNotFoundError(f"no complete checkpoint in {workdir / 'checkpoints'}; train first")
+    if not steps or (step is not None and step not in steps):
+        checkpointer.close()
+        raise CheckpointError(no_checkpoint if not steps else
+                              f"no checkpoint for step {step} in {workdir}; pass --step as one of {steps}")
     step = steps[-1] if step is None else step
-    if step not in steps:
-        raise ValueError(f"no checkpoint for step {step} in {workdir}; available: {steps}")
     state = checkpointer.restore(step, setup.abstract_state).state
     checkpointer.close()
     return setup, step, state
@@ -97,13 +104,17 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
     workdir = pathlib.Path(workdir)
     setup = build(config)
     runner, family = setup.runner, setup.family
-    _write_config(workdir, config)
 
     iterator = iter(train_dataset(setup))
     checkpointer = checkpoint.Checkpointer(
         workdir, max_to_keep=config.checkpoint.max_to_keep, keep_every=config.checkpoint.keep_every
     )
-    restored = checkpointer.restore_latest(setup.abstract_state, iterator)
+    try:
+        restored = checkpointer.restore_latest(setup.abstract_state, iterator, _resume_check(config, setup, workdir))
+    except CheckpointError:
+        checkpointer.close()
+        raise
+    _write_config(workdir, config)
     if restored is None:
         iterator = iter(train_dataset(setup))  # a failed restore attempt may have moved it
         state = runner.init(family.init, *setup.init_args)
@@ -113,23 +124,35 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
         state = runner.put_state(restored.state)
         start = restored.step
 
-    steps = {name: (runner.compile_step(s.fn, setup.root_key, i), s.every) for i, (name, s) in enumerate(family.steps.items())}
+    skip = config.optim.skip_nonfinite
+    steps = {name: (runner.compile_step(s.fn, setup.root_key, i, skip_nonfinite=skip), s.every,
+                    f"{name}/" if s.prefix is None else s.prefix) for i, (name, s) in enumerate(family.steps.items())}
+    state_names = parallel.state_names(setup.abstract_state)
     writer = MetricWriter(workdir)
     preview_batch = evaluate_lib.preview_batch(setup.eval_source)
     total = config.total_steps
-    pending: tuple[int, dict] | None = None
+    pending: tuple[int, dict, dict] | None = None
+    skipped = 0
     bar = tqdm(total=total, initial=start, disable=jax.process_index() != 0, dynamic_ncols=True, desc="train")
     compile_start = time.time()
     last_metrics: dict[str, float] = {}
 
     def flush_pending() -> None:
-        nonlocal pending, last_metrics
+        nonlocal pending, last_metrics, skipped
         if pending is None:
             return
-        done, metrics = pending
+        done, metrics, finite = pending
         pending = None
-        last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        _check_finite(done, last_metrics)
+        metrics, finite = jax.device_get((metrics, finite))
+        last_metrics = {k: float(v) for k, v in metrics.items()}
+        poisoned = {name: flags for name, flags in finite.items() if not flags.all()}
+        if poisoned and not skip:
+            raise _nonfinite_state(done, poisoned, state_names, checkpointer.steps())
+        skipped += len(poisoned)
+        if skip:
+            last_metrics["skipped_nonfinite"] = float(skipped)
+        if not poisoned:
+            _check_finite(done, last_metrics)
         if done % config.log_every == 0 or done == total:
             writer.write(done, last_metrics)
         bar.set_postfix({k: f"{v:.4g}" for k, v in list(last_metrics.items())[:4]}, refresh=False)
@@ -141,12 +164,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
         for step in range(start, total):
             batch = runner.put_batch(next(iterator))
             metrics: dict = {}
-            for name, (fn, every) in steps.items():
+            finite: dict = {}
+            for name, (fn, every, prefix) in steps.items():
                 if step % every == 0:
                     state, step_metrics = fn(state, batch, step)
-                    metrics.update(step_metrics if len(steps) == 1 else {f"{name}/{k}": v for k, v in step_metrics.items()})
+                    finite[name] = step_metrics.pop(parallel.FINITE)
+                    metrics.update({prefix + k: v for k, v in step_metrics.items()})
             flush_pending()
-            pending = (step + 1, metrics)
+            pending = (step + 1, metrics, finite)
             if step == start:
                 jax.block_until_ready(state)
                 writer.write(step + 1, {"compile_seconds": time.time() - compile_start}, prefix="perf")
@@ -206,15 +231,81 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
         )
 
 
+def _resume_check(config: ml_collections.ConfigDict, setup: Setup, workdir: pathlib.Path) -> checkpoint.Check:
+    """Stops a resume whose config changes the state; logs the changes that leave it resumable.
+
+    Compared before any array is read, with the config each checkpoint recorded: a run is never
+    moved aside as corrupt, or silently restarted, because a model field or the optimiser changed.
+    """
+    wanted = checkpoint.layout(setup.abstract_state)
+    new = json.loads(config.to_json_best_effort())
+
+    def check(step: int, meta: dict, saved: checkpoint.Layout) -> None:
+        old = meta.get("config") or {}
+        changes = config_lib.changed_fields(old, new) if old else []
+        state_changes = [c for c in changes if config_lib.defines_state(c[0], old) or config_lib.defines_state(c[0], new)]
+        layout_changes = _layout_changes(saved, wanted)
+        if state_changes or layout_changes:
+            fields = changes if layout_changes else state_changes
+            raise CheckpointError(
+                f"{workdir} holds checkpoint {step} of a run whose state this config cannot resume:\n"
+                + "".join(f"  {f}: {a!r} -> {b!r}\n" for f, a, b in fields)
+                + "".join(f"  state {line}\n" for line in layout_changes[:5])
+                + (f"  ... and {len(layout_changes) - 5} more arrays\n" if len(layout_changes) > 5 else "")
+                + "Train in a new --workdir, or resume with the values this workdir was started with "
+                f"({workdir / 'config.json'}); nothing was changed or moved."
+            )
+        if changes:
+            log.info("resuming checkpoint %d with config changes that keep its state: %s", step,
+                     "; ".join(f"{f}: {a!r} -> {b!r}" for f, a, b in changes))
+
+    return check
+
+
+def _layout_changes(saved: checkpoint.Layout, wanted: checkpoint.Layout) -> list[str]:
+    """Arrays added, removed or reshaped between a saved state and the one this config builds."""
+    lines = []
+    for name in sorted(set(saved) | set(wanted)):
+        if name not in wanted:
+            lines.append(f"{name}: saved, not in this config's state")
+        elif name not in saved:
+            lines.append(f"{name}: new in this config's state")
+        elif saved[name] != wanted[name]:
+            (a, da), (b, db) = saved[name], wanted[name]
+            lines.append(f"{name}: {a} {da} -> {b} {db}")
+    return lines
+
+
+def _nonfinite_state(step: int, poisoned: dict[str, np.ndarray], names: list[str], saved: list[int]
+                     ) -> FloatingPointError:
+    """The error for an update that left non-finite values in the state, naming where they first are."""
+    step_name, flags = next(iter(poisoned.items()))
+    bad = [n for n, ok in zip(names, flags) if not ok]
+    parts = bad[0].split("/")
+    network = parts[1] if len(parts) > 2 and parts[0] in ("params", "opt_state") else parts[0]
+    kept = f"the newest checkpoint, step {saved[-1]}, is finite" if saved else "no checkpoint was saved"
+    return FloatingPointError(
+        f"step {step} ({step_name!r} update) made the state non-finite, first in network {network!r}: {bad[0]}"
+        f"{f' and {len(bad) - 1} more arrays' if len(bad) > 1 else ''}. Stopped before saving it; {kept}. "
+        "Lower optim.learning_rate, set optim.grad_clip_norm, or set optim.skip_nonfinite=True to skip such updates."
+    )
+
+
 def _write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Freeze the config as `config.json` (after a resume check passed: changes there keep the state)."""
     if jax.process_index() != 0:
         return
-    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "config.json"
     text = config.to_json_best_effort(indent=2, sort_keys=True)
-    if path.exists() and path.read_text() != text:
-        log.warning("config differs from the one this workdir was started with; %s is overwritten", path)
-    path.write_text(text)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.read_text() == text:
+            return
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(text)
+        temporary.replace(path)
+    except OSError as error:
+        raise WorkdirError(f"cannot write {path} ({error.strerror or error}); pass a writable --workdir") from error
 
 
 def _meta(config: ml_collections.ConfigDict, step: int, metrics: dict[str, float]) -> dict:

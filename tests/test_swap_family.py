@@ -1,4 +1,5 @@
 """The swap family: SAEHD's losses behave as specified, strategies agree, data errors are clear."""
+import json
 import pathlib
 
 import jax
@@ -132,11 +133,14 @@ def test_bad_swap_configs_fail_at_build_with_the_fix(overrides, message):
 def test_swap_truth_names_the_fix_on_data_without_ground_truth(tmp_path):
     from train import evaluate, trainer
 
-    config = smoke(**{"data.eval_source_b": "synthetic_faces:ids=1,2;n=20;size=64", "eval_every": 0})
+    config = smoke(**{"data.eval_source_b": "synthetic_faces:ids=1,2;n=20;size=64", "eval_every": 0,
+                      "swap.gan_power": 0.1})
     trainer.train(config, tmp_path)
     with pytest.raises(ValueError, match="--metrics=recon"):
         evaluate.evaluate(tmp_path, metrics=["swap_truth"])
     assert "a_recon_psnr" in evaluate.evaluate(tmp_path, metrics=["recon"])["metrics"]
+    logged = set().union(*(json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()))
+    assert {"train/a_loss", "train/gan_d/loss"} <= logged, f"a second step must not rename the first's: {logged}"
 
 
 def test_copy_baseline_is_the_psnr_of_the_unchanged_source(tmp_path):

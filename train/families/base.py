@@ -18,10 +18,15 @@ Metrics = dict[str, jax.Array]
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """A named update `fn(state, batch, rng) -> (state, metrics)` run every `every` steps."""
+    """A named update `fn(state, batch, rng) -> (state, metrics)` run every `every` steps.
+
+    Its metrics are logged as `<prefix><metric>`; `prefix` None means `<step name>/`. A family's
+    main step sets "" so its loss reads `train/loss` whatever other steps a config switches on.
+    """
 
     fn: Callable[[State, Batch, jax.Array], tuple[State, Metrics]]
     every: int = 1
+    prefix: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

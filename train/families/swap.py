@@ -308,7 +308,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
 
     return Family(
         init=init,
-        steps={"train": Step(train_step)} | ({"true_face_d": Step(code_d_step)} if hp.true_face_power else {})
+        steps={"train": Step(train_step, prefix="")} | ({"true_face_d": Step(code_d_step)} if hp.true_face_power else {})
         | ({"gan_d": Step(patch_d_step)} if hp.gan_power else {}),
         preview=preview,
         preview_columns=6,

@@ -145,7 +145,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
 
     return Family(
         init=init,
-        steps={"train": Step(train_step)},
+        steps={"train": Step(train_step, prefix="")},
         preview=preview,
         preview_columns=8,
         evaluators={"elbo": eval_elbo, "iwae": eval_iwae, "psnr": eval_psnr},

@@ -16,6 +16,8 @@ import numpy as np
 
 from data.sources import Source
 
+VALID = "_mask"  # eval_batches' flag of real (unpadded) rows
+
 Example = dict[str, Any]
 Batch = dict[str, np.ndarray]
 Transform = Callable[[Example], Example] | grain.transforms.RandomMap
@@ -163,7 +165,8 @@ def eval_batches(
 
     `batch_size` is global: each process gets rows [p*B/P, (p+1)*B/P) of every global batch, so all
     processes yield the same number of batches, ceil(n / batch_size) for n = min(len(source), limit).
-    Padding rows (after the last example) are zeros with `"mask"` False; real rows have `"mask"` True.
+    Padding rows (after the last example) are zeros with `VALID` ("_mask", big_vision's name: never a
+    data field such as a face mask) False; real rows have it True.
     `"index"` holds each row's position in the source, so per-example randomness can be keyed by it.
     """
     local = _local_batch_size(batch_size, process_index, process_count)
@@ -177,7 +180,7 @@ def eval_batches(
         rows = [_apply(source[i], transform) if i < n else padding for i in range(first, first + local)]
         batch = {k: np.stack([r[k] for r in rows]) for k in template}
         batch["index"] = np.arange(first, first + local)
-        batch["mask"] = batch["index"] < n
+        batch[VALID] = batch["index"] < n
         yield batch
 
 

@@ -5,7 +5,7 @@ import grain
 import numpy as np
 import pytest
 
-from data.pipeline import eval_batches, make_dataset
+from data.pipeline import VALID, eval_batches, make_dataset
 from data.sources import ArraySource, get_source
 
 
@@ -161,21 +161,30 @@ def test_eval_batches_cover_every_example_once(process_count):
     per_process = [list(eval_batches(source, 4, p, process_count)) for p in range(process_count)]
     assert all(len(batches) == 3 for batches in per_process)
     merged = [
-        {k: np.concatenate([batches[i][k] for batches in per_process]) for k in ("label", "mask", "image")}
+        {k: np.concatenate([batches[i][k] for batches in per_process]) for k in ("label", VALID, "image")}
         for i in range(3)
     ]
-    assert [m["mask"].tolist() for m in merged] == [[True] * 4, [True] * 4, [True, True, False, False]]
+    assert [m[VALID].tolist() for m in merged] == [[True] * 4, [True] * 4, [True, True, False, False]]
     assert all(m["image"].shape == (4, 2, 2, 1) for m in merged)
-    real = np.concatenate([m["label"][m["mask"]] for m in merged])
+    real = np.concatenate([m["label"][m[VALID]] for m in merged])
     assert real.tolist() == list(range(10))
-    assert merged[-1]["label"][~merged[-1]["mask"]].tolist() == [0, 0]
+    assert merged[-1]["label"][~merged[-1][VALID]].tolist() == [0, 0]
+
+
+def test_eval_batches_keep_a_face_mask_field_apart_from_the_padding_flag():
+    """A source with its own "mask" (synthetic faces' face mask) reaches evaluators unchanged."""
+    source = get_source("synthetic_faces:ids=0;n=3;size=32;masks=1", "test")
+    batch = next(eval_batches(source, 4))
+    faces = np.stack([source[i]["mask"] for i in range(3)])
+    np.testing.assert_array_equal(batch["mask"][:3], faces)
+    assert batch["mask"].dtype == faces.dtype and batch[VALID].tolist() == [True, True, True, False]
 
 
 def test_eval_batches_on_the_whole_mnist_test_set(shared_data):
     source = get_source(f"idx:{shared_data / 'mnist'}", "test")
     batches = list(eval_batches(source, 512))
-    assert len(batches) == 20 and sum(int(b["mask"].sum()) for b in batches) == 10000
-    labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+    assert len(batches) == 20 and sum(int(b[VALID].sum()) for b in batches) == 10000
+    labels = np.concatenate([b["label"][b[VALID]] for b in batches])
     np.testing.assert_array_equal(labels, source.labels)
 
 

@@ -86,7 +86,7 @@ def _tag(name: str) -> int:
 def _masked_sums(fn, runner: parallel.Runner):
     """Compiled once per (evaluator, mesh): periodic evaluation in training does not retrace."""
     def sums(state, batch, rng):
-        mask = batch["mask"].astype(jnp.float32)
+        mask = batch[pipeline.VALID].astype(jnp.float32)
         values = fn(state, batch, rng)
         out = {k: jnp.sum(jnp.where(mask > 0, v, 0.0)) for k, v in values.items()}
         return out | {"_count": jnp.sum(mask)}

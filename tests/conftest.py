@@ -12,6 +12,13 @@ import pytest  # noqa: E402
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")
+#: How to install the optional PyTorch reference: the `reference` extra, then torch-fidelity without torchvision.
+REFERENCE_INSTALL = "pip install -e '.[reference]' && pip install --no-deps torch-fidelity==0.3.0"
+
+
+def import_torch():
+    """torch, or a skip carrying the `reference` extra's install command (works at module level too)."""
+    return pytest.importorskip("torch", reason=f"torch is not installed (the PyTorch reference): {REFERENCE_INSTALL}")
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,9 @@ import dataclasses
 import chex
 import numpy as np
 import pytest
+from sklearn import datasets as sample_images
 
 from data import augment as A
-
-sample_images = pytest.importorskip("sklearn.datasets")
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import import_torch
 from jax import lax
 
 from benchmarks import gpu, step_convs
@@ -47,7 +48,7 @@ def test_peak_and_mfu_follow_the_datasheet_and_the_flop_count():
 
 
 def test_the_gpu_worker_runs_a_bf16_step_at_another_batch_on_any_backend():
-    pytest.importorskip("torch", reason="the analytic FLOP count needs: pip install torch==2.13.0")
+    import_torch()  # the analytic FLOP count
     from benchmarks import torch_twins
 
     run = gpu.measure("vae_conv64", "bfloat16", batch=8, steps=2, warmup=0)

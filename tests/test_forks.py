@@ -24,7 +24,6 @@ def forks() -> list[int]:
 
 
 def test_video_source_starts_ffmpeg_without_a_python_fork(shared_data, forks):
-    pytest.importorskip("imageio_ffmpeg", reason="video sources need imageio-ffmpeg (the [faces] extra)")
     before = len(forks)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -36,7 +35,6 @@ def test_video_source_starts_ffmpeg_without_a_python_fork(shared_data, forks):
 
 @pytest.mark.slow  # about a minute on 2 cores: a real training run
 def test_swap_grid_smoke_run_prints_no_fork_warning(shared_data, tmp_path):
-    pytest.importorskip("imageio_ffmpeg", reason="video sources need imageio-ffmpeg (the [faces] extra)")
     env = {k: v for k, v in os.environ.items() if k != "IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"}
     command = [sys.executable, "-m", "train", "--config", "configs/swap_df_grid.py:smoke", "--workdir", str(tmp_path)]
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -73,7 +73,7 @@ def test_ema_half_life_counts_images():
         ({"gan.n_critic": 0}, "gan.n_critic = 0 must be >= 1"),
     ],
 )
-def test_bad_gan_configs_fail_at_build_with_the_fix(overrides, message):
+def test_bad_gan_configs_fail_at_build_with_the_fix(overrides, message, in_repo):
     from train import trainer
 
     with pytest.raises(config_lib.ConfigError) as error:
@@ -88,7 +88,7 @@ def test_discriminator_section_is_checked_against_its_model():
         config_lib.validate(config, gan.section())
 
 
-def test_conditional_models_must_agree_on_classes():
+def test_conditional_models_must_agree_on_classes(in_repo):
     from train import trainer
 
     config = smoke("sngan_fashion_mnist")

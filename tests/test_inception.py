@@ -18,14 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REFERENCE_INSTALL, import_torch
 from einops import rearrange
 
 from train.metrics import extractors, inception
 from zoo import pretrained, torch_weights
 
-REFERENCE_INSTALL = (
-    "pip install torch --index-url https://download.pytorch.org/whl/cpu && pip install --no-deps torch-fidelity==0.3.0"
-)
 #: (height, width, channels, count) of the uint8 test images: grey upscaled, RGB upscaled, identity, non-square.
 IMAGE_SETS = {"grey32": (32, 32, 1, 2), "rgb64": (64, 64, 3, 3), "rgb299": (299, 299, 3, 2), "rgb48x80": (48, 80, 3, 2)}
 BATCH = 2
@@ -209,7 +207,7 @@ def _random_weights(template: dict, torch) -> dict:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """Random weights saved both ways, torch-fidelity's and our outputs on the same uint8 images."""
-    torch = pytest.importorskip("torch", reason=f"torch is not installed (the independent reference): {REFERENCE_INSTALL}")
+    torch = import_torch()
     module = _torch_fidelity_inception()
     cls = module.FeatureExtractorInceptionV3
     with mock.patch.object(module, "load_state_dict_from_url", lambda *a, **k: {}), \

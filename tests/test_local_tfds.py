@@ -6,13 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from data import local_tfds
 from data.media import from_spec
 from data.sources import ArraySource, get_source
-
-tfds = pytest.importorskip("tensorflow_datasets")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -126,7 +125,6 @@ def test_command_line(tmp_path):
 
 
 def test_grid_video_dataset(shared_data, tmp_path):
-    pytest.importorskip("imageio_ffmpeg", reason="video sources need imageio-ffmpeg (the [faces] extra)")
     spec = f"video:{shared_data / 'grid'};size=16;max_frames=10"
     local_tfds.build(spec, "grid_small", tmp_path)
     for split in ("train", "test"):

@@ -277,7 +277,6 @@ def test_parse_spec_errors():
 
 @pytest.fixture(scope="module")
 def grid(shared_data):
-    pytest.importorskip("imageio_ffmpeg", reason="video sources need imageio-ffmpeg (the [faces] extra)")
     videos = sorted((shared_data / "grid").glob("*.mpg"))
     if len(videos) < 2:
         pytest.skip(f"GRID videos not found in {shared_data / 'grid'}")

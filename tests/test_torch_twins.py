@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import import_torch
 
-torch = pytest.importorskip(
-    "torch", reason="the PyTorch twins need the CPU torch wheel (pip install torch==2.13.0), a benchmark-only extra")
+torch = import_torch()
 
 from benchmarks import compare_torch, torch_twins  # noqa: E402
 from benchmarks.__main__ import names  # noqa: E402

@@ -12,6 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import import_torch
 
 from train.metrics import inception
 from zoo import errors, pretrained, torch_weights
@@ -58,7 +59,7 @@ TARGETS = [(("torch", "FloatStorage"), "dtype"), (("torch", "float32"), "dtype")
 @pytest.mark.parametrize("slots", [False, True], ids=["setstate", "setattr"])
 @pytest.mark.parametrize("target,key", TARGETS, ids=[".".join(t) for t, _ in TARGETS])
 def test_build_on_a_stand_in_is_refused_and_leaves_later_loads_exact(tmp_path, fmt, slots, target, key):
-    torch = pytest.importorskip("torch")
+    torch = import_torch()
     crafted = tmp_path / "crafted.pth"
     _write(crafted, _build_payload(target, key, slots), fmt)
     with pytest.raises(torch_weights.UnsafePickleError, match="refusing to modify .* BUILD") as refused:
@@ -77,7 +78,7 @@ def test_build_on_a_stand_in_is_refused_and_leaves_later_loads_exact(tmp_path, f
 
 @pytest.mark.parametrize("fmt", ["zip", "legacy"])
 def test_module_state_dict_with_metadata_still_loads(tmp_path, fmt):
-    torch = pytest.importorskip("torch")
+    torch = import_torch()
     torch.manual_seed(0)
     state = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)).state_dict()
     assert hasattr(state, "_metadata"), "torch pickles this attribute with BUILD on the OrderedDict instance"
@@ -170,7 +171,7 @@ def _stand_in_weights(path, torch) -> str:
 
 
 def test_fid_weights_matching_the_pin_are_read_and_named_in_the_protocol(tmp_path, monkeypatch):
-    torch = pytest.importorskip("torch")
+    torch = import_torch()
     path = tmp_path / "stand_in.pth"
     digest = _stand_in_weights(path, torch)
     monkeypatch.delenv(inception.SHA256_ENV, raising=False)

@@ -7,9 +7,12 @@ sigmoid outputs, with rgb [B, res, res, 3] and mask [B, res, res, 1].
 
 Naming: side A is DFL's "src" (the identity to paste in) and side B is DFL's "dst" (the footage).
 `swap(x, "b2a")` is DFL's face swap: a B (dst) face rendered as A (src); `swap(x, "a2b")` is the
-reverse, which DFL does not expose. All four models share this interface:
-`__call__(x_src, x_dst) -> {"src": (rgb, mask), "dst": (rgb, mask)}`, `swap(x, direction)` and
-`example_inputs()`.
+reverse, which DFL does not expose. All four models share one interface, written once in `_SwapModel`:
+`encode(x)`, `inter_code(z, side)`, `decode(code, side)`, `__call__(x_src, x_dst) -> {"src": (rgb, mask),
+"dst": (rgb, mask)}`, `swap(x, direction)` and `example_inputs()`, with `side` "src" or "dst" (a part
+that both sides share checks it and ignores it). DF and Original differ only in their parts: one shared
+inter and a decoder per side (`_SideDecoders`); LIAE and IAE likewise: inters per side and one shared
+decoder (`_SideInters`).
 
 - `swap_df`: shared `encoder` and `inter`, two decoders `decoder_src` and `decoder_dst`. Each side is
   reconstructed through its own decoder; b2a is `decoder_src(inter(encoder(x_dst)))`.
@@ -41,7 +44,8 @@ Differences from DFL: resolution is limited to 64..512; Dense/conv initialisers 
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -82,68 +86,72 @@ def _activation(opts: str) -> str:
     return "xcos" if "c" in opts else "leaky_relu"
 
 
-class _Downscale(nn.Module):
-    """5x5 stride-2 conv then LeakyReLU(0.1) (or x*cos(x)): halves the map, as DFL's Downscale."""
+class _Block(nn.Module):
+    """The compute and storage dtypes of every module here; keyword-only, so subclasses may add required fields."""
+
+    dtype: Dtype = dataclasses.field(default=jnp.float32, kw_only=True)
+    param_dtype: Dtype = dataclasses.field(default=jnp.float32, kw_only=True)
+
+    def _kw(self) -> dict[str, Dtype]:
+        """Dtype fields passed to every submodule."""
+        return dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+
+class _Scale(_Block):
+    """The fields of `_Downscale` and `_Upscale`: output width and activation."""
 
     features: int
     activation: str = "leaky_relu"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+
+
+class _Downscale(_Scale):
+    """5x5 stride-2 conv then LeakyReLU(0.1) (or x*cos(x)): halves the map, as DFL's Downscale."""
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """Applies the block to [B, H, W, C] and returns [B, H/2, W/2, features]."""
-        conv = layers.Conv(self.features, (5, 5), strides=(2, 2), dtype=self.dtype, param_dtype=self.param_dtype)
+        conv = layers.Conv(self.features, (5, 5), strides=(2, 2), **self._kw())
         return activate(conv(x), self.activation, 0.1)
 
 
-class _Upscale(nn.Module):
+class _Upscale(_Scale):
     """3x3 conv to 4*features, LeakyReLU(0.1) (or x*cos(x)), depth-to-space(2): 2x upsampling, no transposed conv."""
-
-    features: int
-    activation: str = "leaky_relu"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """Applies the block to [B, H, W, C] and returns [B, 2H, 2W, features]."""
-        conv = layers.Conv(4 * self.features, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype)
+        conv = layers.Conv(4 * self.features, (3, 3), **self._kw())
         return layers.pixel_shuffle(activate(conv(x), self.activation, 0.1), 2)
 
 
-class _ResidualBlock(nn.Module):
+class _ResidualBlock(_Block):
     """conv3x3, LeakyReLU(0.2), conv3x3, add input, LeakyReLU(0.2): refines a decoder stage at fixed size.
 
     With activation "xcos" both activations are x*cos(x), as in DFL's `-c`.
     """
 
     activation: str = "leaky_relu"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """Applies the block; output shape equals input shape."""
         ch = x.shape[-1]
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self._kw()
         h = activate(layers.Conv(ch, (3, 3), **kw)(x), self.activation, 0.2)
         h = layers.Conv(ch, (3, 3), **kw)(h)
         return activate(h + x, self.activation, 0.2)
 
 
-class _Encoder(nn.Module):
+class _Encoder(_Block):
     """Stride-2 conv stack then flatten: the shared image-to-vector map of every architecture here."""
 
     e_dims: int
     opts: str = ""
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """Encodes [B, H, W, 3] to a flat [B, F] code (pixel-normalised with `u`)."""
-        kw = dict(activation=_activation(self.opts), dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(activation=_activation(self.opts), **self._kw())
         h = x.astype(self.dtype)
         if "t" in self.opts:
             widths = [self.e_dims * m for m in (1, 2, 4, 8, 8)]
@@ -158,7 +166,7 @@ class _Encoder(nn.Module):
         return pixel_norm(h) if "u" in self.opts else h
 
 
-class _Inter(nn.Module):
+class _Inter(_Block):
     """Dense bottleneck to ae_dims, dense back to a lowest x lowest x out_ch map, optional upscale."""
 
     ae_dims: int
@@ -167,8 +175,6 @@ class _Inter(nn.Module):
     upscale: bool
     up_ch: int = 0
     activation: str = "leaky_relu"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, z: Array) -> Array:
@@ -176,7 +182,7 @@ class _Inter(nn.Module):
 
         s = lowest, doubled if upscale; C = out_ch, or up_ch (when positive) after the upscale.
         """
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self._kw()
         h = layers.Dense(self.ae_dims, **kw)(z)
         h = layers.Dense(self.lowest * self.lowest * self.out_ch, **kw)(h)
         h = rearrange(h, "b (h w c) -> b h w c", h=self.lowest, w=self.lowest)
@@ -185,19 +191,17 @@ class _Inter(nn.Module):
         return _Upscale(self.up_ch or self.out_ch, self.activation, **kw)(h)
 
 
-class _Decoder(nn.Module):
+class _Decoder(_Block):
     """Upscale+residual stages to an RGB head and a separate, narrower upscale-only mask branch."""
 
     d_dims: int
     d_mask_dims: int
     opts: str = ""
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, code: Array) -> Output:
         """Decodes a code map [B, s, s, C] to (rgb, mask) in [0, 1] at 8s (16s with `t`; doubled again with `d`)."""
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self._kw()
         act = _activation(self.opts)
         mults = (8, 8, 4, 2) if "t" in self.opts else (8, 4, 2)
         double = "d" in self.opts
@@ -231,8 +235,86 @@ def _check_positive(module: nn.Module, fields: tuple[str, ...]) -> None:
             raise ValueError(f"{field} must be a positive int, got {value!r}")
 
 
+def _check_side(side: str) -> None:
+    """Raise a ValueError unless `side` names a side."""
+    if side not in _SIDES:
+        raise ValueError(f"side {side!r}: choose 'src' (A) or 'dst' (B)")
+
+
+def _check_direction(direction: str) -> None:
+    """Raise a ValueError unless `direction` is a swap direction."""
+    if direction not in _DIRECTIONS:
+        raise ValueError(f"direction {direction!r}: choose 'b2a' (dst face as src, DFL's swap) or 'a2b'")
+
+
+class _SwapModel(_Block):
+    """The interface of all four models, written once over each one's `inter_code(z, side)` and `decode(code, side)`.
+
+    A model is `(_SideDecoders or _SideInters, config base)`: the config base (`_SwapBase`, `_FaceswapBase`)
+    declares the fields and validation, its setup builds `encoder`. Listing the behaviour first puts its
+    dtype fields after the config's, last, as on every zoo model.
+    """
+
+    def encode(self, x: Array) -> Array:
+        """Images [B, res, res, 3] to flat codes [B, F]."""
+        return self.encoder(x)
+
+    def _render(self, x: Array, side: str) -> Output:
+        """(rgb, mask) of images x through `side`'s code and decoder: a reconstruction, or a swap into `side`."""
+        return self.decode(self.inter_code(self.encode(x), side), side)
+
+    def __call__(self, x_src: Array, x_dst: Array) -> dict[str, Output]:
+        """Reconstructs each side through its own code and decoder: {"src": (rgb, mask), "dst": (rgb, mask)}."""
+        return {"src": self._render(x_src, "src"), "dst": self._render(x_dst, "dst")}
+
+    def swap(self, x: Array, direction: str = "b2a") -> Output:
+        """b2a: B (dst) faces rendered as A (src), DFL's swap; a2b: A faces rendered as B."""
+        _check_direction(direction)
+        return self._render(x, "src" if direction == "b2a" else "dst")
+
+    def example_inputs(self) -> tuple[Array, Array]:
+        """Zero inputs of batch 1 for `init`: an A (src) and a B (dst) image batch."""
+        x = jnp.zeros((1, self.resolution, self.resolution, 3), jnp.float32)
+        return x, x
+
+
+class _SideDecoders(_SwapModel):
+    """DF and Original: one inter shared by both sides, one decoder per side (`decoder_names`: src's, dst's)."""
+
+    decoder_names: ClassVar[tuple[str, str]]
+
+    def inter_code(self, z: Array, side: str = "src") -> Array:
+        """Flat codes to the shared inter's decoder-input map, the same for both sides."""
+        _check_side(side)
+        return self.inter(z)
+
+    def decode(self, code: Array, side: str = "src") -> Output:
+        """(rgb, mask) from `side`'s decoder: "src" (A) or "dst" (B)."""
+        _check_side(side)
+        return getattr(self, self.decoder_names[_SIDES.index(side)])(code)
+
+
+class _SideInters(_SwapModel):
+    """LIAE and IAE: one decoder shared by both sides, fed concat(own(z), common(z)) (`inter_names[side]`)."""
+
+    inter_names: ClassVar[dict[str, tuple[str, str]]]
+
+    def inter_code(self, z: Array, side: str = "src") -> Array:
+        """The decoder input for `side`: concat(own(z), common(z)), the inters `inter_names[side]` names."""
+        _check_side(side)
+        own, common = self.inter_names[side]
+        shared = getattr(self, common)(z)
+        mine = shared if own == common else getattr(self, own)(z)
+        return jnp.concatenate([mine, shared], axis=-1)
+
+    def decode(self, code: Array, side: str = "src") -> Output:
+        """(rgb, mask) from the decoder that both sides share; `side` is checked, the code carries it."""
+        _check_side(side)
+        return self.decoder(code)
+
+
 class _SwapBase(nn.Module):
-    """Shared config, validation and inputs of the DFL-style swap autoencoders."""
+    """Shared config and validation of the DFL-style swap autoencoders."""
 
     resolution: int = 128
     opts: str = "ud"
@@ -240,8 +322,6 @@ class _SwapBase(nn.Module):
     e_dims: int = 64
     d_dims: int = 64
     d_mask_dims: int = 22
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     def _validate(self) -> None:
         """Raise a ValueError naming the bad field, before any shape error can hide it."""
@@ -255,30 +335,11 @@ class _SwapBase(nn.Module):
         """Side of the inter's dense map: res/16, or res/32 with `d` (the decoder then runs at half size)."""
         return self.resolution // (32 if "d" in self.opts else 16)
 
-    def _kw(self) -> dict[str, Dtype]:
-        """Dtype fields passed to every submodule."""
-        return dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
-    def example_inputs(self) -> tuple[Array, Array]:
-        """Zero inputs of batch 1 for `init`: an A (src) and a B (dst) image batch."""
-        x = jnp.zeros((1, self.resolution, self.resolution, 3), jnp.float32)
-        return x, x
+class DF(_SideDecoders, _SwapBase):
+    """DFL SAEHD "df": shared encoder and inter, one decoder per identity (b2a goes through decoder_src)."""
 
-
-def _check_side(which: str) -> None:
-    """Raise a ValueError unless `which` names a side."""
-    if which not in _SIDES:
-        raise ValueError(f"side {which!r}: choose 'src' (A) or 'dst' (B)")
-
-
-def _check_direction(direction: str) -> None:
-    """Raise a ValueError unless `direction` is a swap direction."""
-    if direction not in _DIRECTIONS:
-        raise ValueError(f"direction {direction!r}: choose 'b2a' (dst face as src, DFL's swap) or 'a2b'")
-
-
-class DF(_SwapBase):
-    """DFL SAEHD "df": shared encoder and inter, one decoder per identity."""
+    decoder_names = ("decoder_src", "decoder_dst")
 
     def setup(self) -> None:
         """Validates the config, then builds encoder, inter, decoder_src and decoder_dst."""
@@ -291,32 +352,14 @@ class DF(_SwapBase):
         self.decoder_src = _Decoder(**dec)
         self.decoder_dst = _Decoder(**dec)
 
-    def encode(self, x: Array) -> Array:
-        """Images [B, res, res, 3] to flat codes [B, F]."""
-        return self.encoder(x)
 
-    def inter_code(self, z: Array) -> Array:
-        """Flat codes to the shared decoder-input map."""
-        return self.inter(z)
+class LIAE(_SideInters, _SwapBase):
+    """DFL SAEHD "liae": shared encoder, inter_AB and inter_B, one shared decoder.
 
-    def decode(self, code: Array, which: str = "src") -> Output:
-        """(rgb, mask) from the `which` ("src" = A or "dst" = B) decoder."""
-        _check_side(which)
-        return (self.decoder_src if which == "src" else self.decoder_dst)(code)
+    Codes as DFL orders them: src concat(AB, AB), dst concat(B, AB); b2a decodes the src code of B faces.
+    """
 
-    def __call__(self, x_src: Array, x_dst: Array) -> dict[str, Output]:
-        """Reconstructs each side through its own decoder: {"src": (rgb, mask), "dst": (rgb, mask)}."""
-        return {"src": self.decode(self.inter(self.encode(x_src)), "src"),
-                "dst": self.decode(self.inter(self.encode(x_dst)), "dst")}
-
-    def swap(self, x: Array, direction: str = "b2a") -> Output:
-        """b2a: B (dst) faces through decoder_src (DFL's swap); a2b: A (src) faces through decoder_dst."""
-        _check_direction(direction)
-        return self.decode(self.inter(self.encode(x)), "src" if direction == "b2a" else "dst")
-
-
-class LIAE(_SwapBase):
-    """DFL SAEHD "liae": shared encoder, inter_AB and inter_B, one shared decoder."""
+    inter_names = {"src": ("inter_AB", "inter_AB"), "dst": ("inter_B", "inter_AB")}
 
     def setup(self) -> None:
         """Validates the config, then builds encoder, inter_AB, inter_B and decoder."""
@@ -329,33 +372,8 @@ class LIAE(_SwapBase):
         self.inter_B = _Inter(**inter)
         self.decoder = _Decoder(self.d_dims, self.d_mask_dims, self.opts, **kw)
 
-    def encode(self, x: Array) -> Array:
-        """Images [B, res, res, 3] to flat codes [B, F]."""
-        return self.encoder(x)
 
-    def inter_code(self, z: Array, side: str = "src") -> Array:
-        """The decoder input for `side`: src concat(AB, AB); dst concat(B, AB), as DFL orders them."""
-        _check_side(side)
-        ab = self.inter_AB(z)
-        other = ab if side == "src" else self.inter_B(z)
-        return jnp.concatenate([other, ab], axis=-1)
-
-    def decode(self, code: Array) -> Output:
-        """(rgb, mask) from the shared decoder."""
-        return self.decoder(code)
-
-    def __call__(self, x_src: Array, x_dst: Array) -> dict[str, Output]:
-        """Reconstructs each side from its own code: {"src": (rgb, mask), "dst": (rgb, mask)}."""
-        return {"src": self.decode(self.inter_code(self.encode(x_src), "src")),
-                "dst": self.decode(self.inter_code(self.encode(x_dst), "dst"))}
-
-    def swap(self, x: Array, direction: str = "b2a") -> Output:
-        """b2a: the src code of B (dst) faces (DFL's swap); a2b: the dst code of A (src) faces."""
-        _check_direction(direction)
-        return self.decode(self.inter_code(self.encode(x), "src" if direction == "b2a" else "dst"))
-
-
-class _FSDecoder(nn.Module):
+class _FSDecoder(_Block):
     """faceswap decoder: Upscales of width d_dims * (2**(stages-1), ..., 2, 1), then 5x5 sigmoid convs to RGB and mask.
 
     faceswap's learn_mask adds a second Upscale stack for the mask; here the mask is one 5x5 conv off
@@ -364,13 +382,11 @@ class _FSDecoder(nn.Module):
 
     d_dims: int
     stages: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, code: Array) -> Output:
         """Decodes a code map [B, s, s, C] to (rgb, mask) in [0, 1] at s * 2**stages."""
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = self._kw()
         h = code
         for i in reversed(range(self.stages)):
             h = _Upscale(self.d_dims * 2**i, **kw)(h)
@@ -380,7 +396,7 @@ class _FSDecoder(nn.Module):
 
 
 class _FaceswapBase(nn.Module):
-    """Shared config, validation and inputs of the faceswap-style models (defaults: faceswap's, 64 px).
+    """Shared config and validation of the faceswap-style models (defaults: faceswap's, 64 px).
 
     Fields: the encoder convs are e_dims * (1, 2, 4, 8) wide; `encoder_dim` is the Dense bottleneck
     (faceswap's encoder_dim; 512 is its lowmem setting); the second Dense emits a (res/16)^2 x
@@ -392,29 +408,14 @@ class _FaceswapBase(nn.Module):
     encoder_dim: int = 1024
     inter_dims: int = 1024
     d_dims: int = 64
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     def _validate(self) -> None:
         """Raise a ValueError naming the bad field, before any shape error can hide it."""
         _check_resolution(self.resolution, 16)
         _check_positive(self, ("e_dims", "encoder_dim", "inter_dims", "d_dims"))
 
-    def _kw(self) -> dict[str, Dtype]:
-        """Dtype fields passed to every submodule."""
-        return dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
-    def example_inputs(self) -> tuple[Array, Array]:
-        """Zero inputs of batch 1 for `init`: an A (src) and a B (dst) image batch."""
-        x = jnp.zeros((1, self.resolution, self.resolution, 3), jnp.float32)
-        return x, x
-
-    def encode(self, x: Array) -> Array:
-        """Images [B, res, res, 3] to flat codes [B, 8 * e_dims * (res/16)^2]."""
-        return self.encoder(x)
-
-
-class Original(_FaceswapBase):
+class Original(_SideDecoders, _FaceswapBase):
     """faceswap's "Original" plugin (deepfakes/faceswap `plugins/train/model/original.py`): one encoder, two decoders.
 
     encoder: 4 Downscales (5x5 stride 2, LeakyReLU 0.1; 128, 256, 512, 1024 by default), flatten.
@@ -431,6 +432,8 @@ class Original(_FaceswapBase):
     default is Keras' glorot uniform, with optional ICNR / conv-aware init).
     """
 
+    decoder_names = ("decoder_a", "decoder_b")
+
     def setup(self) -> None:
         """Validates the config, then builds encoder, inter, decoder_a and decoder_b."""
         self._validate()
@@ -441,27 +444,8 @@ class Original(_FaceswapBase):
         self.decoder_a = _FSDecoder(self.d_dims, 3, **kw)
         self.decoder_b = _FSDecoder(self.d_dims, 3, **kw)
 
-    def inter_code(self, z: Array) -> Array:
-        """Flat codes to the shared decoder-input map [B, res/8, res/8, 8 * d_dims]."""
-        return self.inter(z)
 
-    def decode(self, code: Array, which: str = "src") -> Output:
-        """(rgb, mask) from decoder_a (which="src") or decoder_b (which="dst")."""
-        _check_side(which)
-        return (self.decoder_a if which == "src" else self.decoder_b)(code)
-
-    def __call__(self, x_src: Array, x_dst: Array) -> dict[str, Output]:
-        """Reconstructs each side through its own decoder: {"src": (rgb, mask), "dst": (rgb, mask)}."""
-        return {"src": self.decode(self.inter(self.encode(x_src)), "src"),
-                "dst": self.decode(self.inter(self.encode(x_dst)), "dst")}
-
-    def swap(self, x: Array, direction: str = "b2a") -> Output:
-        """b2a: B (dst) faces through decoder_a; a2b: A (src) faces through decoder_b."""
-        _check_direction(direction)
-        return self.decode(self.inter(self.encode(x)), "src" if direction == "b2a" else "dst")
-
-
-class IAE(_FaceswapBase):
+class IAE(_SideInters, _FaceswapBase):
     """faceswap's "IAE" plugin (deepfakes/faceswap `plugins/train/model/iae.py`), the ancestor of DFL's LIAE.
 
     encoder: as `Original`'s (4 Downscales, flatten). inter_a, inter_b, inter_both: each
@@ -478,6 +462,7 @@ class IAE(_FaceswapBase):
     """
 
     inter_dims: int = 512
+    inter_names = {"src": ("inter_a", "inter_both"), "dst": ("inter_b", "inter_both")}
 
     def setup(self) -> None:
         """Validates the config, then builds encoder, inter_a, inter_b, inter_both and decoder."""
@@ -490,26 +475,6 @@ class IAE(_FaceswapBase):
         self.inter_b = _Inter(**inter)
         self.inter_both = _Inter(**inter)
         self.decoder = _FSDecoder(self.d_dims, 4, **kw)
-
-    def inter_code(self, z: Array, side: str = "src") -> Array:
-        """The decoder input for `side`: src concat(inter_a, inter_both); dst concat(inter_b, inter_both)."""
-        _check_side(side)
-        own = self.inter_a(z) if side == "src" else self.inter_b(z)
-        return jnp.concatenate([own, self.inter_both(z)], axis=-1)
-
-    def decode(self, code: Array) -> Output:
-        """(rgb, mask) from the shared decoder."""
-        return self.decoder(code)
-
-    def __call__(self, x_src: Array, x_dst: Array) -> dict[str, Output]:
-        """Reconstructs each side from its own code: {"src": (rgb, mask), "dst": (rgb, mask)}."""
-        return {"src": self.decode(self.inter_code(self.encode(x_src), "src")),
-                "dst": self.decode(self.inter_code(self.encode(x_dst), "dst"))}
-
-    def swap(self, x: Array, direction: str = "b2a") -> Output:
-        """b2a: the A (src) code of B faces; a2b: the B (dst) code of A faces."""
-        _check_direction(direction)
-        return self.decode(self.inter_code(self.encode(x), "src" if direction == "b2a" else "dst"))
 
 
 register("swap_df")(DF)

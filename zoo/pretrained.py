@@ -18,13 +18,15 @@ import os
 import pathlib
 import tempfile
 import urllib.request
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from einops import EinopsError
 from flax import traverse_util
+from flax.errors import FlaxError
 from safetensors.numpy import load_file, save_file
 
 from zoo import registry
@@ -188,11 +190,43 @@ def _module(path: pathlib.Path, header: Mapping[str, str], model_config: Mapping
     model = header.get("model")
     if not model:
         raise WeightsError(f"{path} names no model in its metadata; re-export it with train.export")
+    if model not in registry.list_models():
+        raise WeightsError(f"{path} holds model {model!r}, which this zoo does not have (it has "
+                           f"{', '.join(registry.list_models())}); check the zoo version it was exported with")
+    _check_model_config(path, model, model_config)
     try:
         return registry.create_model(model, **_constructor_fields(model_config))
     except (TypeError, ValueError) as error:
         raise WeightsError(f"{path} holds model {model!r} with config {dict(model_config)}, which this zoo cannot "
                            f"build ({error}); check the zoo version it was exported with") from error
+
+
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "Dtype": (lambda v: isinstance(v, str), "a dtype name such as \"float32\""),
+    "Sequence[int]": (lambda v: isinstance(v, list) and all(_KINDS["int"][0](x) for x in v), "a list of integers"),
+    "tuple[int, int, int]": (lambda v: isinstance(v, list) and len(v) == 3 and all(_KINDS["int"][0](x) for x in v),
+                             "a list of 3 integers"),
+}
+
+
+def _check_model_config(path: pathlib.Path, model: str, model_config: Mapping[str, Any]) -> None:
+    """Every field in the file's model_config is a constructor field of `model` holding a JSON value of its kind.
+
+    The config comes from the file, so a damaged one must be named here rather than fail deep inside the model.
+    """
+    fields = {f.name: str(f.type) for f in dataclasses.fields(registry.model_class(model))}
+    for key, value in model_config.items():
+        if key not in fields or key in ("parent", "name"):
+            raise WeightsError(f"{path} has model_config field {key!r}, which model {model!r} does not have (fields: "
+                               f"{', '.join(registry.model_fields(model))}); re-export it with train.export")
+        check, kind = _KINDS.get(fields[key], (lambda v: True, ""))
+        if not check(value):
+            raise WeightsError(f"{path} has model_config {key} = {value!r}, expected {kind}; re-export it with "
+                               "train.export")
 
 
 def _flatten(tree: Any) -> dict[str, np.ndarray]:
@@ -276,9 +310,16 @@ def _constructor_fields(model_config: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+_UNBUILDABLE = (TypeError, ValueError, ArithmeticError, EinopsError, FlaxError)
+
+
 def _check_params(path: pathlib.Path, module: nn.Module, params: Any, collections: Mapping[str, Any]) -> None:
     """Every array the model needs is present with its shape and dtype; a float16 file must not load silently."""
-    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *module.example_inputs()))
+    try:
+        variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *module.example_inputs()))
+    except _UNBUILDABLE as error:  # a model_config of the right types with impossible values (a zero width...)
+        raise WeightsError(f"{path} holds model {type(module).__name__} with a config it cannot be built with "
+                           f"({type(error).__name__}: {error}); re-export it with train.export") from error
     expected = {"params": variables["params"]} | {c: v for c, v in variables.items() if c in _EXPORTED}
     given = {"params": params, **collections}
     want = {_key(c, k): v for c, tree in expected.items() for k, v in traverse_util.flatten_dict(tree).items()}

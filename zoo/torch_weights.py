@@ -16,10 +16,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
+import lzma
 import os
+import pathlib
 import pickle
 import struct
 import zipfile
+import zlib
 from typing import Any, BinaryIO, Callable, Mapping
 
 import ml_dtypes
@@ -178,8 +181,14 @@ def _allowed() -> dict[tuple[str, str], _StandIn]:
     }
 
 
-class _Unpickler(pickle.Unpickler):
-    """Unpickler with an allow-list of globals; storages come from `read_storage(key, dtype, numel)`."""
+class _Unpickler(pickle._Unpickler):
+    """Unpickler with an allow-list of globals; storages come from `read_storage(key, dtype, numel)`.
+
+    Python's own unpickler rather than the C one, which allocates whatever size a BINBYTES or BINUNICODE length
+    field declares before reading it (up to all of memory for one damaged byte); this one reads what is there and
+    fails on the short read. A state dict's pickle is small (the tensors' bytes are stored beside it), so speed
+    does not matter here.
+    """
 
     def __init__(self, file: BinaryIO, read_storage: Callable[[str, np.dtype, int], np.ndarray | None],
                  big_endian: bool = False) -> None:
@@ -218,34 +227,64 @@ class _Unpickler(pickle.Unpickler):
         return self.storages.setdefault(str(view_key), _Storage(dtype, int(view_size), root=root, offset=int(offset)))
 
 
+class _PickleBytes(io.BytesIO):
+    """In-memory pickle input whose `readline` fails at a line cut off by the end of the data, as C pickle's does.
+
+    Python's unpickler would take the fragment, so a file truncated inside a GLOBAL opcode would be refused as
+    naming a forbidden global (a crafted file) instead of reported as truncated.
+    """
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """The next line, newline included; UnpicklingError when the data ends before the newline."""
+        line = super().readline(size)
+        if not line.endswith(b"\n"):
+            raise pickle.UnpicklingError("pickle data was truncated")
+        return line
+
+
 def _no_storage(key: str, dtype: np.dtype, numel: int) -> None:
     """read_storage for pickles that must hold no tensors (legacy headers, key lists)."""
     raise pickle.UnpicklingError(f"unexpected storage reference {key!r} outside the state dict")
 
 
 def _read_zip(path: str | os.PathLike) -> Any:
-    """The unpickled object of a zip-format file, storages read from the archive."""
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        pickles = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
-        if len(pickles) != 1:
-            raise WeightsError(f"{path}: expected one data.pkl in the zip archive, found {pickles}")
-        prefix = pickles[0][: -len("data.pkl")]
-        order = prefix + "byteorder"
-        big = order in names and zf.read(order).decode().strip() == "big"
+    """The unpickled object of a zip-format file, storages read from the archive; a damaged archive is named."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return _unpickle_zip(path, zf)
+    except _DAMAGED_ZIP as error:  # offsets, sizes or compression methods the archive's headers got wrong
+        raise WeightsError(f"{path}: damaged zip archive ({type(error).__name__}: {error}); re-download the file or "
+                           "re-save it with torch.save") from error
 
-        def read_storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
-            raw = zf.read(f"{prefix}data/{key}")
-            if len(raw) < numel * dtype.itemsize:
-                raise WeightsError(f"{path}: storage {key} holds {len(raw)} bytes, needs {numel * dtype.itemsize}")
-            return np.frombuffer(raw, dtype, count=numel)
 
-        return _Unpickler(io.BytesIO(zf.read(pickles[0])), read_storage, big).load()
+_DAMAGED_ZIP = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, zlib.error, lzma.LZMAError)
+
+
+def _unpickle_zip(path: str | os.PathLike, zf: zipfile.ZipFile) -> Any:
+    """The state dict pickled in an open torch zip archive, its storages read from the archive's data/ entries."""
+    names = zf.namelist()
+    pickles = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
+    if len(pickles) != 1:
+        raise WeightsError(f"{path}: expected one data.pkl in the zip archive, found {pickles}")
+    prefix = pickles[0][: -len("data.pkl")]
+    order = prefix + "byteorder"
+    big = order in names and zf.read(order).decode().strip() == "big"
+
+    def read_storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        raw = zf.read(f"{prefix}data/{key}")
+        if len(raw) < numel * dtype.itemsize:
+            raise WeightsError(f"{path}: storage {key} holds {len(raw)} bytes, needs {numel * dtype.itemsize}")
+        return np.frombuffer(raw, dtype, count=numel)
+
+    return _Unpickler(_PickleBytes(zf.read(pickles[0])), read_storage, big).load()
 
 
 def _read_legacy(path: str | os.PathLike) -> Any:
-    """The unpickled object of a legacy-format file, storages read after the pickle."""
-    with open(path, "rb") as f:
+    """The unpickled object of a legacy-format file, storages read after the pickle.
+
+    Read from memory: a damaged length field then yields a short read instead of a multi-gigabyte allocation.
+    """
+    with _PickleBytes(pathlib.Path(path).read_bytes()) as f:
         header = [_Unpickler(f, _no_storage).load() for _ in range(3)]
         if header[0] != _LEGACY_MAGIC or header[1] != _LEGACY_PROTOCOL:
             raise WeightsError(f"{path}: not a PyTorch file (bad magic number or protocol {header[1]!r})")
@@ -304,6 +343,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Every refusal or parse failure is a WeightsError naming the file (UnsafePickleError for a crafted one).
     """
+    if not os.path.isfile(path):
+        raise WeightsError(f"{path}: no such file; pass the path of a .pth/.pt file written by torch.save")
     try:
         return _tensors(path)
     except UnsafePickleError as error:
@@ -311,4 +352,5 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except WeightsError:
         raise
     except _MALFORMED as error:
-        raise WeightsError(f"{path} is not a readable PyTorch state dict ({type(error).__name__}: {error})") from error
+        detail = str(error) or ("the data ends early" if isinstance(error, EOFError) else "no detail")
+        raise WeightsError(f"{path} is not a readable PyTorch state dict ({type(error).__name__}: {detail})") from error

@@ -38,25 +38,7 @@ def override(config: Any, assignment: str) -> None:
     """Set `a.b.c=value` in config; the value is read as the field's current type (text for text fields)."""
     from train import config as config_lib
 
-    dotted, sep, text = assignment.partition("=")
-    if not sep:
-        raise ValueError(f"--set {assignment!r}: expected field=value, e.g. data.source=digits")
-    config_lib.check_override(config, dotted)
-    *parents, key = dotted.split(".")
-    node = config
-    for name in parents:
-        node = node[name]
-    current = node[key]
-    if isinstance(current, bool):
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"--set {dotted}: {text!r} is not a boolean; use true or false")
-        value: Any = text.lower() in ("true", "1")
-    elif isinstance(current, (int, float)):
-        value = type(current)(text)
-    else:
-        value = text
-    with config.unlocked():
-        node[key] = value
+    config_lib.apply_override(config, assignment)
 
 
 def measure(config_spec: str, assignments: list[str], steps: int, window: int, pipeline_only: bool = False) -> dict:

@@ -309,6 +309,49 @@ def check_override(config: ml_collections.ConfigDict, dotted: str) -> None:
         node, path = node[key], path + [key]
 
 
+def apply_override(config: ml_collections.ConfigDict, assignment: str) -> None:
+    """Set `a.b.c=value` in config, the text read as the field's current type; ConfigError naming it if it cannot.
+
+    The form scripts take (the benchmarks' `--set`), where absl's typed `--config.a.b.c` flags are not used.
+    """
+    dotted, sep, text = assignment.partition("=")
+    if not sep:
+        raise ConfigError(f"{assignment!r}: expected field=value, e.g. data.source=digits")
+    check_override(config, dotted)
+    *parents, key = dotted.split(".")
+    node = config
+    for name in parents:
+        node = node[name]
+    value = _parse_value(dotted, text, node[key])
+    with config.unlocked():
+        node[key] = value
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _parse_value(dotted: str, text: str, current: Any) -> Any:
+    """`text` as a value of `current`'s type (bool, int, float, str, or a comma-separated tuple of its items' type)."""
+    if isinstance(current, ml_collections.ConfigDict):
+        raise ConfigError(f"{dotted} is a section, not a field; set one of its fields: "
+                          f"{', '.join(f'{dotted}.{k}' for k in current.keys())}")
+    if isinstance(current, bool):
+        if text.strip().lower() not in _TRUE + _FALSE:
+            raise ConfigError(f"{dotted} = {text!r} is not a boolean; use true or false")
+        return text.strip().lower() in _TRUE
+    if isinstance(current, (tuple, list)):
+        items = [t.strip() for t in text.strip().strip("()[]").split(",") if t.strip()]
+        kind = type(current[0]) if current else str
+        return tuple(_parse_value(f"{dotted}[{i}]", item, kind()) for i, item in enumerate(items))
+    if isinstance(current, (int, float)):
+        try:
+            return type(current)(text)
+        except ValueError:
+            raise ConfigError(f"{dotted} = {text!r} is not {'an int' if isinstance(current, int) else 'a number'}; "
+                              f"the field holds {current!r}") from None
+    return text
+
+
 def merge(defaults: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
     """`defaults` with every field of the nested dict `values` set; the model section is taken whole."""
     for key, value in values.items():

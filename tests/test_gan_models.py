@@ -171,6 +171,27 @@ def test_spectral_norm_sigma_matches_svd():
     np.testing.assert_allclose(top, 1.0, rtol=1e-3)
 
 
+def test_spectral_norm_matches_flax_spectral_norm():
+    """From the same weight and u, one power iteration gives flax.linen.SpectralNorm's u and sigma (README, GANs).
+
+    flax's form is not used because it stores u as [1, n] under "<layer>/kernel/u", which would break
+    the "spectral" collection of existing checkpoints; this pins that the values are the same.
+    """
+    kernel = jax.random.normal(jax.random.key(0), (3, 3, 8, 16))
+    u = jax.random.normal(jax.random.key(1), (16,))
+    u = u / jnp.linalg.norm(u)
+    normalised, ours = gan.SpectralNorm().apply({"spectral": {"u": u, "sigma": jnp.ones(())}}, kernel,
+                                                update_stats=True, mutable=["spectral"])
+    theirs = flax.linen.SpectralNorm(flax.linen.Conv(16, (3, 3), use_bias=False), collection_name="spectral")
+    variables = {"params": {"layer_instance": {"kernel": kernel}},
+                 "spectral": {"layer_instance/kernel/u": u[None], "layer_instance/kernel/sigma": jnp.ones(())}}
+    _, theirs = theirs.apply(variables, jnp.zeros((1, 6, 6, 8)), update_stats=True, mutable=["spectral"])
+    sigma = theirs["spectral"]["layer_instance/kernel/sigma"]
+    np.testing.assert_allclose(ours["spectral"]["sigma"], sigma, rtol=1e-6)
+    np.testing.assert_allclose(ours["spectral"]["u"], theirs["spectral"]["layer_instance/kernel/u"][0], atol=1e-6)
+    np.testing.assert_allclose(normalised, kernel / sigma, rtol=1e-6)
+
+
 def test_projection_discriminator_adds_class_inner_product():
     shape = (32, 32, 3)
     d = _model("sngan_d", shape, num_classes=4, spectral_norm=False)

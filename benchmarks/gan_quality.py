@@ -14,12 +14,12 @@ import argparse
 import time
 
 from benchmarks.common import emit, machine
-from train import evaluate, trainer
+from train import evaluators, runs
 from train.families import gan
 from train.metrics import generative
 
 
-def floor(setup: trainer.Setup) -> dict:
+def floor(setup: runs.Setup) -> dict:
     """The protocol's figures for real training images in place of samples."""
     config = setup.config
     extractor, protocol, real = gan.measurement(config, setup.eval_source, config.eval.num_examples)
@@ -37,10 +37,10 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    setup, step, state = trainer.load_run(args.workdir, args.step)
+    setup, step, state = runs.load_run(args.workdir, args.step)
     config = setup.config
     start = time.time()
-    model = evaluate.run_metrics(setup.family, state, setup.eval_source, names=("fid",),
+    model = evaluators.run_metrics(setup.family, state, setup.eval_source, names=("fid",),
                                  batch_size=config.eval.batch_size, seed=config.seed,
                                  num_examples=config.eval.num_examples)
     model_seconds = time.time() - start

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import emit, machine
-from train import evaluate, trainer
+from train import evaluators, runs
 from train.families import swap
 
 
@@ -28,7 +28,7 @@ def mean_face(source, limit: int = 2000) -> np.ndarray:
     return np.mean([source[i]["image"].astype(np.float32) / 255.0 for i in range(n)], axis=0)
 
 
-def mean_face_baseline(setup: trainer.Setup, window: int) -> dict[str, float]:
+def mean_face_baseline(setup: runs.Setup, window: int) -> dict[str, float]:
     """PSNR/SSIM of each side's training mean face against the other side's ground-truth swaps."""
     train, held_out = setup.train_source, setup.eval_source
     means = {"a2b": mean_face(train.b), "b2a": mean_face(train.a)}
@@ -51,10 +51,10 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    setup, step, state = trainer.load_run(pathlib.Path(args.workdir), args.step)
+    setup, step, state = runs.load_run(pathlib.Path(args.workdir), args.step)
     config = setup.config
     start = time.time()
-    model = evaluate.run_metrics(setup.family, state, setup.eval_source, names=("swap_truth", "recon"),
+    model = evaluators.run_metrics(setup.family, state, setup.eval_source, names=("swap_truth", "recon"),
                                  batch_size=config.eval.batch_size, seed=config.seed)
     baseline = mean_face_baseline(setup, config.swap.eval_ssim_window)
     rows = {}

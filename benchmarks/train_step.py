@@ -49,14 +49,14 @@ def measure(config_spec: str, assignments: list[str], steps: int, window: int, p
         flags.FLAGS.mark_as_parsed()
     from data import pairs
     from train import config as config_lib
-    from train import trainer
+    from train import runs
 
     config = config_lib.load(config_spec)
     for assignment in assignments:
         override(config, assignment)
-    setup = trainer.build(config)
+    setup = runs.build(config)
     runner, family = setup.runner, setup.family
-    iterator = iter(trainer.train_dataset(setup))
+    iterator = iter(runs.train_dataset(setup))
     paired = isinstance(setup.train_source, pairs.PairedSource)
     images_per_step = config.batch_size * (2 if paired else 1)
     windows = max(3, steps // window)

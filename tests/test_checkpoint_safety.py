@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from test_trainer import params_of, smoke
 
+from train import runs
+
 QUIET = {"eval_every": 0, "preview_every": 0}
 
 
@@ -86,7 +88,7 @@ def test_skip_nonfinite_keeps_the_old_state_and_counts_the_skips(tmp_path):
     config = smoke(**QUIET, **{"optim.name": "sgd", "optim.learning_rate": 1e38, "optim.b1": 0.0,
                                "optim.skip_nonfinite": True})
     state = trainer.train(config, tmp_path / "run")
-    setup = trainer.build(config)
+    setup = runs.build(config)
     initial = params_of(jax.jit(setup.family.init)(*setup.init_args))
     assert int(np.asarray(state["step"])) == 4
     np.testing.assert_equal(params_of(state), initial)

@@ -150,14 +150,14 @@ def test_debug_shows_the_traceback_once(tmp_path, env, args):
 
 def test_evaluate_prints_the_report_when_writing_it_fails(tmp_path, monkeypatch, capsys):
     """A disk that fails after the up-front check (full, or made read-only) still leaves the report on stdout."""
-    from train import cli, evaluate, trainer
+    from train import cli, evaluate, evaluators, runs
 
     config = ml_collections.ConfigDict({"seed": 0, "model": {"name": "m"},
                                         "eval": {"metrics": ["m"], "batch_size": 1, "num_examples": 0}})
     setup = types.SimpleNamespace(config=config, family=None, eval_source=None, eval_spec="digits:test")
     (tmp_path / "config.json").write_text("{}")
-    monkeypatch.setattr(trainer, "load_run", lambda workdir, step: (setup, 7, None))
-    monkeypatch.setattr(evaluate, "run_metrics", lambda *args, **kwargs: {"m": 1.5})
+    monkeypatch.setattr(runs, "load_run", lambda workdir, step: (setup, 7, None))
+    monkeypatch.setattr(evaluators, "run_metrics", lambda *args, **kwargs: {"m": 1.5})
     monkeypatch.setattr(cli, "check_writable", lambda directory, fix: None)
     (tmp_path / "eval").write_text("")  # out/7.json cannot be written: out is a file
     with pytest.raises(WorkdirError, match=f"cannot write the report to {tmp_path / 'eval'}.*--out DIR"):

@@ -8,6 +8,7 @@ import pytest
 
 from data import provenance
 from train import config as config_lib
+from train import runs
 from train.families import vae
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def test_smoke_variant_trains_and_evaluates(name, tmp_path, monkeypatch):
 
     report = evaluate.evaluate(workdir)
     assert report["step"] == 4
-    assert report["metrics"]["num_examples"] == min(32, len(trainer.build(config).eval_source))
+    assert report["metrics"]["num_examples"] == min(32, len(runs.build(config).eval_source))
     assert (workdir / "eval" / "4.json").exists() and (workdir / "eval" / "4.png").exists()
     logged = next(r for r in records if any(k.startswith("eval/") for k in r))
     metrics = {k: v for k, v in report["metrics"].items() if k != "num_examples"}
@@ -96,14 +97,13 @@ def test_misspelt_field_inside_a_config_file_is_caught():
 
 def test_workdir_frozen_by_an_older_version_still_loads(tmp_path):
     """A field added to the base config later takes its default when an old run is evaluated."""
-    from train import evaluate
 
     config = config_lib.load("configs/vae_digits.py:smoke")
     frozen = json.loads(config.to_json_best_effort())
     del frozen["data"]["resolution"]
     frozen["optim"]["learning_rate"] = 0.0123
     (tmp_path / "config.json").write_text(json.dumps(frozen))
-    loaded = evaluate.load_config(tmp_path)
+    loaded = runs.load_config(tmp_path)
     assert loaded.data.resolution == 0 and loaded.optim.learning_rate == 0.0123
     assert loaded.model.latent_dim == config.model.latent_dim
     config_lib.validate(loaded, vae.section())

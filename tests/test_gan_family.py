@@ -10,6 +10,7 @@ from conftest import set_fields
 from scipy.special import expit
 
 from train import config as config_lib
+from train import runs
 from train.families import gan
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -74,10 +75,9 @@ def test_ema_half_life_counts_images():
     ],
 )
 def test_bad_gan_configs_fail_at_build_with_the_fix(overrides, message, in_repo):
-    from train import trainer
 
     with pytest.raises(config_lib.ConfigError) as error:
-        trainer.build(smoke(**overrides))
+        runs.build(smoke(**overrides))
     assert message in str(error.value)
 
 
@@ -89,20 +89,19 @@ def test_discriminator_section_is_checked_against_its_model():
 
 
 def test_conditional_models_must_agree_on_classes(in_repo):
-    from train import trainer
 
     config = smoke("sngan_fashion_mnist")
     config.model.num_classes = 10
     with pytest.raises(config_lib.ConfigError, match="gan.discriminator.num_classes = 0"):
-        trainer.build(config)
+        runs.build(config)
 
 
 def test_frozen_config_with_another_discriminator_reloads(tmp_path, in_repo):
-    from train import evaluate, trainer
+    from train import trainer
 
     config = smoke("sngan_fashion_mnist", total_steps=1, eval_every=0, preview_every=0)
     trainer.train(config, tmp_path)
-    reloaded = evaluate.load_config(tmp_path)
+    reloaded = runs.load_config(tmp_path)
     assert reloaded.gan.discriminator.to_dict() == config.gan.discriminator.to_dict()
 
 
@@ -156,7 +155,7 @@ def test_one_device_jit8_and_pmap8_reach_the_same_parameters(name, extra, tmp_pa
     one = trainer.train(smoke(name, **common, **{"parallel.num_devices": 1}), tmp_path / "one")
     jit8 = trainer.train(smoke(name, **common), tmp_path / "jit8")
     pmap8 = trainer.train(smoke(name, **common, **{"parallel.strategy": "pmap"}), tmp_path / "pmap8")
-    setup = trainer.build(smoke(name, **common))
+    setup = runs.build(smoke(name, **common))
     initial = params_of(setup.family.init(*setup.init_args))
     p_one = params_of(one)
     moved = {k.split("/")[0] for k in p_one if not np.allclose(initial[k], p_one[k])}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from train import config as config_lib
-from train import losses
+from train import losses, runs
 from train import optim as optim_lib
 from train.families import swap
 from zoo import pretrained
@@ -124,10 +124,9 @@ def test_generator_gan_terms_follow_the_bce_formula():
     ],
 )
 def test_bad_swap_configs_fail_at_build_with_the_fix(overrides, message):
-    from train import trainer
 
     with pytest.raises(config_lib.ConfigError, match=message):
-        trainer.build(smoke(**overrides))
+        runs.build(smoke(**overrides))
 
 
 def test_swap_truth_names_the_fix_on_data_without_ground_truth(tmp_path):
@@ -176,7 +175,7 @@ def test_one_device_jit8_and_pmap8_reach_the_same_parameters(tmp_path):
     one = trainer.train(smoke(**common, **{"parallel.num_devices": 1}), tmp_path / "one")
     jit8 = trainer.train(smoke(**common), tmp_path / "jit8")
     pmap8 = trainer.train(smoke(**common, **{"parallel.strategy": "pmap"}), tmp_path / "pmap8")
-    setup = trainer.build(smoke(**common))
+    setup = runs.build(smoke(**common))
     initial = params_of(setup.family.init(*setup.init_args))
     p_one = params_of(one)
     assert {k.split("/")[0] for k in p_one} == {"swap", "patch_d", "code_d"}
@@ -193,19 +192,19 @@ def test_fine_tuning_starts_from_the_pretrained_export_with_the_inter_reinitiali
     trainer.train(smoke(**{"eval_every": 0, "preview_every": 0}), tmp_path / "pretrain")
     path = export.export_run(tmp_path / "pretrain")
     start = pretrained.load(path).params
-    setup = trainer.build(smoke(**{"swap.init_from": str(path), "swap.reinit": ("inter",)}))
+    setup = runs.build(smoke(**{"swap.init_from": str(path), "swap.reinit": ("inter",)}))
     params = setup.family.init(*setup.init_args)["params"]["swap"]
     for part in ("encoder", "decoder_src", "decoder_dst"):
         jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), params[part], start[part])
-    scratch = trainer.build(smoke())
+    scratch = runs.build(smoke())
     fresh = scratch.family.init(*scratch.init_args)["params"]["swap"]["inter"]
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), params["inter"], fresh)
     assert not np.allclose(jax.tree.leaves(params["inter"])[0], jax.tree.leaves(start["inter"])[0])
 
     with pytest.raises(config_lib.ConfigError, match="ae_dims=32 .config has 48"):
-        trainer.build(smoke(**{"swap.init_from": str(path), "model.ae_dims": 48}))
+        runs.build(smoke(**{"swap.init_from": str(path), "model.ae_dims": 48}))
     with pytest.raises(config_lib.ConfigError, match="parts: decoder_dst, decoder_src, encoder, inter"):
-        trainer.build(smoke(**{"swap.init_from": str(path), "swap.reinit": ("inter_AB",)}))
+        runs.build(smoke(**{"swap.init_from": str(path), "swap.reinit": ("inter_AB",)}))
 
 
 def test_identity_report_recognises_real_people_and_their_copies(shared_data):

@@ -92,12 +92,12 @@ def test_resume_after_sigkill_is_exact(tmp_path):
 def _assert_same_next_batch(workdir_a, workdir_b, step):
     """The data iterators saved at `step` in both runs yield the identical next batch."""
     from data import pipeline
-    from train import checkpoint, evaluate, trainer
+    from train import checkpoint, runs
 
     batches = []
     for workdir in (workdir_a, workdir_b):
-        config = evaluate.load_config(workdir)
-        setup = trainer.build(config)
+        config = runs.load_config(workdir)
+        setup = runs.build(config)
         iterator = iter(pipeline.make_dataset(setup.train_source, global_batch_size=config.batch_size, seed=config.seed))
         ckpt = checkpoint.Checkpointer(workdir)
         ckpt.restore(step, setup.abstract_state, iterator)

@@ -76,9 +76,9 @@ def restore(workdir: str, out: str) -> None:
     """Restore the newest checkpoint of workdir onto this process's devices and save its params."""
     import jax
 
-    from train import trainer
+    from train import runs
 
-    _, step, state = trainer.load_run(workdir)
+    _, step, state = runs.load_run(workdir)
     leaf = jax.tree.leaves(state["params"])[0]
     assert len(leaf.sharding.device_set) == jax.device_count(), leaf.sharding
     save_params(state, out)

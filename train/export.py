@@ -21,12 +21,12 @@ def export_run(workdir: str | pathlib.Path, step: int | None = None,
     The workdir and the output directory are checked first, so a typo or a read-only disk fails
     before the checkpoint is read.
     """
-    from train import trainer
+    from train import runs
 
     workdir = pathlib.Path(workdir)
     cli.check_run_dir(workdir)
     cli.check_writable(pathlib.Path(out).parent if out else workdir / "export", "pass --out FILE to write it elsewhere")
-    setup, step, state = trainer.load_run(workdir, step)
+    setup, step, state = runs.load_run(workdir, step)
     config = setup.config
     exported = setup.family.export(state)
     out = pathlib.Path(out) if out else workdir / "export" / f"{exported.model}-{step}.safetensors"

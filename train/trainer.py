@@ -1,12 +1,11 @@
 """The one training loop every family runs through.
 
-build: config -> family, data, abstract state. train: init or restore, compile each named step
+train: build the run (`train.runs`), init or restore, compile each named step
 once, then loop: next batch, run the due steps, log the previous step's metrics (fetched one step
 late so the host never waits on the device), preview, evaluate and checkpoint on their intervals.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import pathlib
@@ -18,11 +17,9 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from data import pairs, pipeline, provenance, sources, transforms
-from train import checkpoint, families, parallel
+from data import provenance
+from train import checkpoint, evaluators, parallel, runs
 from train import config as config_lib
-from train import evaluate as evaluate_lib
-from train.families.base import Family
 from train.writers import MetricWriter
 from zoo.errors import CheckpointError, WorkdirError
 
@@ -31,81 +28,14 @@ log = logging.getLogger(__name__)
 Hook = Callable[[int], None]
 
 
-@dataclasses.dataclass(frozen=True)
-class Setup:
-    """Everything derived from a config before any device work: what train and evaluate share."""
-
-    config: ml_collections.ConfigDict
-    family: Family
-    train_source: Any
-    eval_source: Any
-    eval_spec: str
-    runner: parallel.Runner
-    abstract_state: Any
-    root_key: jax.Array
-    init_args: tuple[jax.Array, Any]
-
-
-def build(config: ml_collections.ConfigDict) -> Setup:
-    """Validate the config and construct family, sources and the (abstract) state layout."""
-    family_module = families.get(config.family)
-    config_lib.validate(config, family_module.section())
-    d = config.data
-    eval_spec = d.eval_source or d.source
-    train_source = _source(d.source, d.train_split, d.resolution)
-    eval_source = _source(eval_spec, d.eval_split, d.resolution)
-    if d.source_b:
-        eval_spec_b = d.eval_source_b or d.source_b
-        train_source = pairs.PairedSource(train_source, _source(d.source_b, d.train_split, d.resolution))
-        eval_source = pairs.PairedSource(eval_source, _source(eval_spec_b, d.eval_split, d.resolution))
-        eval_spec = f"{eval_spec}|{eval_spec_b}"
-    family = family_module.make(config, train_source.info.image_shape)
-    runner = parallel.Runner.create(config.parallel.strategy, config.parallel.num_devices)
-    root_key = jax.random.key(config.seed)
-    init_args = (jax.random.fold_in(root_key, 0x696E6974), evaluate_lib.preview_batch(train_source, 1))
-    abstract = jax.eval_shape(family.init, *init_args)
-    shardings = runner.state_shardings(abstract)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-    return Setup(config, family, train_source, eval_source, f"{eval_spec}:{config.data.eval_split}", runner,
-                 abstract, root_key, init_args)
-
-
-def _source(spec: str, split: str, resolution: int) -> Any:
-    """The named source, viewed at `resolution` when it is set."""
-    source = sources.get_source(spec, split)
-    return transforms.Resized(source, resolution) if resolution else source
-
-
-def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Setup, int, Any]:
-    """A finished or running workdir's setup, checkpoint step (newest by default) and state."""
-    from train import cli
-
-    workdir = pathlib.Path(workdir)
-    cli.check_run_dir(workdir)
-    no_checkpoint = f"no complete checkpoint in {workdir / 'checkpoints'}; train until the first one is saved"
-    if not (workdir / "checkpoints").is_dir():
-        raise CheckpointError(no_checkpoint)
-    setup = build(evaluate_lib.load_config(workdir))
-    checkpointer = checkpoint.Checkpointer(workdir)
-    steps = checkpointer.steps()
-    if not steps or (step is not None and step not in steps):
-        checkpointer.close()
-        raise CheckpointError(no_checkpoint if not steps else
-                              f"no checkpoint for step {step} in {workdir}; pass --step as one of {steps}")
-    step = steps[-1] if step is None else step
-    state = checkpointer.restore(step, setup.abstract_state).state
-    checkpointer.close()
-    return setup, step, state
-
-
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks: Sequence[Hook] = ()) -> Any:
     """Train `config` in `workdir`, resuming from its newest good checkpoint; returns the final state."""
     parallel.initialize_distributed(config.parallel.multihost)
     workdir = pathlib.Path(workdir)
-    setup = build(config)
+    setup = runs.build(config)
     runner, family = setup.runner, setup.family
 
-    iterator = iter(train_dataset(setup))
+    iterator = iter(runs.train_dataset(setup))
     checkpointer = checkpoint.Checkpointer(
         workdir, max_to_keep=config.checkpoint.max_to_keep, keep_every=config.checkpoint.keep_every
     )
@@ -116,7 +46,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
         raise
     _write_config(workdir, config)
     if restored is None:
-        iterator = iter(train_dataset(setup))  # a failed restore attempt may have moved it
+        iterator = iter(runs.train_dataset(setup))  # a failed restore attempt may have moved it
         state = runner.init(family.init, *setup.init_args)
         start = 0
     else:
@@ -129,7 +59,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
                     f"{name}/" if s.prefix is None else s.prefix) for i, (name, s) in enumerate(family.steps.items())}
     state_names = parallel.state_names(setup.abstract_state)
     writer = MetricWriter(workdir)
-    preview_batch = evaluate_lib.preview_batch(setup.eval_source)
+    preview_batch = evaluators.preview_batch(setup.eval_source)
     total = config.total_steps
     pending: tuple[int, dict, dict] | None = None
     skipped = 0
@@ -178,7 +108,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
             bar.update(1)
             done = step + 1
             if _due(done, config.preview_every, total):
-                evaluate_lib.write_preview(workdir / "previews" / f"{done:08d}.png", family, canonical(), preview_batch,
+                evaluators.write_preview(workdir / "previews" / f"{done:08d}.png", family, canonical(), preview_batch,
                                            config.seed, {"Model": config.model.name, "Step": done})
             if _due(done, config.checkpoint.every, total):
                 flush_pending()
@@ -196,23 +126,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
     return canonical()
 
 
-def train_dataset(setup: Setup) -> Any:
-    """This process's endless training batches: {"a", "b"} pairs when the config names two sources."""
-    config, source = setup.config, setup.train_source
-    common = dict(global_batch_size=config.batch_size, seed=config.seed, process_index=jax.process_index(),
-                  process_count=jax.process_count(), worker_count=config.data.worker_count)
-    make_transforms = setup.family.train_transforms
-    if isinstance(source, pairs.PairedSource):
-        ta, tb = make_transforms(source.a, source.b) if make_transforms else (None, None)
-        return pipeline.make_pair_dataset(source.a, source.b, transform=ta, transform_b=tb, **common)
-    transform = make_transforms(source, None)[0] if make_transforms else None
-    return pipeline.make_dataset(source, transform=transform, **common)
-
-
-def _evaluate(setup: Setup, state: Any, writer: MetricWriter, step: int) -> None:
+def _evaluate(setup: runs.Setup, state: Any, writer: MetricWriter, step: int) -> None:
     config = setup.config
     names = tuple(config.eval.metrics) or setup.family.default_metrics
-    results = evaluate_lib.run_metrics(
+    results = evaluators.run_metrics(
         setup.family, state, setup.eval_source, names=names, batch_size=config.eval.batch_size, seed=config.seed,
         num_examples=config.eval.num_examples, mesh=setup.runner.mesh if config.parallel.strategy == "jit" else None,
     )
@@ -231,7 +148,7 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
         )
 
 
-def _resume_check(config: ml_collections.ConfigDict, setup: Setup, workdir: pathlib.Path) -> checkpoint.Check:
+def _resume_check(config: ml_collections.ConfigDict, setup: runs.Setup, workdir: pathlib.Path) -> checkpoint.Check:
     """Stops a resume whose config changes the state; logs the changes that leave it resumable.
 
     Compared before any array is read, with the config each checkpoint recorded: a run is never

@@ -36,12 +36,11 @@ import numpy as np
 import optax
 
 from train import config as config_lib
-from train import diffaugment, parallel
-from train import evaluate as evaluate_lib
+from train import diffaugment, evaluators, parallel
 from train import optim as optim_lib
 from train.config import ConfigError, model_kwargs
 from train.families.base import Batch, Export, Family, State, Step
-from train.metrics import extractors, generative
+from train.metrics import extractors, features, generative
 from zoo import registry
 
 LOSSES = ("non_saturating", "hinge", "wgan_gp")
@@ -121,13 +120,13 @@ def reference_name(config: ml_collections.ConfigDict) -> str:
 
 
 def measurement(config: ml_collections.ConfigDict, source: Any, num_examples: int
-                ) -> tuple[extractors.Extractor, generative.Protocol, dict[str, np.ndarray]]:
+                ) -> tuple[features.Extractor, generative.Protocol, dict[str, np.ndarray]]:
     """The config's extractor, protocol and (cached) reference outputs on the first `num_examples` of `source`."""
     hp = config.gan
     extractor = extractors.get_extractor(hp.extractor, weights=hp.extractor_weights or None)
     protocol = generative.Protocol(num_samples=hp.eval_samples, kid_subset_size=hp.kid_subset_size,
                                    kid_subsets=hp.kid_subsets, pr_k=hp.pr_k, seed=config.seed)
-    cache = pathlib.Path(hp.cache_dir) if hp.cache_dir else extractors.cache_dir() / "reference"
+    cache = pathlib.Path(hp.cache_dir) if hp.cache_dir else features.cache_dir() / "reference"
     return extractor, protocol, generative.reference_outputs(extractor, source, reference_name(config), num_examples,
                                                              cache)
 
@@ -301,11 +300,11 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
 
     def sampler(state: State, seed: int, batch_size: int) -> generative.Sampler:
         """Batch i of uint8 samples, keyed by (seed, i): the same images for the same state and seed."""
-        base = evaluate_lib.eval_key(seed)
+        base = evaluators.eval_key(seed)
 
         def draw(i: int) -> np.ndarray:
             keys = jax.vmap(lambda j: jax.random.fold_in(base, j))(i * batch_size + jnp.arange(batch_size))
-            return generative.to_uint8(jax.device_get(evaluate_lib.compiled(sample)(state, keys)))
+            return generative.to_uint8(jax.device_get(evaluators.compiled(sample)(state, keys)))
 
         return draw
 

@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 
 from train.metrics import generative
-from train.metrics.extractors import Extractor
+from train.metrics.features import Extractor
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -34,7 +34,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from data import provenance, sources
-from train.metrics.extractors import Extractor
+from train.metrics.features import Extractor
 from zoo.pretrained import sha256
 
 log = logging.getLogger(__name__)

@@ -1,57 +1,15 @@
-"""Feature extractors for FID, KID, precision/recall and IS, behind one interface and one registry.
+"""The feature extractors by name: `get_extractor("inception_v3_fid" | "domain_mnist" | ...)`.
 
-An extractor takes uint8 images, the form every FID protocol quantises samples to before
-measuring them, and returns pooled features (and class probabilities where it has a classifier
-head). Its `name` and `resize` are written into every reference-statistics file and result, so two
-numbers are only ever compared when they came from the same network at the same input size.
+The interface they share is `train.metrics.features.Extractor`; each network lives in its own
+module, imported only when its name is asked for.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 from typing import Callable
 
-import numpy as np
-
-
-@dataclasses.dataclass(frozen=True)
-class Extractor:
-    """A feature network: `apply(uint8 [batch_size, H, W, C]) -> {"features": [.., D], "probs": [.., K]}`.
-
-    `probs` is present only when `num_classes > 0` (the Inception Score needs it). Calling the
-    extractor feeds `apply` exactly `batch_size` images at a time, zero-padding the last chunk and
-    dropping its padded rows, so a compiled network sees one shape per image size and memory stays
-    bounded.
-    """
-
-    name: str
-    resize: str
-    feature_dim: int
-    num_classes: int
-    batch_size: int
-    apply: Callable[[np.ndarray], dict[str, np.ndarray]]
-
-    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-            raise ValueError(
-                f"extractor {self.name!r} takes uint8 images [N, H, W, 1 or 3], got {images.dtype} {images.shape}; "
-                "quantise samples with train.metrics.generative.to_uint8 first"
-            )
-        out = {}
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
-            n = len(chunk)
-            padded = np.concatenate([chunk, np.zeros((self.batch_size - n, *chunk.shape[1:]), chunk.dtype)])
-            for key, value in self.apply(padded).items():
-                out.setdefault(key, []).append(np.asarray(value)[:n])
-        return {key: np.concatenate(values) for key, values in out.items()}
-
-
-def cache_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
-    """Where extractor weights and reference statistics live: `override`, $ZOO_CACHE, or ~/.cache."""
-    return pathlib.Path(override or os.environ.get("ZOO_CACHE", pathlib.Path.home() / ".cache" / "deepfake-zoo"))
+from train.metrics.features import Extractor, cache_dir
 
 
 def _inception(cache: pathlib.Path, weights: str | None) -> Extractor:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from train.metrics import frechet
-from train.metrics.extractors import Extractor
+from train.metrics.features import Extractor
 from train.metrics.inception_score import inception_score
 from train.metrics.kid import kernel_inception_distance
 from train.metrics.precision_recall import precision_recall

@@ -24,7 +24,7 @@ import numpy as np
 from einops import rearrange, reduce, repeat
 from flax import traverse_util
 
-from train.metrics.extractors import Extractor
+from train.metrics.features import Extractor
 from zoo import pretrained, torch_weights
 from zoo.errors import WeightsError
 

@@ -45,7 +45,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from data import media
-from data.sources import Source, SourceInfo, TfdsSource, _check_index
+from data.base import Source, SourceInfo, TfdsSource, check_index, tfds_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,6 @@ VERSION = "1.0.0"
 BUILT_BY = "data.local_tfds"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SAMPLE_ITEMS = 16
-
-
-def default_data_dir() -> pathlib.Path:
-    """$TFDS_DATA_DIR, else ~/tensorflow_datasets (where `data.sources.local_datasets` looks)."""
-    return pathlib.Path(os.environ.get("TFDS_DATA_DIR") or pathlib.Path.home() / "tensorflow_datasets")
 
 
 class _Subset:
@@ -76,7 +71,7 @@ class _Subset:
         return len(self._rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self._source[int(self._rows[_check_index(index, len(self))])]
+        return self._source[int(self._rows[check_index(index, len(self))])]
 
 
 def _spec_source(spec: str, split: str) -> Source:
@@ -246,7 +241,7 @@ def build(
     splits = tuple(splits)
     if not splits or len(set(splits)) != len(splits):
         raise ValueError(f"splits={splits!r}: give one or more distinct split names")
-    data_dir = pathlib.Path(data_dir) if data_dir is not None else default_data_dir()
+    data_dir = pathlib.Path(data_dir) if data_dir is not None else tfds_data_dir()
     version_dir = data_dir / name / VERSION
     factories, description, fingerprint = _resolve(source, splits)
 
@@ -310,7 +305,7 @@ def load(name: str, data_dir: str | os.PathLike[str] | None = None, split: str =
     """A built dataset's split as a Source (random access through tfds.data_source, no TensorFlow)."""
     import tensorflow_datasets as tfds
 
-    data_dir = str(data_dir) if data_dir is not None else str(default_data_dir())
+    data_dir = str(data_dir) if data_dir is not None else str(tfds_data_dir())
     data_source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     return TfdsSource(name, data_source, data_source.dataset_info)
 
@@ -325,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "'video:../shared/data/grid;size=64;stride=2'")
     parser.add_argument("--name", required=True, help="dataset name (snake_case)")
     parser.add_argument("--data_dir", default=None,
-                        help=f"TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets: {default_data_dir()})")
+                        help=f"TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets: {tfds_data_dir()})")
     parser.add_argument("--splits", default="train,test", help="comma-separated splits to write (default train,test)")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset built from different input")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Random-access sources over image folders and video files, for faces a user has on disk.
 
-Both follow `data.sources.Source`: `len(source)`, `source[i] -> {"image": uint8 HxWx3, "label": np.int64}`
+Both follow `data.base.Source`: `len(source)`, `source[i] -> {"image": uint8 HxWx3, "label": np.int64}`
 and `source.info`. Spec strings (parsed by `from_spec`; paths may not contain ';'):
 
   folder:<dir>[;size=N][;strict=1]
@@ -81,7 +81,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from data.sources import SPLITS, ArraySource, SourceInfo, _check_index
+from data.base import SPLITS, ArraySource, DataNotFoundError, SourceInfo, check_index
 from zoo.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,10 @@ SPEC_FORMS = {
     "video in a directory (.mpg .mp4 .avi .mov .mkv .webm, via imageio-ffmpeg); label = video index; "
     "test = every 10th kept frame of each video",
 }
+
+
+class NotADirectoryDataError(DataError, NotADirectoryError):
+    """A folder: spec names a file; also a NotADirectoryError, which callers may catch."""
 
 
 class BadMediaWarning(UserWarning):
@@ -149,14 +153,14 @@ def resize_crop(image: Image.Image, size: int) -> Image.Image:
 
 def _check_size(size: int | None) -> int | None:
     if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
-        raise ValueError(f"size={size!r}: pass a positive int (the output is size x size) or None")
+        raise DataError(f"size={size!r}: pass a positive int (the output is size x size) or None")
     return None if size is None else int(size)
 
 
 def _split_positions(n: int, split: str) -> np.ndarray:
     """Positions 0..n-1 that belong to `split` (test = every TEST_EVERY-th, from 0)."""
     if split not in SPLITS:
-        raise ValueError(f"split {split!r} is not supported; use one of {', '.join(SPLITS)}")
+        raise DataError(f"split {split!r} is not supported; use one of {', '.join(SPLITS)}")
     positions = np.arange(n)
     if split == "all":
         return positions
@@ -292,13 +296,13 @@ class FolderSource:
         self.strict = bool(strict)
         self.extensions = tuple(extensions)
         if not self.root.exists():
-            raise FileNotFoundError(f"folder {self.root}: no such directory")
+            raise DataNotFoundError(f"folder {self.root}: no such directory; check the path in the folder: spec")
         if not self.root.is_dir():
-            raise NotADirectoryError(f"folder {self.root}: not a directory (for one video use video:{self.root})")
+            raise NotADirectoryDataError(f"folder {self.root}: not a directory (for one video use video:{self.root})")
         candidates, others = _find_files(self.root, self.extensions)
         if not candidates:
             seen = f"; it holds {len(others)} other file(s), e.g. {others[0].name}" if others else " (it is empty)"
-            raise ValueError(
+            raise DataError(
                 f"folder {self.root}: no images with the accepted extensions {' '.join(self.extensions)} "
                 f"(searched recursively, hidden files ignored){seen}"
             )
@@ -323,7 +327,7 @@ class FolderSource:
                 shape = _probe(path)
             except ValueError as e:
                 if self.strict:
-                    raise ValueError(f"{path}: {e} (strict mode; drop strict to skip bad files)") from None
+                    raise DataError(f"{path}: {e} (strict mode; drop strict to skip bad files)") from None
                 self.skipped.append(Skipped(str(path), str(e)))
                 continue
             paths.append(path)
@@ -344,7 +348,7 @@ class FolderSource:
             for path, shape in zip(paths, shapes):
                 by_shape.setdefault(shape, path)
             examples = "; ".join(f"{h}x{w} e.g. {p}" for (h, w), p in list(by_shape.items())[:3])
-            raise ValueError(
+            raise DataError(
                 f"folder {self.root}: images have {len(by_shape)} different sizes ({examples}); batches need one "
                 "size: pass size=N (spec: folder:<dir>;size=N) to resize and centre-crop every image to N x N"
             )
@@ -364,7 +368,7 @@ class FolderSource:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        start = _check_index(index, len(self))
+        start = check_index(index, len(self))
         for step in range(len(self)):
             i = (start + step) % len(self)
             if i in self._bad:
@@ -383,7 +387,7 @@ class FolderSource:
     def _mark_bad(self, i: int, error: Exception) -> None:
         path = self.paths[i]
         if self.strict:
-            raise ValueError(f"{path}: cannot decode ({type(error).__name__}: {error}) (strict mode)") from error
+            raise DataError(f"{path}: cannot decode ({type(error).__name__}: {error}) (strict mode)") from error
         with self._lock:
             if i in self._bad:
                 return
@@ -464,7 +468,7 @@ def _decode_video(
     except Exception as e:
         reason = f"ffmpeg cannot open it ({str(e).splitlines()[0]})"
         if strict:
-            raise ValueError(f"{path}: {reason} (strict mode)") from e
+            raise DataError(f"{path}: {reason} (strict mode)") from e
         return _Decoded(frames, numbers, Skipped(str(path), reason))
     decoded, error = 0, None
     try:
@@ -490,14 +494,14 @@ def _decode_video(
         if decoded == 0:
             reason = "no video frames"
             if strict:
-                raise ValueError(f"{path}: {reason} (strict mode)")
+                raise DataError(f"{path}: {reason} (strict mode)")
             return _Decoded(frames, numbers, Skipped(str(path), reason, 0, 0))
         return _Decoded(frames, numbers, None)
     total = max(total, decoded + 1)
     detail = f": {str(error).splitlines()[0]}" if error is not None else ""
     reason = f"frame {decoded} of {total} is corrupt (truncated or damaged file{detail})"
     if strict:
-        raise ValueError(f"{path}: {reason} (strict mode; without it the frames before it are kept)")
+        raise DataError(f"{path}: {reason} (strict mode; without it the frames before it are kept)")
     reason += f"; frames {decoded}-{total - 1} dropped"
     return _Decoded(frames, numbers, Skipped(str(path), reason, decoded, total - decoded))
 
@@ -532,16 +536,16 @@ class VideoSource(ArraySource):
         self.size = _check_size(size)
         for name, value in (("stride", stride), ("max_frames", max_frames)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise ValueError(f"{name}={value!r}: pass a positive int")
+                raise DataError(f"{name}={value!r}: pass a positive int")
         self.stride, self.max_frames, self.strict = int(stride), max_frames, bool(strict)
         _split_positions(0, split)  # validates the name before any decoding
         if not self.path.exists():
-            raise FileNotFoundError(f"video {self.path}: no such file or directory")
+            raise DataNotFoundError(f"video {self.path}: no such file or directory; check the path in the video: spec")
         if self.path.is_dir():
             videos, others = _find_files(self.path, VIDEO_EXTENSIONS)
             if not videos:
                 seen = f"; it holds {len(others)} other file(s), e.g. {others[0].name}" if others else " (it is empty)"
-                raise ValueError(
+                raise DataError(
                     f"video {self.path}: no videos with the accepted extensions {' '.join(VIDEO_EXTENSIONS)} "
                     f"(searched recursively){seen}"
                 )
@@ -562,11 +566,11 @@ class VideoSource(ArraySource):
             log.info("%s: %d frames kept for split %s", video, len(keep), split)
         if not parts:
             why = f" ({self.skipped[0].path}: {self.skipped[0].reason})" if self.skipped else ""
-            raise ValueError(f"video {self.path}: no frames decoded for split {split!r}{why}")
+            raise DataError(f"video {self.path}: no frames decoded for split {split!r}{why}")
         shapes = {p.shape for p in parts}
         if len(shapes) > 1:
             sizes = ", ".join(f"{s[0]}x{s[1]}" for s in sorted(shapes))
-            raise ValueError(
+            raise DataError(
                 f"video {self.path}: videos have different frame sizes ({sizes}); "
                 "pass size=N (spec: video:<dir>;size=N) to resize and centre-crop every frame to N x N"
             )
@@ -601,32 +605,32 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 def parse_spec(kind: str, rest: str) -> tuple[pathlib.Path, dict[str, Any]]:
     """(path, keyword options) of `folder:`/`video:` spec text after the colon, e.g. "faces;size=64"."""
     if kind not in _OPTIONS:
-        raise ValueError(f"{kind}: not a media spec kind (use folder or video)")
+        raise DataError(f"{kind}: not a media spec kind (use folder or video)")
     usage = next(form for form in SPEC_FORMS if form.startswith(kind + ":"))
     path, *items = rest.split(";")
     if not path.strip():
-        raise ValueError(f"{kind}:{rest}: no path; the format is {usage}")
+        raise DataError(f"{kind}:{rest}: no path; the format is {usage}")
     options: dict[str, Any] = {}
     for item in items:
         if not item.strip():
             continue
         key, eq, value = (s.strip() for s in item.partition("="))
         if key not in _OPTIONS[kind] or not eq:
-            raise ValueError(
+            raise DataError(
                 f"{kind}:{rest}: bad option {item!r}; {kind} takes {', '.join(k + '=' for k in _OPTIONS[kind])} "
                 f"(format {usage})"
             )
         if key == "strict":
             if value.lower() not in _TRUE + _FALSE:
-                raise ValueError(f"{kind}:{rest}: strict={value!r}; use strict=1 or strict=0")
+                raise DataError(f"{kind}:{rest}: strict={value!r}; use strict=1 or strict=0")
             options[key] = value.lower() in _TRUE
         else:
             try:
                 options[key] = int(value)
             except ValueError:
-                raise ValueError(f"{kind}:{rest}: {key}={value!r} is not an integer") from None
+                raise DataError(f"{kind}:{rest}: {key}={value!r} is not an integer") from None
             if options[key] < 1:
-                raise ValueError(f"{kind}:{rest}: {key}={value} must be positive")
+                raise DataError(f"{kind}:{rest}: {key}={value} must be positive")
     return pathlib.Path(path.strip()), options
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import grain
 import numpy as np
 
-from data.sources import Source
+from data.base import Source
 
 VALID = "_mask"  # eval_batches' flag of real (unpadded) rows
 

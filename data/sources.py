@@ -22,7 +22,6 @@ only where the data has labels) and `source.info`. Spec forms (see `list_sources
 """
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import logging
 import math
@@ -30,16 +29,26 @@ import os
 import pathlib
 import re
 import struct
+import zipfile
 import zlib
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
+from data.base import (  # noqa: F401  (re-exported: the public names of every source)
+    SPLITS,
+    ArraySource,
+    DataNotFoundError,
+    Source,
+    SourceInfo,
+    TfdsSource,
+    check_index,
+    tfds_data_dir,
+)
 from zoo.errors import DataError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "test", "all")
 FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 SHARED_DATA_DIR = pathlib.Path("..") / "shared" / "data"
 
@@ -54,138 +63,6 @@ _SPEC_FORMS = {
     "synthetic_faces[:ids=0,1;n=1000;size=64;seed=0]": "parametric cartoon faces with known identity, expression "
     "and pose (data/synthetic.py): label = identity; train/test draw disjoint expressions and poses",
 }
-
-
-class DataNotFoundError(DataError, FileNotFoundError):
-    """A file or directory a spec names is missing; also a FileNotFoundError, which callers may catch."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceInfo:
-    """What a model needs to know about a source before reading it: shapes and class count."""
-
-    name: str
-    image_shape: tuple[int, int, int]
-    num_classes: int | None
-    num_examples: int
-
-
-@runtime_checkable
-class Source(Protocol):
-    """Random access to examples, which is what grain needs for global shuffles and resumable state."""
-
-    info: SourceInfo
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-
-class ArraySource:
-    """A source over in-memory arrays: cheap random access for datasets that fit in RAM."""
-
-    def __init__(
-        self,
-        name: str,
-        images: np.ndarray,
-        labels: np.ndarray | None = None,
-        num_classes: int | None = None,
-    ):
-        images = _as_nhwc_uint8(images, name)
-        if labels is not None:
-            labels = np.asarray(labels)
-            if labels.shape != (len(images),):
-                raise DataError(
-                    f"{name}: labels have shape {labels.shape} but there are {len(images)} images; "
-                    "pass one integer label per image"
-                )
-            if not np.issubdtype(labels.dtype, np.integer):
-                raise DataError(f"{name}: labels have dtype {labels.dtype}; integer class ids are required")
-            labels = labels.astype(np.int64)
-            if num_classes is None and len(labels):
-                num_classes = int(labels.max()) + 1
-        self._images = images
-        self._labels = labels
-        self.info = SourceInfo(
-            name=name,
-            image_shape=tuple(int(d) for d in images.shape[1:]),
-            num_classes=num_classes if labels is not None else None,
-            num_examples=len(images),
-        )
-
-    def __len__(self) -> int:
-        return len(self._images)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        i = _check_index(index, len(self))
-        example: dict[str, Any] = {"image": self._images[i].copy()}
-        if self._labels is not None:
-            example["label"] = self._labels[i]
-        return example
-
-    def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """The examples at `indices` as one batch, by fancy indexing: the pipeline's fast path."""
-        indices = np.asarray(indices)
-        batch: dict[str, np.ndarray] = {"image": self._images[indices]}
-        if self._labels is not None:
-            batch["label"] = self._labels[indices]
-        return batch
-
-    def __repr__(self) -> str:
-        return f"ArraySource({self.info})"
-
-    @property
-    def images(self) -> np.ndarray:
-        """All images as one read-only [N,H,W,C] uint8 array, for fast whole-set statistics."""
-        view = self._images.view()
-        view.flags.writeable = False
-        return view
-
-    @property
-    def labels(self) -> np.ndarray | None:
-        """All labels as a read-only int64 [N] array, or None for unlabelled data."""
-        if self._labels is None:
-            return None
-        view = self._labels.view()
-        view.flags.writeable = False
-        return view
-
-
-class TfdsSource:
-    """A TFDS array_record data source mapped to {"image", "label"}, so TFDS data needs no TensorFlow."""
-
-    def __init__(self, name: str, data_source: Any, dataset_info: Any):
-        self._source = data_source
-        features = dataset_info.features
-        if "image" not in features:
-            raise DataError(
-                f"tfds:{name} has no 'image' feature (features: {', '.join(features.keys())}); "
-                "only image datasets are supported"
-            )
-        self._has_label = "label" in features
-        shape = tuple(features["image"].shape)
-        if len(shape) == 2:
-            shape = (*shape, 1)
-        num_classes = getattr(features["label"], "num_classes", None) if self._has_label else None
-        self.info = SourceInfo(
-            name=name, image_shape=shape, num_classes=num_classes, num_examples=len(data_source)
-        )
-
-    def __len__(self) -> int:
-        return len(self._source)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        record = self._source[_check_index(index, len(self))]
-        image = np.asarray(record["image"], dtype=np.uint8)
-        if image.ndim == 2:
-            image = image[..., None]
-        example: dict[str, Any] = {"image": image}
-        if self._has_label:
-            example["label"] = np.int64(record["label"])
-        return example
-
-    def __repr__(self) -> str:
-        return f"TfdsSource({self.info})"
 
 
 def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) -> Source:
@@ -282,37 +159,6 @@ def _read_maybe_gzip(path: pathlib.Path) -> bytes:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: corrupt gzip file ({e}); re-download it") from e
-
-
-def _check_index(index: int, length: int) -> int:
-    """A non-negative in-range int index; IndexError past the end so plain iteration stops."""
-    i = int(index)
-    if i < 0:
-        i += length
-    if not 0 <= i < length:
-        raise IndexError(f"index {index} out of range for a source of {length} examples")
-    return i
-
-
-def _as_nhwc_uint8(images: np.ndarray, name: str) -> np.ndarray:
-    """Images as [N,H,W,C] uint8; floats in [0,1] are scaled, anything else is refused with the fix."""
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4:
-        raise DataError(f"{name}: images have shape {images.shape}; expected [N,H,W] or [N,H,W,C]")
-    if images.dtype == np.uint8:
-        return images
-    if images.dtype == np.bool_:
-        return images.astype(np.uint8) * 255
-    if np.issubdtype(images.dtype, np.floating) and images.size and 0 <= images.min() and images.max() <= 1:
-        return np.round(images * 255).astype(np.uint8)
-    if np.issubdtype(images.dtype, np.integer) and images.size and 0 <= images.min() and images.max() <= 255:
-        return images.astype(np.uint8)
-    raise DataError(
-        f"{name}: images have dtype {images.dtype} with values outside uint8 0..255 or float 0..1; "
-        "convert them to uint8 first"
-    )
 
 
 def _split_rows(n: int, split: str, train_rows: np.ndarray | slice) -> np.ndarray | slice:
@@ -413,11 +259,33 @@ def _path_and_key(rest: str) -> tuple[pathlib.Path, str | None]:
 
 def _load_npz_array(path: pathlib.Path, keys: tuple[str, ...]) -> np.ndarray:
     """The first of `keys` present in an npz file, or an error listing the keys it has."""
-    with np.load(path) as npz:
+    with _open_npz(path) as npz:
         for key in keys:
             if key in npz.files:
-                return npz[key]
+                return _npz_array(path, npz, key)
         raise DataError(f"{path}: none of the keys {', '.join(keys)} (the file has {', '.join(npz.files)})")
+
+
+_DAMAGED_NPZ = (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, zlib.error, ValueError)
+
+
+def _open_npz(path: pathlib.Path) -> Any:
+    """The file as numpy's lazy NpzFile, or DataError if it is no zip archive or its directory is damaged."""
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"npz:{path}: not an .npz archive (a zip of .npy arrays); write one with numpy.savez")
+    try:
+        return np.load(path)
+    except _DAMAGED_NPZ as error:
+        raise DataError(f"npz:{path}: damaged .npz archive ({type(error).__name__}: {error}); write it again") from error
+
+
+def _npz_array(path: pathlib.Path, npz: Any, key: str) -> np.ndarray:
+    """One array of an open npz file; a damaged entry (bad CRC, header or length) is a DataError naming it."""
+    try:
+        return npz[key]
+    except _DAMAGED_NPZ as error:  # ValueError: an .npy header numpy cannot parse, or object arrays (pickles)
+        raise DataError(f"npz:{path}: array {key!r} is damaged or not a plain array ({type(error).__name__}: "
+                        f"{error}); write the file again with numpy.savez") from error
 
 
 def _labels_key(image_key: str) -> str:
@@ -433,7 +301,7 @@ def _npz(path: pathlib.Path, key: str | None, split: str) -> ArraySource:
     """Images (and labels when present) from an npz file, selected by key or split naming."""
     if not path.is_file():
         raise DataNotFoundError(f"npz:{path}: no such file")
-    with np.load(path) as npz:
+    with _open_npz(path) as npz:
         files = npz.files
         if key is not None:
             candidates = [key]
@@ -450,8 +318,8 @@ def _npz(path: pathlib.Path, key: str | None, split: str) -> ArraySource:
                 f"the file has {', '.join(files)}); name the key as npz:{path}:<key>"
             )
         labels_key = _labels_key(image_key)
-        labels = npz[labels_key] if labels_key in files else None
-        return ArraySource(path.stem, npz[image_key], labels)
+        labels = _npz_array(path, npz, labels_key) if labels_key in files else None
+        return ArraySource(path.stem, _npz_array(path, npz, image_key), labels)
 
 
 def _concat(name: str, parts: list[ArraySource]) -> ArraySource:
@@ -464,13 +332,23 @@ def _concat(name: str, parts: list[ArraySource]) -> ArraySource:
     )
 
 
+def _loadmat(path: pathlib.Path) -> dict[str, Any]:
+    """scipy's reading of a .mat file, with its refusals of a damaged or non-MATLAB file raised as DataError."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    try:
+        return loadmat(path)
+    except (MatReadError, ValueError, TypeError, IndexError, OSError, EOFError, struct.error, zlib.error) as error:
+        raise DataError(f"mat:{path}: not a readable MATLAB .mat file ({type(error).__name__}: {error}); "
+                        "check the path, or save the file again with scipy.io.savemat") from error
+
+
 def _mat(path: pathlib.Path, split: str) -> ArraySource:
     """Olivetti faces or SVHN-style images from a .mat file, with the splits the module docstring gives."""
-    from scipy.io import loadmat
-
     if not path.is_file():
         raise DataNotFoundError(f"mat:{path}: no such file")
-    mat = loadmat(path)
+    mat = _loadmat(path)
     if "faces" in mat:
         faces = mat["faces"]
         side = math.isqrt(faces.shape[0])
@@ -530,6 +408,16 @@ class DatasetNotPreparedError(DataNotFoundError):
     """A TFDS dataset that exists in the catalogue but has no array_record files on this machine."""
 
 
+def _tfds_builder(tfds: Any, name: str, data_dir: str | None) -> Any:
+    """`tfds.builder(name)`, its refusals of a malformed name, config or version raised as DataError."""
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except (ValueError, AssertionError) as error:  # TFDS asserts that the version it is asked for exists
+        reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
+        raise DataError(f"tfds:{name}: {reason}; the spec is tfds:<name>[/config][:version][:split], e.g. "
+                        "tfds:mnist:test (`python -m data list` shows the prepared datasets)") from error
+
+
 def _tfds(rest: str, split: str, data_dir: str | None) -> TfdsSource:
     """A TFDS data source, translating TFDS's not-found/not-prepared failures into the fix."""
     match = _TFDS_NAME.match(rest)
@@ -542,16 +430,14 @@ def _tfds(rest: str, split: str, data_dir: str | None) -> TfdsSource:
         data_source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except tfds.core.registered.DatasetNotFoundError as e:
         if name in _MANUAL_DATASETS:
-            from data import local_tfds
-
-            directory = data_dir or local_tfds.default_data_dir()
+            directory = data_dir or tfds_data_dir()
             raise DatasetNotPreparedError(f"tfds:{name} is not built in {directory}. "
                                           + _MANUAL_DATASETS[name].format(data_dir=directory)) from e
         raise DataError(
             f"tfds:{name}: no such TFDS dataset; see https://www.tensorflow.org/datasets/catalog"
         ) from e
     except Exception as e:
-        builder = tfds.builder(name, data_dir=data_dir)
+        builder = _tfds_builder(tfds, name, data_dir)
         command = _prepare_command(name, data_dir)
         if not builder.is_prepared():
             note = _PREPARE_NOTES.get(name.split(":")[0].split("/")[0], "")

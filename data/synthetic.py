@@ -25,7 +25,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from data.sources import SourceInfo
+from data.base import SourceInfo
+from zoo.errors import DataError
 
 __all__ = [
     "EXPRESSION_FIELDS",
@@ -856,15 +857,15 @@ class SyntheticFaces:
     ):
         seeds = tuple(int(i) for i in identities)
         if not seeds:
-            raise ValueError("SyntheticFaces needs at least one identity seed")
+            raise DataError("SyntheticFaces needs at least one identity seed")
         if len(set(seeds)) != len(seeds):
-            raise ValueError(f"identity seeds {seeds} repeat; each label must be a different person")
+            raise DataError(f"identity seeds {seeds} repeat; each label must be a different person")
         if int(num_per_identity) < 1:
-            raise ValueError(f"num_per_identity={num_per_identity}; need at least 1 image per identity")
+            raise DataError(f"num_per_identity={num_per_identity}; need at least 1 image per identity")
         if int(size) < 8:
-            raise ValueError(f"size={size} is too small to draw a face; use 32..256")
+            raise DataError(f"size={size} is too small to draw a face; use 32..256")
         if split not in ("train", "test", "all"):
-            raise ValueError(f"split {split!r} is not supported; use train, test or all")
+            raise DataError(f"split {split!r} is not supported; use train, test or all")
         self.identity_seeds = seeds
         self.identities = tuple(identity(s) for s in seeds)
         self.num_per_identity = int(num_per_identity)
@@ -1003,7 +1004,7 @@ def _parse_ids(text: str) -> list[int]:
         if dash and lo.strip():
             a, b = int(lo), int(hi)
             if b < a:
-                raise ValueError(f"identity range {part!r} is empty; write low-high")
+                raise DataError(f"identity range {part!r} is empty; write low-high")
             ids.extend(range(a, b + 1))
         else:
             ids.append(int(part))
@@ -1023,23 +1024,23 @@ def from_spec(rest: str, split: str) -> SyntheticFaces:
     for item in filter(None, (s.strip() for s in rest.split(";"))):
         key, eq, value = (t.strip() for t in item.partition("="))
         if key not in _SPEC_DEFAULTS:
-            raise ValueError(
+            raise DataError(
                 f"unknown key {key!r} in synthetic_faces spec {rest!r}; valid keys: {', '.join(_SPEC_DEFAULTS)} "
                 "(e.g. ids=0,1;n=1000;size=64;seed=0)"
             )
         if not eq or not value:
-            raise ValueError(f"synthetic_faces spec {rest!r}: {key!r} needs a value, as in {key}={_SPEC_DEFAULTS[key]}")
+            raise DataError(f"synthetic_faces spec {rest!r}: {key!r} needs a value, as in {key}={_SPEC_DEFAULTS[key]}")
         if key in seen:
-            raise ValueError(f"synthetic_faces spec {rest!r} sets {key!r} twice")
+            raise DataError(f"synthetic_faces spec {rest!r} sets {key!r} twice")
         seen.add(key)
         values[key] = value
     try:
         ids = _parse_ids(values["ids"])
         n, size, seed, masks = (int(values[k]) for k in ("n", "size", "seed", "masks"))
     except ValueError as e:
-        raise ValueError(
+        raise DataError(
             f"synthetic_faces spec {rest!r}: {e}; expected integers, e.g. ids=0-9;n=1000;size=64;seed=0"
         ) from e
     if masks not in (0, 1):
-        raise ValueError(f"synthetic_faces spec {rest!r}: masks must be 0 or 1, got {masks}")
+        raise DataError(f"synthetic_faces spec {rest!r}: masks must be 0 or 1, got {masks}")
     return SyntheticFaces(ids, n, size, seed, split, masks=bool(masks))

@@ -5,7 +5,9 @@ model and run that made it, so a file that leaves the lab still says what it is.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import pathlib
 from typing import Mapping
 
@@ -20,9 +22,7 @@ def save_png(path: str | pathlib.Path, image: np.ndarray, provenance: Mapping[st
     """Write an HxWxC (C in 1, 3) float [0, 1] or uint8 image as PNG with provenance text chunks."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = np.asarray(image)
-    if array.dtype != np.uint8:
-        array = np.clip(np.rint(array.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    array = to_uint8(image)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     info = PngImagePlugin.PngInfo()
@@ -36,10 +36,34 @@ def save_png(path: str | pathlib.Path, image: np.ndarray, provenance: Mapping[st
     return path
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A float [0, 1] image as uint8 (uint8 passes through): one rounding rule for every file and log."""
+    array = np.asarray(image)
+    if array.dtype == np.uint8:
+        return array
+    return np.clip(np.rint(array.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
 def read_provenance(path: str | pathlib.Path) -> dict[str, str]:
     """The text chunks of a PNG written by `save_png`."""
     with Image.open(path) as image:
         return dict(image.text)
+
+
+def write_manifest(path: str | pathlib.Path, provenance: Mapping[str, object]) -> pathlib.Path:
+    """Write `<path>.json` beside a finished file (video, archive): the notice, its sha256 and `provenance`.
+
+    For formats whose own metadata is easily stripped or absent, the sidecar still says what the file is.
+    """
+    path = pathlib.Path(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    record = {"Description": NOTICE, "Software": "deepfake-zoo", "File": path.name, "sha256": digest,
+              **{str(k): v for k, v in provenance.items()}}
+    sidecar = path.with_name(path.name + ".json")
+    tmp = sidecar.with_name(sidecar.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(sidecar)
+    return sidecar
 
 
 def grid(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:

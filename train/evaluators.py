@@ -97,15 +97,18 @@ def preview_batch(source: Any, n: int = 16) -> dict[str, np.ndarray]:
     return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
-def write_preview(path: pathlib.Path, family: Family, state: Any, batch: dict, seed: int, meta: dict) -> None:
-    """Render the family's preview rows to a PNG that carries provenance metadata.
+def write_preview(path: pathlib.Path, family: Family, state: Any, batch: dict, seed: int, meta: dict) -> np.ndarray:
+    """Render the family's preview rows to a PNG that carries provenance metadata; return the HxWxC uint8 grid.
 
-    Images under 32 px (8x8 digits) are enlarged by an integer factor so the grid is legible.
+    Images under 32 px (8x8 digits) are enlarged by an integer factor so the grid is legible. The
+    grid is returned so the caller can log the very pixels of the PNG elsewhere (TensorBoard).
     """
     images = jax.device_get(compiled(family.preview)(state, batch, eval_key(seed)))
     scale = max(1, 32 // images.shape[1])
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    provenance.save_png(path, provenance.grid(images, family.preview_columns), meta)
+    grid = provenance.to_uint8(provenance.grid(images, family.preview_columns))
+    provenance.save_png(path, grid, meta)
+    return grid
 
 
 @functools.cache

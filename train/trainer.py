@@ -108,8 +108,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
             bar.update(1)
             done = step + 1
             if _due(done, config.preview_every, total):
-                evaluators.write_preview(workdir / "previews" / f"{done:08d}.png", family, canonical(), preview_batch,
-                                           config.seed, {"Model": config.model.name, "Step": done})
+                grid = evaluators.write_preview(workdir / "previews" / f"{done:08d}.png", family, canonical(),
+                                                preview_batch, config.seed, {"Model": config.model.name, "Step": done})
+                writer.write_image(done, "preview", grid)
             if _due(done, config.checkpoint.every, total):
                 flush_pending()
                 checkpointer.save(done, canonical(), iterator, _meta(config, done, last_metrics))

@@ -1,4 +1,4 @@
-"""Where a run's numbers go: `metrics.jsonl` (one JSON object per logged step) and TensorBoard.
+"""Where a run's numbers and preview images go: `metrics.jsonl` (one JSON object per logged step) and TensorBoard.
 
 TensorBoard event files are written with tensorboardX, which needs no TensorFlow. Only process 0
 writes; the other processes get a writer that drops everything.
@@ -12,6 +12,7 @@ import time
 from typing import Mapping
 
 import jax
+import numpy as np
 
 
 class MetricWriter:
@@ -43,6 +44,15 @@ class MetricWriter:
         if self._tb is not None:
             for key, value in scalars.items():
                 self._tb.add_scalar(key, value, int(step))
+
+    def write_image(self, step: int, name: str, image: np.ndarray) -> None:
+        """Add an HxWxC (C in 1, 3) uint8 image to TensorBoard as `name`, so previews sit beside the curves."""
+        if self._tb is None:
+            return
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] not in (1, 3):
+            raise ValueError(f"write_image wants an HxWxC uint8 image with C in (1, 3), got {array.dtype} {array.shape}")
+        self._tb.add_image(name, array, int(step), dataformats="HWC")
 
     def flush(self) -> None:
         if self._tb is not None:

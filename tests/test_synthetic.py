@@ -214,3 +214,28 @@ def test_masks_option_adds_face_and_eyes_mouth_masks_matching_the_mask_functions
     assert "mask" not in S.from_spec("ids=3;n=2;size=32", "train")[0]
     with pytest.raises(ValueError, match="masks must be 0 or 1"):
         S.from_spec("masks=2", "train")
+
+
+def test_face_masks_gives_both_masks_in_one_pass():
+    people = [S.identity(s) for s in (0, 3)]
+    e, q = S.random_expression_pose(np.random.default_rng(5), 2)
+    face, regions = S.face_masks(people, e, q, 40)
+    np.testing.assert_array_equal(face, S.face_mask(people, e, q, 40))
+    np.testing.assert_array_equal(regions, S.eyes_mouth_mask(people, e, q, 40))
+
+
+def test_package_modules_have_one_job_each_and_import_siblings_not_the_package():
+    """Each module says its job in a one-line docstring; none imports `data.synthetic` itself (a cycle)."""
+    import ast
+    import pathlib
+
+    folder = pathlib.Path(S.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        assert ast.get_docstring(tree), path.name
+        if path.name == "__init__.py":
+            continue
+        assert len(ast.get_docstring(tree).splitlines()[0]) > 20, path.name
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "data.synthetic", f"{path.name} imports the package it belongs to"

@@ -212,3 +212,72 @@ def test_grad_of_grad_through_the_fast_dense_matches_flax():
         return jax.grad(penalty)(params)["params"]
 
     chex.assert_trees_all_close(penalty_grad(layers.Dense(5)), penalty_grad(nn.Dense(5)), rtol=1e-5, atol=1e-6)
+
+
+# A strided conv each side of the few-channel limit, phase convs, a tiny map's GEMM, mixed strides, negative pads
+FORM_CASES = [CASES[i] for i in (1, 2, 4, 11, 12, 15)]
+
+
+def _public_layer(kind: str, features: int, kernel: int, stride, padding) -> nn.Module:
+    """The zoo.layers module of one kind, as models build it."""
+    return _modules(kind, features, kernel, stride, padding)[0]
+
+
+@pytest.mark.parametrize("case", FORM_CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_plain_and_fast_selections_give_equal_values_and_grads(kind: str, case: tuple) -> None:
+    """Forcing either selection on this backend, the public layer gives the same output and gradients."""
+    n, h, w, cin, features, kernel, stride, padding = case
+    module = _public_layer(kind, features, kernel, stride, padding)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(n, h, w, cin)).astype(np.float32)
+    params = _random_params(module, x, rng)
+    ct = rng.normal(size=jax.eval_shape(module.apply, params, x).shape).astype(np.float32)
+    with layers.use_forms("plain"):
+        plain = _value_and_grads(module, params, x, ct)
+    with layers.use_forms("fast"):
+        fast = _value_and_grads(module, params, x, ct)
+    _assert_close(fast, plain)
+
+
+@pytest.mark.parametrize("shape,features", [((64, 512), 32), ((3, 5, 40), 7)])
+def test_dense_plain_and_fast_selections_give_equal_values_and_grads(shape, features) -> None:
+    module = layers.Dense(features)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=shape).astype(np.float32)
+    params = _random_params(module, x, rng)
+    ct = rng.normal(size=shape[:-1] + (features,)).astype(np.float32)
+    with layers.use_forms("plain"):
+        plain = _value_and_grads(module, params, x, ct)
+    with layers.use_forms("fast"):
+        fast = _value_and_grads(module, params, x, ct)
+    _assert_close(fast, plain)
+
+
+def _traces_custom_vjp(module: nn.Module, x: jax.Array) -> bool:
+    """Whether the module's forward, traced now, goes through one of the fast forms' custom VJPs."""
+    params = jax.eval_shape(module.init, jax.random.key(0), x)
+    return "custom_vjp" in str(jax.make_jaxpr(module.apply)(params, x))
+
+
+def test_the_backend_picks_the_forms_unless_a_setting_forces_them(monkeypatch) -> None:
+    """Auto: fast forms on CPU only; $ZOO_LAYER_FORMS forces one; `use_forms` overrides both; bad names fail."""
+    monkeypatch.delenv(layers.FORMS_ENV, raising=False)
+    x = jnp.ones((2, 8, 8, 8))
+    conv, deconv, dense = layers.Conv(4, (3, 3), strides=2), layers.ConvTranspose(4, (3, 3)), layers.Dense(3)
+    for backend, fast in (("cpu", True), ("gpu", False), ("tpu", False)):
+        monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
+        assert layers.fast_forms_enabled() == fast
+        assert all(_traces_custom_vjp(m, x) == fast for m in (conv, deconv, dense))
+    monkeypatch.setenv(layers.FORMS_ENV, "fast")  # backend still "tpu"
+    assert layers.fast_forms_enabled() and _traces_custom_vjp(conv, x)
+    with layers.use_forms("plain"):
+        assert not layers.fast_forms_enabled() and not _traces_custom_vjp(deconv, x)
+        with layers.use_forms("auto"):
+            assert not layers.fast_forms_enabled()
+    assert layers.fast_forms_enabled()
+    monkeypatch.setenv(layers.FORMS_ENV, "quick")
+    with pytest.raises(ValueError, match="ZOO_LAYER_FORMS.*auto, fast, plain"):
+        layers.fast_forms_enabled()
+    with pytest.raises(ValueError, match="auto, fast, plain"), layers.use_forms("slow"):
+        pass

@@ -12,11 +12,21 @@ layer's input gradient g @ kernel.T, which XLA:CPU runs 2-13x slower than an ord
 is (kernel @ g.T).T where g is small. Reverse mode composes: jax.grad, grad-of-grad (the backward
 passes are ordinary JAX ops, so a gradient penalty differentiates) and vmap/jit/pmap of them work;
 forward mode (jax.jvp) does not, as for any custom_vjp.
+
+These forms are chosen per backend when a function is traced (`fast_forms_enabled`): on CPU the
+fast forms above, on GPU/TPU plain `lax.conv_general_dilated` / `jnp.matmul` and JAX's autodiff
+(the vendor convolutions), since the fast forms were measured on XLA:CPU only; `benchmarks/gpu.py`
+times both. `use_forms("plain" | "fast")` or the ZOO_LAYER_FORMS environment variable forces one,
+so tests and benchmarks compare the two on any backend. A function already jitted keeps the forms it
+was traced with.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from typing import Any, Sequence
+import os
+from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -35,7 +45,46 @@ _DN = ("NHWC", "HWIO", "NHWC")
 DATA_AXIS = "data"
 _FILTER_GRAD_DN = ("CHWN", "IHWO", "HWNC")
 
-__all__ = ["Conv", "ConvTranspose", "Dense", "conv_transpose", "dense_matmul", "pixel_shuffle", "strided_conv"]
+__all__ = ["Conv", "ConvTranspose", "Dense", "FORMS_ENV", "conv_transpose", "dense_matmul", "fast_forms_enabled",
+           "pixel_shuffle", "strided_conv", "use_forms"]
+
+FORMS_ENV = "ZOO_LAYER_FORMS"
+FORMS = ("auto", "fast", "plain")
+FAST_FORM_BACKENDS = ("cpu",)  # where the fast forms were measured faster; elsewhere "auto" is plain
+_FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("zoo_layer_forms", default=None)
+
+
+def _check_forms(choice: str, source: str) -> str:
+    """`choice` if it names a form setting, else a ValueError naming the valid ones."""
+    if choice not in FORMS:
+        raise ValueError(f"{source} is {choice!r}; use one of {', '.join(FORMS)}")
+    return choice
+
+
+def forms_setting() -> str:
+    """The forms asked for: the innermost `use_forms`, else $ZOO_LAYER_FORMS, else "auto"."""
+    forced = _FORCED.get()
+    if forced is not None:
+        return forced
+    return _check_forms(os.environ.get(FORMS_ENV, "") or "auto", f"${FORMS_ENV}")
+
+
+def fast_forms_enabled() -> bool:
+    """Whether layers traced now use the XLA:CPU fast forms: as forced, else only on a backend they were measured on."""
+    choice = forms_setting()
+    if choice == "auto":
+        return jax.default_backend() in FAST_FORM_BACKENDS
+    return choice == "fast"
+
+
+@contextlib.contextmanager
+def use_forms(choice: str) -> Iterator[None]:
+    """Layers traced inside use `choice` ("fast", "plain" or "auto"), so both forms can be compared on one backend."""
+    token = _FORCED.set(_check_forms(choice, "use_forms' choice"))
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -232,6 +281,8 @@ def strided_conv(x: Array, kernel: Array, strides: int | Sequence[int], padding:
     """NHWC x HWIO conv as `flax.linen.Conv` computes it, with fast gradients when strided or on a tiny map."""
     strides = _pair(strides)
     pads = _conv_pads(padding, x.shape[1:3], kernel.shape[:2], strides)
+    if not fast_forms_enabled():
+        return _conv(x, kernel, strides, pads)
     if strides == (1, 1):
         return _stride1_conv(x, kernel, pads)
     return _strided_conv(x, kernel, strides, pads)
@@ -240,7 +291,10 @@ def strided_conv(x: Array, kernel: Array, strides: int | Sequence[int], padding:
 def conv_transpose(x: Array, kernel: Array, strides: int | Sequence[int], padding: PaddingLike) -> Array:
     """NHWC x HWIO transposed conv as `lax.conv_transpose` (so flax) computes it, with fast gradients."""
     strides = _pair(strides)
-    return _conv_transpose(x, kernel, strides, _conv_transpose_pads(padding, kernel.shape[:2], strides))
+    pads = _conv_transpose_pads(padding, kernel.shape[:2], strides)
+    if not fast_forms_enabled():
+        return lax.conv_transpose(x, kernel, strides, pads, dimension_numbers=_DN)
+    return _conv_transpose(x, kernel, strides, pads)
 
 
 _SMALL_COTANGENT = 1 << 17  # elements; above this, transposing the cotangent costs more than the NT GEMM
@@ -253,16 +307,21 @@ def _dense_input_grad(g: Array, kernel: Array) -> Array:
     (the conv VAE's 16384 -> 256 layer: 28 ms). Transposing the small cotangent instead makes it
     an ordinary product, kernel @ g.T (5.6 ms with the transpose back); the barriers keep XLA from
     folding the transposes back into the dot. A large cotangent (a layer widening 256 -> 16384)
-    costs more to transpose than it saves, so it keeps the direct form, as do other backends.
+    costs more to transpose than it saves, so it keeps the direct form.
     """
-    if jax.default_backend() != "cpu" or g.size > _SMALL_COTANGENT:
+    if g.size > _SMALL_COTANGENT:
         return lax.dot_general(g, kernel, (((1,), (1,)), ((), ())))
     return lax.optimization_barrier(kernel @ lax.optimization_barrier(g.T)).T
 
 
-@jax.custom_vjp
 def dense_matmul(x: Array, kernel: Array) -> Array:
     """x @ kernel over x's last axis (x (..., in), kernel (in, out)), with a fast input gradient on XLA:CPU."""
+    return _fast_dense_matmul(x, kernel) if fast_forms_enabled() else jnp.matmul(x, kernel)
+
+
+@jax.custom_vjp
+def _fast_dense_matmul(x: Array, kernel: Array) -> Array:
+    """`jnp.matmul` whose input gradient is `_dense_input_grad`'s form."""
     return jnp.matmul(x, kernel)
 
 
@@ -280,7 +339,7 @@ def _dense_matmul_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]
     return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
-dense_matmul.defvjp(_dense_matmul_fwd, _dense_matmul_bwd)
+_fast_dense_matmul.defvjp(_dense_matmul_fwd, _dense_matmul_bwd)
 
 
 def pixel_shuffle(x: Array, r: int) -> Array:

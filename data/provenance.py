@@ -60,9 +60,8 @@ def write_manifest(path: str | pathlib.Path, provenance: Mapping[str, object]) -
     record = {"Description": NOTICE, "Software": "deepfake-zoo", "File": path.name, "sha256": digest,
               **{str(k): v for k, v in provenance.items()}}
     sidecar = path.with_name(path.name + ".json")
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(sidecar)
+    with atomic_write(sidecar) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str))
     return sidecar
 
 

@@ -21,7 +21,7 @@ from train import cli
 from zoo.errors import WorkdirError
 
 FORMATS = (".mp4", ".gif")
-CAPTION_PX = 12  # height of the white strip above each frame that carries "step N"
+CAPTION_PX = 14  # height of the white strip above each frame that carries "step N"
 COMMENT = provenance.NOTICE.replace("image", "video") + " Timelapse of training previews."
 
 

@@ -51,7 +51,7 @@ class MetricWriter:
             return
         array = np.asarray(image)
         if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] not in (1, 3):
-            raise ValueError(f"write_image wants an HxWxC uint8 image with C in (1, 3), got {array.dtype} {array.shape}")
+            raise ValueError(f"write_image wants an HxWxC uint8 image, C in (1, 3); got {array.dtype} {array.shape}")
         self._tb.add_image(name, array, int(step), dataformats="HWC")
 
     def flush(self) -> None:

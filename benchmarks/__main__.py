@@ -2,6 +2,8 @@
 
 Every module of this package with a main() is a benchmark except the helpers in `_LIBRARIES`;
 `python -m benchmarks` alone lists them, `python -m benchmarks <name> --help` shows one's options.
+It sets the XLA:CPU flag (`zoo.xla_cpu.apply()`) before any benchmark starts JAX; the workers a
+benchmark starts get it through `benchmarks.common.run_worker`.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pkgutil
 import sys
 
 import benchmarks
+from zoo import xla_cpu
 
 _LIBRARIES = ("common", "torch_twins", "twin_specs")
 
@@ -22,6 +25,7 @@ def names() -> list[str]:
 
 def main() -> None:
     """Dispatches to the named benchmark, or prints usage and exits 2."""
+    xla_cpu.apply()
     known = names()
     usage = f"usage: python -m benchmarks <name> [--json out.json] [options]\nbenchmarks: {', '.join(known)}"
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):

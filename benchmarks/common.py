@@ -11,6 +11,8 @@ from typing import Any
 
 import jax
 
+from zoo import xla_cpu
+
 
 def machine() -> dict[str, Any]:
     """The context a figure needs to be read: CPU, backend, devices, versions, load."""
@@ -47,13 +49,16 @@ def emit(results: dict[str, Any], path: str | None) -> None:
 def run_worker(command: list[str], timeout: float, cwd: pathlib.Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """A benchmark worker's JSON result (it is given `--json PATH`), or {"error": ...} with why it gave none.
 
-    Each measured setting runs in a fresh process, so its memory figures and warm-up are its own.
+    Each measured setting runs in a fresh process, so its memory figures and warm-up are its own. Its
+    environment is ours plus `env`, with the XLA:CPU flag of `zoo.xla_cpu` unless XLA_FLAGS chooses.
     """
+    worker_env = {**os.environ, **(env or {})}
+    xla_cpu.apply(worker_env)
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "result.json"
         try:
             proc = subprocess.run([*command, "--json", str(out)], cwd=cwd, capture_output=True, text=True,
-                                  timeout=timeout, env={**os.environ, **(env or {})})
+                                  timeout=timeout, env=worker_env)
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {timeout:.0f} s"}
         if out.is_file():

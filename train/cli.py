@@ -2,6 +2,8 @@
 
 `run` is absl's `app.run` with bad input reported as a message: any `ZooError` prints one or two
 lines and exits with status 2, and a traceback appears only with `--debug` or `ZOO_DEBUG=1`.
+It first calls `prepare_process`, so every command built on it sets the XLA:CPU flag before JAX
+starts, while importing the library (this module included) leaves the environment alone.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, Callable, NoReturn, Sequence, TypeVar
 from absl import app, flags
 from absl import logging as absl_logging
 
-from zoo import errors
+from zoo import errors, xla_cpu
 
 DEBUG_ENV = "ZOO_DEBUG"
 BAD_INPUT_STATUS = 2
@@ -38,8 +40,14 @@ def setup_logging() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
+def prepare_process() -> None:
+    """Process-wide set-up of an entry point, before any JAX computation: the XLA:CPU flag (`zoo.xla_cpu`)."""
+    xla_cpu.apply()
+
+
 def run(main: Callable[[list[str]], Any], flags_parser: Callable[[list[str]], Any] | None = None) -> None:
-    """`app.run(main)` with a ZooError from parsing or from main turned into its message and exit status 2."""
+    """`prepare_process`, then `app.run(main)` with a ZooError from parsing or main as its message and status 2."""
+    prepare_process()
     if "debug" not in flags.FLAGS:
         flags.DEFINE_bool("debug", False, f"Show the traceback of a bad-input error (or set {DEBUG_ENV}=1).")
     app.run(guarded(main), flags_parser=guarded(flags_parser or app.parse_flags_with_usage))

@@ -8,9 +8,16 @@ against 14 ms). Handing YNNPACK the reductions alone made the default steps fast
 Xeon with AVX-512 (`python -m benchmarks compare_torch`): DF-64 405 -> 292 ms, DCGAN-64 2.68 ->
 1.64 s, conv VAE 1.06 -> 0.68 s; with nothing for YNNPACK the batch-norm steps lose it all again.
 
-Set `--xla_cpu_experimental_ynn_fusion_type=...` in XLA_FLAGS yourself to choose otherwise; the
-zoo then leaves it alone. It only takes effect if no JAX computation ran before `zoo` was imported,
-and only for the jaxlib versions it was measured on (an unknown flag would stop XLA from starting).
+Importing the zoo never edits the environment: the entry points call `apply()` (`python -m train`,
+`train.evaluate`, `train.export` and the other `train.cli.run` commands, `python -m benchmarks` and
+the benchmark workers it starts). In your own script, call it before the first JAX computation:
+
+    from zoo import xla_cpu
+    xla_cpu.apply()  # then build and run models as usual
+
+Set `--xla_cpu_experimental_ynn_fusion_type=...` in XLA_FLAGS yourself to choose otherwise; `apply`
+then leaves it alone. It only takes effect if no JAX computation ran before it, and only for the
+jaxlib versions it was measured on (an unknown flag would stop XLA from starting).
 """
 from __future__ import annotations
 
@@ -24,7 +31,10 @@ MEASURED_JAXLIB = ((0, 10), (0, 10))  # first and last jaxlib minor version meas
 
 
 def apply(environ: MutableMapping[str, str] = os.environ, jaxlib_version: str = jaxlib.__version__) -> bool:
-    """Adds FLAG to environ["XLA_FLAGS"] unless a YNNPACK fusion type is set there; True if it did."""
+    """Adds FLAG to environ["XLA_FLAGS"] unless a YNNPACK fusion type is set there; True if it did.
+
+    Call it before JAX's first computation (XLA reads the flags when its CPU backend starts).
+    """
     version = tuple(int(p) for p in jaxlib_version.split(".")[:2])
     if not MEASURED_JAXLIB[0] <= version <= MEASURED_JAXLIB[1]:
         return False

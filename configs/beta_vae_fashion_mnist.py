@@ -7,11 +7,11 @@ for a more factorised latent. The reported neg_elbo and IWAE NLL are always the 
 """
 import pathlib
 
-from train import config as config_lib
+from train import sections
 
 
 def get_config(arg: str | None = None):
-    c = config_lib.load(str(pathlib.Path(__file__).with_name("vae_fashion_mnist.py")) + (f":{arg}" if arg else ""))
+    c = sections.load(str(pathlib.Path(__file__).with_name("vae_fashion_mnist.py")) + (f":{arg}" if arg else ""))
     c.vae.beta = 4.0
     c.vae.kl_warmup_steps = 5000 if not arg else 2
     return c

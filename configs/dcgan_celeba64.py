@@ -9,16 +9,15 @@ resized to 64 (data.resolution). Evaluation: 10,000 samples against the first 10
 through the FID InceptionV3. Needs `tfds:celeb_a` (a manual download for TFDS); `:smoke` runs
 offline on synthetic 64 px faces. Generated faces carry provenance metadata saying they are synthetic.
 """
-from train import config as config_lib
-from train.families import gan
+from train import sections
 
 
 def get_config(arg: str | None = None):
-    c = config_lib.base_config()
+    c = sections.base_config()
     c.family = "gan"
-    c.gan = gan.section()
-    c.model = config_lib.model_section("dcgan_g", latent_dim=100, ngf=64)
-    c.gan.discriminator = config_lib.model_section("dcgan_d", ndf=64, norm="batch")
+    c.gan = sections.gan()
+    c.model = sections.model_section("dcgan_g", latent_dim=100, ngf=64)
+    c.gan.discriminator = sections.model_section("dcgan_d", ndf=64, norm="batch")
     c.gan.loss = "non_saturating"
     c.gan.extractor = "inception_v3_fid"
     c.gan.eval_samples = 10_000
@@ -37,11 +36,11 @@ def get_config(arg: str | None = None):
     c.eval.batch_size = 500
     c.eval.num_examples = 10_000
     c.eval.metrics = ("fid", "disc")
-    return config_lib.apply_variant(c, arg, {"smoke": _smoke})
+    return sections.apply_variant(c, arg, {"smoke": _smoke})
 
 
 def _smoke(c):
-    config_lib.smoke(c)
+    sections.smoke(c)
     c.data.source = "synthetic_faces:n=40;size=64"
     c.data.resolution = 0
     c.data.worker_count = 0

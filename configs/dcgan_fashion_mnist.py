@@ -11,14 +11,14 @@ figures beside the floor (the training set scored the same way). `:tfds` reads T
 """
 import pathlib
 
-from train import config as config_lib
+from train import sections
 
 DEBIAN_FASHION_MNIST = "idx:/usr/share/datasets/fashion-mnist"
 
 
 def get_config(arg: str | None = None):
     base = pathlib.Path(__file__).with_name("dcgan_mnist.py")
-    c = config_lib.load(f"{base}:{arg}" if arg else str(base))
+    c = sections.load(f"{base}:{arg}" if arg else str(base))
     c.data.source = "tfds:fashion_mnist" if arg == "tfds" else DEBIAN_FASHION_MNIST
     c.gan.extractor = "domain_fashion_mnist"
     return c

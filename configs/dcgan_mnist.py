@@ -11,18 +11,17 @@ first use (two minutes on 2 cores) and caches; ImageNet Inception features say l
 need a download. The README's results table gives the run's figures beside the floor: the training
 set itself scored the same way. `:tfds` reads TFDS's mnist instead of ../shared/data/mnist.
 """
-from train import config as config_lib
-from train.families import gan
+from train import sections
 
 LOCAL_MNIST = "idx:../shared/data/mnist"
 
 
 def get_config(arg: str | None = None):
-    c = config_lib.base_config()
+    c = sections.base_config()
     c.family = "gan"
-    c.gan = gan.section()
-    c.model = config_lib.model_section("dcgan_g", latent_dim=100, ngf=64)
-    c.gan.discriminator = config_lib.model_section("dcgan_d", ndf=64, norm="batch")
+    c.gan = sections.gan()
+    c.model = sections.model_section("dcgan_g", latent_dim=100, ngf=64)
+    c.gan.discriminator = sections.model_section("dcgan_d", ndf=64, norm="batch")
     c.gan.loss = "non_saturating"
     c.gan.extractor = "domain_mnist"
     c.gan.eval_samples = 10_000
@@ -40,7 +39,7 @@ def get_config(arg: str | None = None):
     c.checkpoint.every = 1000
     c.eval.batch_size = 500
     c.eval.metrics = ("fid", "disc")
-    return config_lib.apply_variant(c, arg, {"smoke": _smoke, "tfds": _tfds})
+    return sections.apply_variant(c, arg, {"smoke": _smoke, "tfds": _tfds})
 
 
 def _tfds(c):
@@ -48,7 +47,7 @@ def _tfds(c):
 
 
 def _smoke(c):
-    config_lib.smoke(c)
+    sections.smoke(c)
     c.eval.metrics = ("disc",)
     c.gan.eval_samples = 64
     c.model.ngf, c.gan.discriminator.ndf = 16, 16

@@ -12,16 +12,15 @@ whose weights file you download once (the error names the URL). Needs `tfds:cifa
 with the `tf` extra on a machine with internet; the error says the command). `:smoke` runs offline on synthetic
 32 px faces.
 """
-from train import config as config_lib
-from train.families import gan
+from train import sections
 
 
 def get_config(arg: str | None = None):
-    c = config_lib.base_config()
+    c = sections.base_config()
     c.family = "gan"
-    c.gan = gan.section()
-    c.model = config_lib.model_section("sngan_g", latent_dim=128, ngf=256)
-    c.gan.discriminator = config_lib.model_section("sngan_d", ndf=128, spectral_norm=True)
+    c.gan = sections.gan()
+    c.model = sections.model_section("sngan_g", latent_dim=128, ngf=256)
+    c.gan.discriminator = sections.model_section("sngan_d", ndf=128, spectral_norm=True)
     c.gan.loss = "hinge"
     c.gan.n_critic = 5
     c.gan.extractor = "inception_v3_fid"
@@ -42,11 +41,11 @@ def get_config(arg: str | None = None):
     c.checkpoint.every = 10_000
     c.eval.batch_size = 500
     c.eval.metrics = ("fid", "disc")
-    return config_lib.apply_variant(c, arg, {"smoke": _smoke})
+    return sections.apply_variant(c, arg, {"smoke": _smoke})
 
 
 def _smoke(c):
-    config_lib.smoke(c)
+    sections.smoke(c)
     c.data.source = "synthetic_faces:n=40;size=32"
     c.data.eval_split = "test"
     c.data.worker_count = 0

@@ -9,18 +9,17 @@ Adam 2e-4 with betas (0, 0.9) as the paper. Evaluated like dcgan_fashion_mnist.p
 against the 10,000 test images through `domain_fashion_mnist`). Data: Debian's
 dataset-fashion-mnist; `:tfds` reads TFDS's fashion_mnist.
 """
-from train import config as config_lib
-from train.families import gan
+from train import sections
 
 DEBIAN_FASHION_MNIST = "idx:/usr/share/datasets/fashion-mnist"
 
 
 def get_config(arg: str | None = None):
-    c = config_lib.base_config()
+    c = sections.base_config()
     c.family = "gan"
-    c.gan = gan.section()
-    c.model = config_lib.model_section("sngan_g", latent_dim=128, ngf=32)
-    c.gan.discriminator = config_lib.model_section("sngan_d", ndf=32, spectral_norm=True)
+    c.gan = sections.gan()
+    c.model = sections.model_section("sngan_g", latent_dim=128, ngf=32)
+    c.gan.discriminator = sections.model_section("sngan_d", ndf=32, spectral_norm=True)
     c.gan.loss = "hinge"
     c.gan.n_critic = 1
     c.gan.extractor = "domain_fashion_mnist"
@@ -39,7 +38,7 @@ def get_config(arg: str | None = None):
     c.checkpoint.every = 600
     c.eval.batch_size = 500
     c.eval.metrics = ("fid", "disc")
-    return config_lib.apply_variant(c, arg, {"smoke": _smoke, "tfds": _tfds})
+    return sections.apply_variant(c, arg, {"smoke": _smoke, "tfds": _tfds})
 
 
 def _tfds(c):
@@ -47,7 +46,7 @@ def _tfds(c):
 
 
 def _smoke(c):
-    config_lib.smoke(c)
+    sections.smoke(c)
     c.model.ngf, c.gan.discriminator.ndf = 16, 16
     c.eval.metrics = ("disc",)
     c.gan.eval_samples = 64

@@ -10,8 +10,7 @@ unmasked. The data are real people: use them for tests and measurements only, ne
 1,000 steps take about 33 min on 2 CPU cores (2 s/step); `--metrics recon,identity` then scores
 the swaps with dlib (README results).
 """
-from train import config as config_lib
-from train.families import swap
+from train import sections
 
 GRID = "../shared/data/grid"
 A = f"video:{GRID}/bbaf2n.mpg;size=128"
@@ -19,12 +18,12 @@ B = f"video:{GRID}/lbax4n.mpg;size=128"
 
 
 def get_config(arg: str | None = None):
-    c = config_lib.base_config()
+    c = sections.base_config()
     c.family = "swap"
-    c.swap = swap.section()
+    c.swap = sections.swap()
     c.swap.masked_training = False
     c.swap.mask_weight = 0.0
-    c.model = config_lib.model_section("swap_df", resolution=128, opts="ud", ae_dims=128, e_dims=32, d_dims=32,
+    c.model = sections.model_section("swap_df", resolution=128, opts="ud", ae_dims=128, e_dims=32, d_dims=32,
                                        d_mask_dims=8)
     c.data.source, c.data.source_b = A, B
     c.data.worker_count = 1
@@ -40,11 +39,11 @@ def get_config(arg: str | None = None):
     c.checkpoint.every = 500
     c.eval.batch_size = 8
     c.eval.metrics = ("recon",)
-    return config_lib.apply_variant(c, arg, {"smoke": _smoke})
+    return sections.apply_variant(c, arg, {"smoke": _smoke})
 
 
 def _smoke(c):
-    config_lib.smoke(c)
+    sections.smoke(c)
     c.data.source = A.replace("size=128", "size=64;stride=5")
     c.data.source_b = B.replace("size=128", "size=64;stride=5")
     c.data.worker_count = 0

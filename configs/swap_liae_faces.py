@@ -9,8 +9,7 @@ held out). SAEHD's defaults: ae_dims 256, e_dims 64, d_dims 64, d_mask_dims 22, 
 5e-5 with gradient clipping, random warp, dst flips, masked training when the images carry masks
 (folders carry none yet, so the whole crop is the face). bf16 compute with f32 parameters.
 """
-from train import config as config_lib
-from train.families import swap
+from train import sections
 
 FACES_A = "folder:faces/A;size=128"
 FACES_B = "folder:faces/B;size=128"
@@ -18,10 +17,10 @@ SYNTHETIC = "synthetic_faces:ids={};n=40;size=64;seed={};masks=1"
 
 
 def get_config(arg: str | None = None):
-    c = config_lib.base_config()
+    c = sections.base_config()
     c.family = "swap"
-    c.swap = swap.section()
-    c.model = config_lib.model_section("swap_liae", resolution=128, opts="ud", dtype="bfloat16")
+    c.swap = sections.swap()
+    c.model = sections.model_section("swap_liae", resolution=128, opts="ud", dtype="bfloat16")
     c.data.source, c.data.source_b = FACES_A, FACES_B
     c.data.worker_count = 8
     c.batch_size = 32
@@ -35,7 +34,7 @@ def get_config(arg: str | None = None):
     c.checkpoint.every = 10_000
     c.eval.batch_size = 64
     c.eval.metrics = ("recon",)
-    return config_lib.apply_variant(c, arg, {"256": _res256, "smoke": _smoke})
+    return sections.apply_variant(c, arg, {"256": _res256, "smoke": _smoke})
 
 
 def _res256(c):
@@ -46,7 +45,7 @@ def _res256(c):
 
 
 def _smoke(c):
-    config_lib.smoke(c)
+    sections.smoke(c)
     c.data.source, c.data.source_b = SYNTHETIC.format(0, 0), SYNTHETIC.format(1, 1)
     c.data.worker_count = 0
     c.model.dtype = "float32"

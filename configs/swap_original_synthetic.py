@@ -18,19 +18,18 @@ random warp at half strength, and unmasked training: a synthetic person's hair, 
 background belong to the identity and to the ground truth, so the whole image is learned (the
 masks still train the mask head and the eyes/mouth priority).
 """
-from train import config as config_lib
-from train.families import swap
+from train import sections
 
 A = "synthetic_faces:ids=0;n=2000;size=64;seed=0;masks=1"
 B = "synthetic_faces:ids=1;n=2000;size=64;seed=1;masks=1"
 
 
 def get_config(arg: str | None = None):
-    c = config_lib.base_config()
+    c = sections.base_config()
     c.family = "swap"
-    c.swap = swap.section()
+    c.swap = sections.swap()
     c.swap.eyes_mouth_prio = True
-    c.model = config_lib.model_section("swap_original", resolution=64, e_dims=24, encoder_dim=128, inter_dims=128,
+    c.model = sections.model_section("swap_original", resolution=64, e_dims=24, encoder_dim=128, inter_dims=128,
                                        d_dims=24)
     c.data.source, c.data.source_b = A, B
     c.data.worker_count = 1
@@ -48,11 +47,11 @@ def get_config(arg: str | None = None):
     c.checkpoint.every = 500
     c.eval.batch_size = 64
     c.eval.metrics = ("recon", "swap_truth")
-    return config_lib.apply_variant(c, arg, {"smoke": _smoke})
+    return sections.apply_variant(c, arg, {"smoke": _smoke})
 
 
 def _smoke(c):
-    config_lib.smoke(c)
+    sections.smoke(c)
     c.data.source = A.replace("n=2000", "n=40")
     c.data.source_b = B.replace("n=2000", "n=40")
     c.data.worker_count = 0

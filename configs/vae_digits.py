@@ -6,16 +6,15 @@
 About a minute on 2 CPU cores. 1,500 training digits, 297 held out (data/sources.py); the
 16-level images are binarised dynamically for the Bernoulli likelihood.
 """
-from train import config as config_lib
-from train.families import vae
+from train import sections
 
 
 def get_config(arg: str | None = None):
-    c = config_lib.base_config()
+    c = sections.base_config()
     c.family = "vae"
-    c.vae = vae.section()
+    c.vae = sections.vae()
     c.vae.iwae_samples = 200
-    c.model = config_lib.model_section("vae_conv", latent_dim=16, channels=(32, 64), hidden=256)
+    c.model = sections.model_section("vae_conv", latent_dim=16, channels=(32, 64), hidden=256)
     c.data.source = "digits"
     c.batch_size = 64
     c.total_steps = 3000
@@ -27,9 +26,9 @@ def get_config(arg: str | None = None):
     c.eval_every = 3000
     c.checkpoint.every = 1000
     c.eval.batch_size = 104
-    return config_lib.apply_variant(c, arg, {"smoke": _smoke})
+    return sections.apply_variant(c, arg, {"smoke": _smoke})
 
 
 def _smoke(c):
-    config_lib.smoke(c)
+    sections.smoke(c)
     c.vae.iwae_samples = 8

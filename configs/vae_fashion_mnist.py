@@ -4,18 +4,17 @@
     python -m train --config configs/vae_fashion_mnist.py --workdir runs/vae_fmnist
     python -m train --config configs/vae_fashion_mnist.py --config.data.source=tfds:fashion_mnist ...
 """
-from train import config as config_lib
-from train.families import vae
+from train import sections
 
 DEBIAN_FASHION_MNIST = "idx:/usr/share/datasets/fashion-mnist"
 
 
 def get_config(arg: str | None = None):
-    c = config_lib.base_config()
+    c = sections.base_config()
     c.family = "vae"
-    c.vae = vae.section()
+    c.vae = sections.vae()
     c.vae.iwae_samples = 500
-    c.model = config_lib.model_section(
+    c.model = sections.model_section(
         "vae_conv", latent_dim=32, channels=(32, 64), hidden=512, likelihood="logistic"
     )
     c.data.source = DEBIAN_FASHION_MNIST
@@ -29,9 +28,9 @@ def get_config(arg: str | None = None):
     c.eval_every = 5000
     c.checkpoint.every = 2000
     c.eval.batch_size = 500
-    return config_lib.apply_variant(c, arg, {"smoke": _smoke})
+    return sections.apply_variant(c, arg, {"smoke": _smoke})
 
 
 def _smoke(c):
-    config_lib.smoke(c)
+    sections.smoke(c)
     c.vae.iwae_samples = 8

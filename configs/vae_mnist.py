@@ -9,17 +9,16 @@ importance-weighted bound with k=5000 on the exact 10,000-image test set; publis
 86.76 nats (IWAE paper, VAE k=1, 3,280 epochs), 89.9 (pythae's VAE). What a 30-minute CPU budget
 reaches is in the README's results table.
 """
-from train import config as config_lib
-from train.families import vae
+from train import sections
 
 LOCAL_MNIST = "idx:../shared/data/mnist"
 
 
 def get_config(arg: str | None = None):
-    c = config_lib.base_config()
+    c = sections.base_config()
     c.family = "vae"
-    c.vae = vae.section()
-    c.model = config_lib.model_section(
+    c.vae = sections.vae()
+    c.model = sections.model_section(
         "vae_mlp", latent_dim=50, hidden=(200, 200), activation="tanh", likelihood="bernoulli"
     )
     c.data.source = "tfds:mnist"
@@ -34,7 +33,7 @@ def get_config(arg: str | None = None):
     c.checkpoint.every = 25_000
     c.eval.batch_size = 500
     c.eval.metrics = ("elbo", "psnr")
-    return config_lib.apply_variant(c, arg, {"smoke": _smoke, "local": _local})
+    return sections.apply_variant(c, arg, {"smoke": _smoke, "local": _local})
 
 
 def _local(c):
@@ -43,6 +42,6 @@ def _local(c):
 
 def _smoke(c):
     _local(c)
-    config_lib.smoke(c)
+    sections.smoke(c)
     c.vae.iwae_samples = 8
     c.eval.metrics = ("elbo", "iwae", "psnr")

@@ -11,12 +11,12 @@ generator step. `:smoke` runs offline.
 """
 import pathlib
 
-from train import config as config_lib
+from train import sections
 
 
 def get_config(arg: str | None = None):
     base = pathlib.Path(__file__).with_name("sngan_cifar10.py")
-    c = config_lib.load(f"{base}:{arg}" if arg else str(base))
+    c = sections.load(f"{base}:{arg}" if arg else str(base))
     c.gan.loss = "wgan_gp"
     c.gan.gp_weight = 10.0
     c.gan.discriminator.spectral_norm = False

@@ -107,3 +107,30 @@ def test_workdir_frozen_by_an_older_version_still_loads(tmp_path):
     assert loaded.data.resolution == 0 and loaded.optim.learning_rate == 0.0123
     assert loaded.model.latent_dim == config.model.latent_dim
     config_lib.validate(loaded, vae.section())
+
+
+def test_config_files_load_without_jax_optax_or_model_code():
+    """Every config (and variant) builds from ml_collections alone, so --help and config errors are instant."""
+    script = (
+        "import sys, pathlib\n"
+        "from train import sections\n"
+        "for f in sorted(pathlib.Path('configs').glob('*.py')):\n"
+        "    config = sections.load(str(f))\n"
+        "    sections.load(f'{f}:smoke')\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'optax', 'flax', 'zoo', 'tensorflow'))\n"
+        "print(heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_model_fields_snapshot_equals_the_registry():
+    from train import sections
+
+    live = config_lib.model_field_defaults()
+    assert sections.model_field_defaults() == live, (
+        "train/model_fields.json is stale; regenerate it with "
+        "python -c \"from train import config; config.write_model_fields()\"")
+    section = sections.model_section("swap_df", ae_dims=128)
+    assert section.ae_dims == 128 and set(section.keys()) == {"name"} | set(live["swap_df"])

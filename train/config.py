@@ -8,72 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 from typing import Any, Iterable
 
 import jax
 import ml_collections
 
+from train.sections import (  # noqa: F401  (re-exported: the config API in one place)
+    apply_variant,
+    base_config,
+    load,
+    model_section,
+    smoke,
+)
 from zoo.errors import ConfigError  # noqa: F401  (re-exported: configs and the CLIs raise it from here)
 
 STRATEGIES = ("jit", "pmap")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "adabelief", "sgd")
 SCHEDULES = ("constant", "cosine")
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-def base_config() -> ml_collections.ConfigDict:
-    """Every field the trainer reads, with defaults. Config files override; nothing else is allowed."""
-    c = ml_collections.ConfigDict()
-    c.family = "vae"
-    c.seed = 0
-    c.batch_size = 128
-    c.total_steps = 1000
-
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "vae_conv"
-    c.model.dtype = "float32"
-
-    c.data = ml_collections.ConfigDict()
-    c.data.source = "digits"
-    c.data.train_split = "train"
-    c.data.source_b = ""
-    c.data.eval_source = ""
-    c.data.eval_source_b = ""
-    c.data.eval_split = "test"
-    c.data.worker_count = 0
-    c.data.resolution = 0
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adam"
-    c.optim.learning_rate = 1e-3
-    c.optim.schedule = "constant"
-    c.optim.warmup_steps = 0
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.weight_decay = 0.0
-    c.optim.grad_clip_norm = 0.0
-    c.optim.update_keep_prob = 1.0
-    c.optim.skip_nonfinite = False  # keep the old state when an update makes it non-finite, instead of stopping
-
-    c.parallel = ml_collections.ConfigDict()
-    c.parallel.strategy = "jit"
-    c.parallel.multihost = False
-    c.parallel.num_devices = 0
-
-    c.log_every = 50
-    c.preview_every = 500
-    c.eval_every = 0
-
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 500
-    c.checkpoint.max_to_keep = 3
-    c.checkpoint.keep_every = 0
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.metrics = ()
-    c.eval.batch_size = 250
-    c.eval.num_examples = 0
-    return c
 
 
 def validate(config: ml_collections.ConfigDict, family_defaults: ml_collections.ConfigDict | None = None) -> None:
@@ -121,30 +74,6 @@ def validate(config: ml_collections.ConfigDict, family_defaults: ml_collections.
         raise ConfigError(f"batch_size = {config.batch_size} is not divisible by the {processes} processes")
     if config.eval.batch_size % devices:
         raise ConfigError(f"eval.batch_size = {config.eval.batch_size} is not divisible by the {devices} devices")
-
-
-def model_section(name: str, **fields: Any) -> ml_collections.ConfigDict:
-    """A `config.model` holding every constructor field of registered model `name`, defaults filled in.
-
-    Listing all fields makes each one overridable from the command line and recorded in the
-    frozen config; `image_shape` comes from the data and `param_dtype` stays float32.
-    """
-    from zoo import registry
-
-    cls_fields = {f.name: f for f in dataclasses.fields(registry.model_class(name))}
-    section = ml_collections.ConfigDict({"name": name})
-    for key, field in cls_fields.items():
-        if key in ("parent", "name", "image_shape", "param_dtype"):
-            continue
-        default = field.default
-        if key == "dtype":
-            default = "float32"
-        section[key] = tuple(default) if isinstance(default, list) else default
-    for key, value in fields.items():
-        if key not in section:
-            raise ConfigError(_unknown(f"model.{key}", key, section.keys(), what=f"field of model {name!r}"))
-        section[key] = value
-    return section
 
 
 def changed_fields(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -199,6 +128,11 @@ def _check_known_fields(config: ml_collections.ConfigDict, reference: ml_collect
             _check_known_fields(value, expected, path + ".")
         elif not _same_kind(value, expected):
             raise ConfigError(f"{path} = {value!r} has type {type(value).__name__}; expected {type(expected).__name__}")
+    missing = [key for key in reference.keys() if key not in config]
+    if missing:  # e.g. --config.optim={} or --config.optim="{'name': 'sgd'}": a section override replaces it whole
+        raise ConfigError(f"{prefix}{missing[0]} is missing from the config ({len(missing)} field(s) of section "
+                          f"{prefix[:-1] or 'the top level'} are); an override of a whole section replaces every "
+                          f"field in it: set single fields instead, e.g. --config.{prefix}{missing[0]}=...")
 
 
 def is_model_section(section: Any) -> bool:
@@ -259,44 +193,6 @@ def _same_kind(value: Any, expected: Any) -> bool:
     if isinstance(expected, (tuple, list)):
         return isinstance(value, (tuple, list))
     return isinstance(value, type(expected))
-
-
-def apply_variant(config: ml_collections.ConfigDict, arg: str | None, variants: dict) -> ml_collections.ConfigDict:
-    """Apply the named variant (`file.py:smoke`); an unknown name lists the valid ones."""
-    if not arg:
-        return config
-    if arg not in variants:
-        raise ConfigError(f"unknown config variant {arg!r}; choose one of: {', '.join(sorted(variants))}")
-    variants[arg](config)
-    return config
-
-
-def smoke(config: ml_collections.ConfigDict) -> None:
-    """Shrink any config to a few steps on a few examples: what the tests run for every file."""
-    config.total_steps = 4
-    config.batch_size = 16
-    config.log_every = 1
-    config.preview_every = 4
-    config.eval_every = 4
-    config.checkpoint.every = 2
-    config.eval.batch_size = 16
-    config.eval.num_examples = 32
-    config.optim.warmup_steps = 0
-
-
-def load(spec: str) -> ml_collections.ConfigDict:
-    """The config from `path/to/file.py[:variant]`, as `--config` would build it."""
-    import importlib.util
-    import pathlib
-
-    path, _, arg = spec.partition(":")
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"config file {file} not found; configs live in configs/*.py")
-    module_spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
 
 
 def check_override(config: ml_collections.ConfigDict, dotted: str) -> None:
@@ -361,3 +257,30 @@ def merge(defaults: ml_collections.ConfigDict, values: dict) -> ml_collections.C
         else:
             defaults[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
     return defaults
+
+
+def model_field_defaults() -> dict[str, dict[str, Any]]:
+    """Each registered model's config fields and defaults, read from the live registry.
+
+    What `model_fields.json` must equal; `image_shape` comes from the data and `param_dtype` stays
+    float32, so neither is a config field, and `dtype` defaults to float32 on every model.
+    """
+    from zoo import registry
+
+    out = {}
+    for name in registry.list_models():
+        fields = {}
+        for field in dataclasses.fields(registry.model_class(name)):
+            if field.name in ("parent", "name", "image_shape", "param_dtype"):
+                continue
+            default = "float32" if field.name == "dtype" else field.default
+            fields[field.name] = list(default) if isinstance(default, tuple) else default
+        out[name] = fields
+    return out
+
+
+def write_model_fields() -> None:
+    """Regenerate `train/model_fields.json` from the registry (after adding or changing a model)."""
+    from train import sections
+
+    sections.MODEL_FIELDS.write_text(json.dumps(model_field_defaults(), indent=1) + "\n")

@@ -1,0 +1,211 @@
+"""The light half of the config system: what config files import to build their ConfigDict.
+
+Only ml_collections and the standard library are imported here (no JAX, optax or model code),
+so loading a config file, `python -m train --config X --help` and most config errors are
+instant. `base_config()` is every field the trainer reads, the family sections are each
+family's defaults, and `model_section` lists a model's constructor fields from
+`model_fields.json`, a snapshot of the model registry that a test keeps equal to it
+(regenerate with `python -c "from train import config; config.write_model_fields()"`).
+Validation against the live registry and the devices is `train.config.validate`, at start-up.
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib.util
+import json
+import pathlib
+from typing import Any, Iterable
+
+import ml_collections
+
+MODEL_FIELDS = pathlib.Path(__file__).with_name("model_fields.json")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every field the trainer reads, with defaults. Config files override; nothing else is allowed."""
+    c = ml_collections.ConfigDict()
+    c.family = "vae"
+    c.seed = 0
+    c.batch_size = 128
+    c.total_steps = 1000
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "vae_conv"
+    c.model.dtype = "float32"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "digits"
+    c.data.train_split = "train"
+    c.data.source_b = ""
+    c.data.eval_source = ""
+    c.data.eval_source_b = ""
+    c.data.eval_split = "test"
+    c.data.worker_count = 0
+    c.data.resolution = 0
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"
+    c.optim.learning_rate = 1e-3
+    c.optim.schedule = "constant"
+    c.optim.warmup_steps = 0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip_norm = 0.0
+    c.optim.update_keep_prob = 1.0
+    c.optim.skip_nonfinite = False  # keep the old state when an update makes it non-finite, instead of stopping
+
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.strategy = "jit"
+    c.parallel.multihost = False
+    c.parallel.num_devices = 0
+
+    c.log_every = 50
+    c.preview_every = 500
+    c.eval_every = 0
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 500
+    c.checkpoint.max_to_keep = 3
+    c.checkpoint.keep_every = 0
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.metrics = ()
+    c.eval.batch_size = 250
+    c.eval.num_examples = 0
+    return c
+
+
+def vae() -> ml_collections.ConfigDict:
+    """The `config.vae` defaults."""
+    s = ml_collections.ConfigDict()
+    s.beta = 1.0
+    s.kl_warmup_steps = 0
+    s.iwae_samples = 5000
+    s.iwae_chunk = 50000
+    return s
+
+
+def gan() -> ml_collections.ConfigDict:
+    """The `config.gan` defaults (DCGAN with the non-saturating loss)."""
+    s = ml_collections.ConfigDict()
+    s.loss = "non_saturating"
+    s.n_critic = 1
+    s.gp_weight = 10.0
+    s.r1_gamma = 0.0
+    s.r1_every = 16
+    s.ema_half_life_images = 0.0
+    s.diffaugment = ""
+    s.d_learning_rate = 0.0
+    s.discriminator = model_section("dcgan_d")
+    s.extractor = "inception_v3_fid"
+    s.extractor_weights = ""
+    s.cache_dir = ""
+    s.eval_samples = 10_000
+    s.sample_batch_size = 500
+    s.kid_subset_size = 1000
+    s.kid_subsets = 100
+    s.pr_k = 3
+    return s
+
+
+def swap() -> ml_collections.ConfigDict:
+    """The `config.swap` defaults (DeepFaceLab SAEHD's)."""
+    s = ml_collections.ConfigDict()
+    s.masked_training = True
+    s.dssim_weight = 10.0
+    s.mse_weight = 10.0
+    s.mask_weight = 10.0
+    s.eyes_mouth_prio = False
+    s.eyes_mouth_weight = 300.0
+    s.random_warp = True
+    s.warp_strength = 1.0
+    s.flip_a = False
+    s.flip_b = True
+    s.color_transfer = "none"
+    s.ema_decay = 0.0
+    s.eval_ssim_window = 11
+    s.init_from = ""
+    s.reinit = ()
+    s.gan_power = 0.0
+    s.gan_patch_size = 0
+    s.gan_dims = 16
+    s.true_face_power = 0.0
+    return s
+
+
+def model_section(name: str, **fields: Any) -> ml_collections.ConfigDict:
+    """A `config.model` holding every constructor field of registered model `name`, defaults filled in.
+
+    Listing all fields makes each one overridable from the command line and recorded in the
+    frozen config; `image_shape` comes from the data and `param_dtype` stays float32.
+    """
+    known = model_field_defaults()
+    if name not in known:
+        raise _config_error(_unknown("model.name", name, known, what="model"))
+    section = ml_collections.ConfigDict({"name": name})
+    for key, default in known[name].items():
+        section[key] = tuple(default) if isinstance(default, list) else default
+    for key, value in fields.items():
+        if key not in section:
+            raise _config_error(_unknown(f"model.{key}", key, section.keys(), what=f"field of model {name!r}"))
+        section[key] = value
+    return section
+
+
+@functools.cache
+def model_field_defaults() -> dict[str, dict[str, Any]]:
+    """Each registered model's config fields and their defaults, as `model_fields.json` records them."""
+    return json.loads(MODEL_FIELDS.read_text())
+
+
+def apply_variant(config: ml_collections.ConfigDict, arg: str | None, variants: dict) -> ml_collections.ConfigDict:
+    """Apply the named variant (`file.py:smoke`); an unknown name lists the valid ones."""
+    if not arg:
+        return config
+    if arg not in variants:
+        raise _config_error(f"unknown config variant {arg!r}; choose one of: {', '.join(sorted(variants))}")
+    variants[arg](config)
+    return config
+
+
+def smoke(config: ml_collections.ConfigDict) -> None:
+    """Shrink any config to a few steps on a few examples: what the tests run for every file."""
+    config.total_steps = 4
+    config.batch_size = 16
+    config.log_every = 1
+    config.preview_every = 4
+    config.eval_every = 4
+    config.checkpoint.every = 2
+    config.eval.batch_size = 16
+    config.eval.num_examples = 32
+    config.optim.warmup_steps = 0
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+    """The config from `path/to/file.py[:variant]`, as `--config` would build it."""
+    import pathlib
+
+    path, _, arg = spec.partition(":")
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"config file {file} not found; configs live in configs/*.py")
+    module_spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
+def _unknown(path: str, key: str, valid: Iterable[str], what: str = "config field") -> str:
+    valid = sorted(valid)
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {path!r}.{hint} Valid fields here: {', '.join(valid)}"
+
+
+def _config_error(message: str) -> Exception:
+    """A ConfigError, imported only when one is raised (zoo's package import is not light)."""
+    from zoo.errors import ConfigError
+
+    return ConfigError(message)

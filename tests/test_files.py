@@ -1,7 +1,7 @@
 """atomic_write: the new file appears whole or not at all, and no temporary file is left behind."""
 import pytest
 
-from data.files import atomic_write
+from zoo.files import atomic_write
 
 
 def test_atomic_write_replaces_the_file_only_when_the_block_ends(tmp_path):

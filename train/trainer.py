@@ -21,6 +21,7 @@ from data import provenance
 from train import checkpoint, evaluators, parallel, runs
 from train import config as config_lib
 from train.writers import MetricWriter
+from zoo import files
 from zoo.errors import CheckpointError, WorkdirError
 
 log = logging.getLogger(__name__)
@@ -219,9 +220,8 @@ def _write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
         workdir.mkdir(parents=True, exist_ok=True)
         if path.exists() and path.read_text() == text:
             return
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(text)
-        temporary.replace(path)
+        with files.atomic_write(path) as tmp:
+            tmp.write_text(text)
     except OSError as error:
         raise WorkdirError(f"cannot write {path} ({error.strerror or error}); pass a writable --workdir") from error
 

@@ -16,7 +16,6 @@ import http.client
 import json
 import os
 import pathlib
-import tempfile
 import urllib.request
 from typing import Any, BinaryIO, Callable, Mapping
 
@@ -29,7 +28,7 @@ from flax import traverse_util
 from flax.errors import FlaxError
 from safetensors.numpy import load_file, save_file
 
-from zoo import registry
+from zoo import files, registry
 from zoo.errors import WeightsError
 
 FORMAT = "deepfake-zoo.pretrained"
@@ -92,11 +91,8 @@ def export(path: str | os.PathLike, model: str, model_config: Mapping[str, Any],
         "model_config": json.dumps(dict(model_config), sort_keys=True),
         "metadata": json.dumps(dict(metadata or {}), sort_keys=True, default=str),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp_path = pathlib.Path(tmp.name)
-    save_file(flat, str(tmp_path), metadata=header)
-    tmp_path.replace(path)
+    with files.atomic_write(path) as tmp:
+        save_file(flat, str(tmp), metadata=header)
     return path
 
 
@@ -240,8 +236,7 @@ def fetch(name: str, entry: Entry, cache_dir: str | os.PathLike | None = None) -
         path = WEIGHTS_DIR / entry.bundled
         verify_sha256(path, entry.sha256, what=what, fix="the bundled file was changed: reinstall deepfake-zoo")
         return path
-    cache = pathlib.Path(cache_dir or os.environ.get("ZOO_CACHE", pathlib.Path.home() / ".cache" / "deepfake-zoo"))
-    path = cache / f"{name}-{entry.sha256[:12]}.safetensors"
+    path = files.cache_dir(cache_dir) / f"{name}-{entry.sha256[:12]}.safetensors"
     if not path.exists():
         return download(entry.url, path, entry.sha256, what=what)
     verify_sha256(path, entry.sha256, what=what, fix=f"delete {path} and retry, or check the URL {entry.url}")
@@ -254,11 +249,8 @@ def download(url: str, path: pathlib.Path, expected_sha256: str, *, what: str) -
     The bytes go to a temporary file beside `path` and are renamed into place after the check, so an
     interrupted or tampered download never takes the name the cache trusts.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    tmp = pathlib.Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with files.atomic_write(path) as tmp:
+        with open(tmp, "wb") as out:
             digest = _copy_hashing(url, out, what=what, path=path)
         if digest != expected_sha256:
             raise WeightsError(
@@ -266,9 +258,6 @@ def download(url: str, path: pathlib.Path, expected_sha256: str, *, what: str) -
                 f"it was deleted. Retry, or download it by hand, check its sha256 is {expected_sha256} and put it "
                 f"at {path}"
             )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

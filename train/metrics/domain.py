@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 import time
 from typing import Any
 
@@ -35,6 +34,7 @@ from safetensors.numpy import load_file, save_file
 
 from data import provenance, sources
 from train.metrics.features import Extractor
+from zoo import files
 from zoo.pretrained import sha256
 
 log = logging.getLogger(__name__)
@@ -199,15 +199,8 @@ def save_weights(path: pathlib.Path, params: Params, metadata: dict[str, Any]) -
     flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
     header = {"format": FORMAT, "format_version": str(VERSION),
               **{k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in metadata.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as tmp:
-        tmp_path = tmp.name
-    try:
-        save_file(flat, tmp_path, metadata=header)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
+    with files.atomic_write(path) as tmp:
+        save_file(flat, str(tmp), metadata=header)
     return path
 
 

@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from zoo import files
+
 
 @dataclasses.dataclass(frozen=True)
 class Extractor:
@@ -52,4 +54,4 @@ class Extractor:
 
 def cache_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
     """Where extractor weights and reference statistics live: `override`, $ZOO_CACHE, or ~/.cache."""
-    return pathlib.Path(override or os.environ.get("ZOO_CACHE", pathlib.Path.home() / ".cache" / "deepfake-zoo"))
+    return files.cache_dir(override)

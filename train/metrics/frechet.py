@@ -13,13 +13,14 @@ import dataclasses
 import json
 import os
 import pathlib
-import tempfile
 import warnings
 from typing import Any, Mapping
 
 import numpy as np
 import scipy.linalg
 from numpy.typing import ArrayLike
+
+from zoo import files
 
 #: Keys every reference-stats file holds.
 STATS_KEYS = ("mu", "sigma", "count", "metadata")
@@ -148,15 +149,8 @@ class ReferenceStats:
 def save_reference_stats(path: str | os.PathLike, stats: ReferenceStats) -> pathlib.Path:
     """Writes `stats` to `path` as a pickle-free .npz, atomically so readers never see half a file."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, mu=stats.mu, sigma=stats.sigma, count=np.int64(stats.count), metadata=np.str_(stats.metadata))
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    with files.atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, mu=stats.mu, sigma=stats.sigma, count=np.int64(stats.count), metadata=np.str_(stats.metadata))
     return path
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import pathlib
-import tempfile
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -22,6 +20,7 @@ from train.metrics.features import Extractor
 from train.metrics.inception_score import inception_score
 from train.metrics.kid import kernel_inception_distance
 from train.metrics.precision_recall import precision_recall
+from zoo import files
 
 log = logging.getLogger(__name__)
 
@@ -101,15 +100,8 @@ def reference_outputs(extractor: Extractor, source: Any, name: str, limit: int,
 
 def _save_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
     """Write arrays atomically: a reader never sees half a file, an interrupted write leaves none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    with files.atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def compare(real: dict[str, np.ndarray], fake: dict[str, np.ndarray], protocol: Protocol) -> dict[str, float]:

@@ -1,4 +1,8 @@
-"""Writing files so readers never see half of one: an interrupted write leaves the old file or none, never a torn one."""
+"""Files the zoo writes and caches: atomic writes and the cache directory, one implementation of each.
+
+An interrupted write leaves the old file or none, never a torn one; everything downloaded or
+derived once (pretrained weights, extractor weights, reference statistics) lives under one cache.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,6 +10,11 @@ import os
 import pathlib
 import secrets
 from typing import Iterator
+
+
+def cache_dir(override: str | os.PathLike[str] | None = None) -> pathlib.Path:
+    """Where downloads and derived files are kept: `override`, else $ZOO_CACHE, else ~/.cache/deepfake-zoo."""
+    return pathlib.Path(override or os.environ.get("ZOO_CACHE") or pathlib.Path.home() / ".cache" / "deepfake-zoo")
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """The zoo's default training steps on one GPU, in float32 and bfloat16: images/s, MFU, peak memory.
 
     python -m benchmarks gpu [--models vae_conv64,df64,df128,dcgan64] [--dtypes float32,bfloat16]
-        [--batch-scale 1] [--steps 30] [--warmup 5] [--budget-s 280] [--peak-tflops T] [--json out.json]
+        [--forms plain,fast] [--forms-models df64,dcgan64] [--batch-scale 1 | --batch N]
+        [--steps 30] [--warmup 5] [--budget-s 280] [--peak-tflops T] [--json out.json]
 
 `benchmarks/gpu.sh` is the one command for a lent H100/H200 (it installs carried wheels first).
 Every (model, dtype) runs in a fresh process, so each peak-memory figure is that step's alone:
@@ -13,6 +14,13 @@ over `--steps` timed steps after `--warmup`, images/s, the analytic FLOPs per st
 TFLOP/s, MFU = achieved / the card's dense bf16 peak (also for float32 runs, so the two compare on
 one scale), and the device's peak bytes in use. Runs left when `--budget-s` is spent are listed as
 skipped, so the script ends inside the 5 minutes a device session affords.
+
+`zoo.layers` has two forms of its convs and dense layers: XLA:CPU's custom-VJP ("fast") forms and
+plain `lax` convolutions with JAX's autodiff ("plain"), which the zoo uses on GPU/TPU because the
+fast forms were measured on CPU only. The `--forms-models` steps (DF-64 and DCGAN-64) run once per
+`--forms` entry, first, and `forms_comparison` in the JSON gives fast/plain images/s for each, the
+measurement that decides whether GPUs should get the fast forms too. Other steps run in "auto"
+(the backend's own choice).
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ from typing import Any
 
 from benchmarks import common
 from benchmarks.twin_specs import SPECS
+from zoo import layers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -69,9 +78,36 @@ def measure(model: str, dtype: str, batch: int, steps: int, warmup: int) -> dict
     return result
 
 
-def _worker_command(model: str, dtype: str, args: argparse.Namespace) -> list[str]:
+def measure_in_forms(model: str, dtype: str, forms: str, batch: int, steps: int, warmup: int) -> dict[str, Any]:
+    """`measure` with zoo.layers' forms forced to `forms` ("plain", "fast" or "auto") while it traces."""
+    with layers.use_forms(forms):
+        return {"forms": forms, "fast_forms": layers.fast_forms_enabled(),
+                **measure(model, dtype, batch, steps, warmup)}
+
+
+def plan(models: list[str], dtypes: list[str], forms: list[str], forms_models: list[str]) -> list[tuple[str, str, str]]:
+    """(model, dtype, forms) runs: each `forms_models` step in every form first, so the budget keeps them."""
+    compared = [(m, d, f) for m in models if m in forms_models for d in dtypes for f in forms]
+    return compared + [(m, d, "auto") for m in models if m not in forms_models for d in dtypes]
+
+
+def compare_forms(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """fast / plain images/s of every (model, dtype) measured in both forms."""
+    rates = {(r["model"], r["dtype"], r["forms"]): r["images_per_s"] for r in runs if "images_per_s" in r}
+    return [{"model": m, "dtype": d, "plain_images_per_s": rate, "fast_images_per_s": rates[(m, d, "fast")],
+             "fast_over_plain": round(rates[(m, d, "fast")] / rate, 3)}
+            for (m, d, f), rate in rates.items() if f == "plain" and (m, d, "fast") in rates]
+
+
+def _batch(model: str, args: argparse.Namespace) -> int:
+    """`--batch` if given, else the spec's batch times `--batch-scale`."""
+    return args.batch or SPECS[model].batch * args.batch_scale
+
+
+def _worker_command(model: str, dtype: str, forms: str, args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "benchmarks.gpu", "--worker", "--models", model, "--dtypes", dtype,
-            "--batch-scale", str(args.batch_scale), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+            "--forms", forms, "--batch", str(_batch(model, args)), "--steps", str(args.steps),
+            "--warmup", str(args.warmup)]
 
 
 def summarise(result: dict[str, Any], peak: float | None) -> dict[str, Any]:
@@ -89,7 +125,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(SPECS))
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--forms", default="plain,fast", help="zoo.layers forms to time the --forms-models steps in")
+    parser.add_argument("--forms-models", default="df64,dcgan64", help="steps timed in every --forms entry")
     parser.add_argument("--batch-scale", type=int, default=1, help="multiply each spec's batch size by this")
+    parser.add_argument("--batch", type=int, default=0, help="one batch size for every step (0: the specs')")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--budget-s", type=float, default=280.0, help="start no run after this many seconds")
@@ -97,16 +136,20 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    models, dtypes = args.models.split(","), args.dtypes.split(",")
-    unknown = set(models) - set(SPECS)
+    models, dtypes, forms = args.models.split(","), args.dtypes.split(","), args.forms.split(",")
+    forms_models = [m for m in args.forms_models.split(",") if m]
+    unknown = set(models + forms_models) - set(SPECS)
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}; choose from {', '.join(SPECS)}")
+    bad_forms = sorted(set(forms) - set(layers.FORMS))
+    if bad_forms:
+        parser.error(f"unknown forms {bad_forms}; choose from {', '.join(layers.FORMS)}")
     if args.worker:
         model, dtype = models[0], dtypes[0]
         try:
-            result = measure(model, dtype, SPECS[model].batch * args.batch_scale, args.steps, args.warmup)
+            result = measure_in_forms(model, dtype, forms[0], _batch(model, args), args.steps, args.warmup)
         except Exception as e:  # noqa: BLE001 - reported in the driver's JSON
-            result = {"model": model, "dtype": dtype, "error": f"{type(e).__name__}: {e}"[:4000]}
+            result = {"model": model, "dtype": dtype, "forms": forms[0], "error": f"{type(e).__name__}: {e}"[:4000]}
         common.emit(result, args.json)
         return
 
@@ -114,22 +157,24 @@ def main() -> None:
 
     kind = jax.local_devices()[0].device_kind
     peak = peak_tflops(kind, args.peak_tflops)
+    runs_planned = plan(models, dtypes, forms, forms_models)
     start, runs = time.time(), []
-    for model in models:
-        for dtype in dtypes:
-            left = args.budget_s - (time.time() - start)
-            if left <= 0:
-                runs.append({"model": model, "dtype": dtype, "skipped": f"the {args.budget_s:.0f} s budget was spent"})
-                continue
-            runs.append(summarise(common.run_worker(_worker_command(model, dtype, args), left + 60, ROOT), peak))
-            r = runs[-1]
-            print(f"{model} {dtype}: " + (f"{r['images_per_s']} images/s, MFU {r['mfu_vs_bf16_dense_peak']}"
-                                          if "images_per_s" in r else r.get("error", "")[:300]),
-                  file=sys.stderr, flush=True)
+    for model, dtype, form in runs_planned:
+        left = args.budget_s - (time.time() - start)
+        if left <= 0:
+            runs.append({"model": model, "dtype": dtype, "forms": form,
+                         "skipped": f"the {args.budget_s:.0f} s budget was spent"})
+            continue
+        runs.append(summarise(common.run_worker(_worker_command(model, dtype, form, args), left + 60, ROOT), peak))
+        r = runs[-1]
+        print(f"{model} {dtype} {form}: " + (f"{r['images_per_s']} images/s, MFU {r['mfu_vs_bf16_dense_peak']}"
+                                             if "images_per_s" in r else r.get("error", "")[:300]),
+              file=sys.stderr, flush=True)
     common.emit({"benchmark": "gpu", "device_kind": kind, "bf16_dense_peak_tflops": peak,
-                 "batch_scale": args.batch_scale, "runs": runs, "seconds": round(time.time() - start, 1),
-                 "commands": {f"{m}:{d}": "python " + " ".join(_worker_command(m, d, args)[1:])
-                              for m in models for d in dtypes},
+                 "batch_scale": args.batch_scale, "batch": args.batch or None, "runs": runs,
+                 "forms_comparison": compare_forms(runs), "seconds": round(time.time() - start, 1),
+                 "commands": {f"{m}:{d}:{f}": "python " + " ".join(_worker_command(m, d, f, args)[1:])
+                              for m, d, f in runs_planned},
                  "xla_flags": os.environ.get("XLA_FLAGS", ""), "machine": common.machine()}, args.json)
 
 

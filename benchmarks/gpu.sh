@@ -3,6 +3,9 @@
 #
 # Writes $OUT/gpu.json (runs/gpu.json without $OUT) within about 5 minutes: every default step in
 # float32 and bfloat16, images/s, MFU against the card's dense bf16 peak, peak device memory.
+# DF-64 and DCGAN-64 run first in both zoo.layers forms (plain lax convs, the zoo's GPU default, and
+# the XLA:CPU custom-VJP forms); "forms_comparison" gives fast/plain images/s, which decides
+# whether GPUs keep the plain forms (`--forms`, `--forms-models` choose otherwise).
 # The device image has jax, flax, optax, orbax, chex, einops, absl and torch but not grain,
 # array-record, ml-collections or portpicker; carry them as wheels for its Python 3.12, made here once with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

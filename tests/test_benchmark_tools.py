@@ -1,4 +1,4 @@
-"""The profiling and GPU benchmark helpers: HLO convolutions rebuilt exactly, FLOPs and MFU by formula."""
+"""The profiling and GPU benchmark helpers: HLO convs rebuilt exactly, FLOPs and MFU by formula, both layer forms."""
 import math
 
 import jax
@@ -86,3 +86,36 @@ def test_train_step_runs_a_paired_config_through_the_trainers_pipeline():
         assert rates["median"] == pytest.approx(4 * result[f"{key}_steps_per_s"]["median"])
     only = train_step.measure("configs/swap_df_synthetic.py:smoke", small, steps=6, window=2, pipeline_only=True)
     assert "input_pipeline_images_per_s" in only and "step_only_steps_per_s" not in only
+
+
+def test_the_gpu_benchmark_times_both_layer_forms_and_compares_them(tmp_path, monkeypatch):
+    """`--forms plain,fast` on a tiny step, its workers run in this process: both runs, and fast/plain in the JSON."""
+    import json
+    import sys
+
+    from benchmarks import common
+
+    def in_process_worker(command, timeout, cwd, env=None):
+        out = tmp_path / "worker.json"
+        monkeypatch.setattr(sys, "argv", ["gpu", *command[3:], "--json", str(out)])
+        gpu.main()
+        return json.loads(out.read_text())
+
+    monkeypatch.setattr(common, "run_worker", in_process_worker)
+    out = tmp_path / "gpu.json"
+    tiny = ["--models", "vae_conv64", "--dtypes", "float32", "--forms-models", "vae_conv64", "--batch", "2"]
+    monkeypatch.setattr(sys, "argv", ["gpu", *tiny, "--steps", "2", "--warmup", "0", "--json", str(out)])
+    gpu.main()
+    report = json.loads(out.read_text())
+    assert [(r["forms"], r["fast_forms"], r["batch_size"]) for r in report["runs"]] == [
+        ("plain", False, 2), ("fast", True, 2)], report["runs"]
+    (compared,) = report["forms_comparison"]
+    assert compared["model"] == "vae_conv64" and compared["fast_over_plain"] > 0
+    assert set(report["commands"]) == {"vae_conv64:float32:plain", "vae_conv64:float32:fast"}
+
+
+def test_the_gpu_plan_runs_the_compared_steps_first_in_every_form():
+    dtypes, forms = ["float32", "bfloat16"], ["plain", "fast"]
+    runs = gpu.plan(["vae_conv64", "df64", "dcgan64"], dtypes, forms, ["df64", "dcgan64"])
+    assert runs[:8] == [(m, d, f) for m in ("df64", "dcgan64") for d in dtypes for f in forms]
+    assert runs[8:] == [("vae_conv64", "float32", "auto"), ("vae_conv64", "bfloat16", "auto")]

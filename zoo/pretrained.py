@@ -6,7 +6,10 @@ model name and its constructor fields as JSON. Nothing in it depends on how flax
 serialise state, so a file written today keeps loading after either changes; and no pickle is
 involved. Published weights are registry entries with a URL (or a file bundled in the package)
 and a sha256 that is checked before the file is read, and for a download before it takes its name
-in the cache. Every bad file is a `zoo.errors.WeightsError` naming it.
+in the cache. Every bad file is a `zoo.errors.WeightsError` naming it. What is published, with each
+checkpoint's card, is `zoo.catalogue`; third-party weights are read with `convert(name)`.
+
+    python -m zoo.pretrained list | show NAME | verify [NAME]
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ import http.client
 import json
 import os
 import pathlib
+import sys
 import urllib.request
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -29,7 +33,8 @@ from flax.errors import FlaxError
 from safetensors.numpy import load_file, save_file
 
 from zoo import files, registry
-from zoo.errors import WeightsError
+from zoo.catalogue import CONVERTERS, REGISTRY, Converter, Entry  # noqa: F401  (Entry, REGISTRY: public here too)
+from zoo.errors import WeightsError, ZooError
 
 FORMAT = "deepfake-zoo.pretrained"
 FORMAT_VERSION = 1
@@ -38,23 +43,15 @@ _EXPORTED = ("batch_stats",)  # state collections inference needs; spectral-norm
 WEIGHTS_DIR = pathlib.Path(__file__).with_name("weights")
 
 
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """A published checkpoint: where it lives (an https URL or a file bundled in zoo/weights) and its sha256."""
-
-    sha256: str
-    url: str = ""
-    bundled: str = ""
-    description: str = ""
+class UnknownWeightsError(WeightsError, FileNotFoundError):
+    """A name that is neither a file nor in the catalogue (a FileNotFoundError too, as `load` always raised)."""
 
 
-REGISTRY: dict[str, Entry] = {
-    "vae_digits": Entry(
-        sha256="bd4ae8efd7867a052c963cf7655c53cb0ca4d04b488fd24d6657c65a09c6d0ad",
-        bundled="vae_digits.safetensors",
-        description="configs/vae_digits.py, 3,000 steps; test neg-ELBO 22.67 nats, IWAE(k=200) 22.02 on the 297 held-out digits",
-    ),
-}
+class PretrainedModel(NamedTuple):
+    """What `zoo.create_model(name, pretrained=True)` returns: unpack as `module, variables = ...`."""
+
+    module: nn.Module
+    variables: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +99,7 @@ def load(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike | None
     if not path.is_file():
         name = str(name_or_path)
         if name not in REGISTRY:
-            raise FileNotFoundError(
+            raise UnknownWeightsError(
                 f"{name!r} is neither a file nor a registered pretrained model; registered: "
                 f"{', '.join(sorted(REGISTRY)) or '(none)'}; export one with train.export"
             )
@@ -232,15 +229,21 @@ def _flatten(tree: Any) -> dict[str, np.ndarray]:
 def fetch(name: str, entry: Entry, cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
     """The verified local file for a registry entry, downloading it into the cache if needed."""
     what = f"pretrained {name!r}"
+    path = entry_path(name, entry, cache_dir)
     if entry.bundled:
-        path = WEIGHTS_DIR / entry.bundled
         verify_sha256(path, entry.sha256, what=what, fix="the bundled file was changed: reinstall deepfake-zoo")
         return path
-    path = files.cache_dir(cache_dir) / f"{name}-{entry.sha256[:12]}.safetensors"
     if not path.exists():
         return download(entry.url, path, entry.sha256, what=what)
     verify_sha256(path, entry.sha256, what=what, fix=f"delete {path} and retry, or check the URL {entry.url}")
     return path
+
+
+def entry_path(name: str, entry: Entry, cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
+    """Where a registry entry's file is read from: zoo/weights for a bundled one, else the cache."""
+    if entry.bundled:
+        return WEIGHTS_DIR / entry.bundled
+    return files.cache_dir(cache_dir) / f"{name}-{entry.sha256[:12]}.safetensors"
 
 
 def download(url: str, path: pathlib.Path, expected_sha256: str, *, what: str) -> pathlib.Path:
@@ -331,3 +334,156 @@ def _check_params(path: pathlib.Path, module: nn.Module, params: Any, collection
 def _key(collection: str, path: tuple[str, ...]) -> str:
     name = "/".join(path)
     return name if collection == "params" else f"{collection}{_COLLECTION_SEP}{name}"
+
+
+def create(name: str, **overrides: Any) -> PretrainedModel:
+    """A catalogue name (or an export's path) -> its module and variables: `zoo.create_model(name, pretrained=True)`.
+
+    The module is rebuilt from the file's own config, so its fields cannot be overridden here (the params'
+    shapes depend on them); change compute-only fields afterwards with `module.clone(dtype=...)`.
+    """
+    if overrides:
+        raise WeightsError(f"create_model({name!r}, pretrained=True) builds the model from the file's config, so "
+                           f"it takes no overrides (got {', '.join(sorted(overrides))}); use module.clone(...) on "
+                           "the result for compute-only fields such as dtype")
+    loaded = load(name)
+    return PretrainedModel(loaded.module, loaded.variables)
+
+
+def converter_path(name: str, cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
+    """Where the loader looks for a converter's downloaded file: <cache>/<its published file name>."""
+    return files.cache_dir(cache_dir) / _converter(name).filename
+
+
+def convert(name: str, path: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None) -> Any:
+    """Third-party weights `name` from `path` (default: the cache), verified against the pin, then converted.
+
+    The check comes before the file is opened by any reader, so a tampered or truncated file is never parsed.
+    """
+    converter = _converter(name)
+    path = pathlib.Path(path) if path else converter_path(name, cache_dir)
+    if not path.is_file():
+        raise WeightsError(f"{name} weights not found at {path}: download {converter.url} and put it at "
+                           f"{converter_path(name, cache_dir)} (or pass its path)")
+    verify_converter_file(name, path)
+    return converter.resolve()(path)
+
+
+def verify_converter_file(name: str, path: str | os.PathLike) -> str:
+    """The file's sha256 once it matches the converter's pin (the whole digest, or the published prefix)."""
+    converter = _converter(name)
+    digest = sha256(path)
+    if not digest.startswith(converter.sha256):
+        pinned = "the pinned prefix" if converter.sha256_is_prefix else "the pinned"
+        raise WeightsError(f"sha256 mismatch for {name}: {path} has {digest}, {pinned} sha256 is {converter.sha256}; "
+                           f"download {converter.url} again")
+    return digest
+
+
+def _converter(name: str) -> Converter:
+    """The registered converter, or WeightsError listing the known names."""
+    if name not in CONVERTERS:
+        raise WeightsError(f"unknown converter {name!r}; converters: {', '.join(sorted(CONVERTERS)) or '(none)'}")
+    return CONVERTERS[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One file's verification: its status ("ok", "missing", "mismatch") and a line saying what to do."""
+
+    name: str
+    status: str
+    message: str
+
+
+def verify(names: Sequence[str] = (), *, cache_dir: str | os.PathLike | None = None) -> list[Check]:
+    """Check every (or each named) entry's and converter's local file against its pinned sha256; nothing is fetched."""
+    from zoo import catalogue
+
+    for name in names:
+        if name not in REGISTRY and name not in CONVERTERS:
+            raise UnknownWeightsError(f"unknown pretrained name {name!r}; known: {catalogue.known_names()}")
+    names = list(names) or catalogue.list_pretrained() + catalogue.list_converters()
+    return [_check_entry(n, cache_dir) if n in REGISTRY else _check_converter(n, cache_dir) for n in names]
+
+
+def _check_entry(name: str, cache_dir: str | os.PathLike | None) -> Check:
+    """A registry entry's bundled or cached file against its sha256."""
+    entry = REGISTRY[name]
+    path = entry_path(name, entry, cache_dir)
+    if not path.is_file():
+        fix = "reinstall deepfake-zoo" if entry.bundled else f"download {entry.url} and put it at {path}"
+        return Check(name, "missing", f"{path} is missing: {fix}")
+    try:
+        verify_sha256(path, entry.sha256, what=f"pretrained {name!r}", fix=f"delete it and download {entry.url}"
+                      if entry.url else "reinstall deepfake-zoo")
+    except WeightsError as error:
+        return Check(name, "mismatch", str(error))
+    return Check(name, "ok", f"{path} sha256 {entry.sha256}")
+
+
+def _check_converter(name: str, cache_dir: str | os.PathLike | None) -> Check:
+    """A converter's cached download against its pinned sha256 (or the pinned prefix, said so)."""
+    converter, path = CONVERTERS[name], converter_path(name, cache_dir)
+    if not path.is_file():
+        return Check(name, "missing", f"{path} is missing: download {converter.url} and put it there")
+    try:
+        digest = verify_converter_file(name, path)
+    except WeightsError as error:
+        return Check(name, "mismatch", str(error))
+    prefix = " (only its prefix is pinned)" if converter.sha256_is_prefix else ""
+    return Check(name, "ok", f"{path} sha256 {digest}{prefix}")
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m zoo.pretrained list | show NAME | verify [NAME...]`; a ZooError is one line and exit status 2.
+
+    verify exits 1 when a file is present but wrong, when a bundled file is missing, or when a name asked
+    for is missing; a third-party download that was never made is only reported in a plain `verify`.
+    """
+    from zoo import catalogue
+
+    usage = "usage: python -m zoo.pretrained list [PATTERN] | show NAME | verify [NAME...]"
+    command, args = (argv[0], list(argv[1:])) if argv else ("", [])
+    try:
+        if command == "list" and len(args) <= 1:
+            print(_listing(args[0] if args else "*"))
+            return 0
+        if command == "show" and len(args) == 1:
+            print(catalogue.describe(args[0]))
+            return 0
+        if command == "verify":
+            return _report(verify(args), strict=bool(args))
+    except ZooError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(usage, file=sys.stderr)
+    return 2
+
+
+def _listing(pattern: str) -> str:
+    """The `list` table: zoo checkpoints with their headline metric, then third-party converters."""
+    from zoo import catalogue
+
+    lines = ["pretrained (zoo.create_model(name, pretrained=True)):"]
+    for name in catalogue.list_pretrained(pattern):
+        entry = REGISTRY[name]
+        metric = entry.card.metrics[0].line().split(" on ")[0] if entry.card and entry.card.metrics else ""
+        lines.append(f"  {name:24} {metric:28} {entry.source}")
+    lines.append("converters (zoo.pretrained.convert(name)):")
+    lines += [f"  {n:24} {CONVERTERS[n].url}" for n in catalogue.list_converters(pattern)]
+    return "\n".join(lines)
+
+
+def _report(checks: list[Check], *, strict: bool) -> int:
+    """Print one line per check; 1 if anything is wrong (missing counts only for bundled files or `strict`)."""
+    failed = False
+    for check in checks:
+        print(f"{check.status:8} {check.name}: {check.message}")
+        bundled = check.name in REGISTRY and bool(REGISTRY[check.name].bundled)
+        failed |= check.status == "mismatch" or (check.status == "missing" and (strict or bundled))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,16 +1,20 @@
 """Name -> model constructor registry: how configs and `zoo.create_model` find architectures.
 
 Modeled on timm's registry: a model file registers a linen module class (or a factory with
-the same fields) under a name; `create_model` calls it with keyword overrides. Explicit imports in
+the same fields) under a name; `create_model` calls it with keyword overrides or, with
+`pretrained=True`, loads a published checkpoint of it (`zoo.catalogue`). Explicit imports in
 `zoo/__init__.py` fill the registry, so nothing is found by string import paths.
 """
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal, overload
 
 import flax.linen as nn
+
+if TYPE_CHECKING:
+    from zoo.pretrained import PretrainedModel
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -32,8 +36,22 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
-    """The linen module registered as `name`, with constructor fields overridden."""
+@overload
+def create_model(name: str, pretrained: Literal[False] = False, **overrides: Any) -> nn.Module: ...
+@overload
+def create_model(name: str, pretrained: Literal[True], **overrides: Any) -> PretrainedModel: ...
+
+
+def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Module | PretrainedModel:
+    """The linen module registered as `name` with fields overridden; with `pretrained`, a catalogue checkpoint.
+
+    `pretrained=True` takes a name from `zoo.list_pretrained()` (or an export's path) and returns
+    `(module, variables)` as a named tuple, the file's sha256 checked first (`zoo.pretrained.create`).
+    """
+    if pretrained:
+        from zoo import pretrained as weights  # lazy: zoo.pretrained builds its modules through this registry
+
+        return weights.create(name, **overrides)
     _check_name(name)
     return _MODELS[name](**overrides)
 

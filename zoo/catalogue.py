@@ -1,0 +1,210 @@
+"""The pretrained catalogue: what each published checkpoint is (its card) and the third-party weights zoo converts.
+
+Pure data and lookups, no arrays and no file reading (that is `zoo.pretrained`), so listing costs nothing.
+
+- `REGISTRY`: name -> `Entry` (a zoo export: a bundled file or an https URL, its sha256, and its `Card`).
+  A card states what a number on it means: the config (file:variant) the weights came from, the data and
+  steps, each metric with its protocol, value, tolerance and subset, the input size and value range, the
+  licence. Card metrics are measured, never copied: tests/test_catalogue.py re-measures them from the file
+  with the family's own evaluator. Publishing one more export is one `Entry` here plus its file.
+- `CONVERTERS`: name -> `Converter` (third-party weights: pinned sha256, download URL, the file name the
+  loader looks for in the cache, and the converting function). The function is named by a dotted path
+  ("package.module:function") and imported only when a file is converted, because some converters live in
+  `train` (the FID Inception beside the metric that uses it) and `zoo` must never import `train`; naming it
+  here, rather than having `train` register itself on import, keeps `python -m zoo.pretrained list` and
+  `verify` complete without importing `train`. `register_converter` adds one (a user's own, or a test's).
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import importlib
+from typing import Any, Callable
+
+SHA256_HEX = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One number measured on a checkpoint, with what makes it reproducible: protocol, subset and tolerance."""
+
+    name: str
+    value: float
+    tolerance: float
+    unit: str
+    subset: str
+    protocol: str
+    slow: bool = False  # re-measured by the slow test step (pytest -m slow), not on every run
+
+    def line(self) -> str:
+        """'name = value ± tolerance unit on subset (protocol)', one line for `show`."""
+        return f"{self.name} = {self.value:g} ± {self.tolerance:g} {self.unit} on {self.subset} ({self.protocol})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Card:
+    """Where a checkpoint came from and what it was measured to do: everything a user needs to trust a number."""
+
+    config: str  # "configs/<file>.py[:variant]", the run the weights were exported from
+    data: str
+    steps: int
+    metrics: tuple[Metric, ...]
+    input_shape: tuple[int, ...]  # one example, HWC
+    value_range: str
+    licence: str
+    family: str  # train.families name; its evaluators re-measure the metrics
+    network: str  # the key of these params in the family's state["params"]
+    notes: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A published checkpoint: where it lives (an https URL or a file bundled in zoo/weights), its sha256 and card."""
+
+    sha256: str
+    url: str = ""
+    bundled: str = ""
+    description: str = ""
+    card: Card | None = None
+
+    @property
+    def source(self) -> str:
+        """Where the bytes come from, for listings: the bundled file or the URL."""
+        return f"bundled zoo/weights/{self.bundled}" if self.bundled else self.url
+
+
+@dataclasses.dataclass(frozen=True)
+class Converter:
+    """Third-party weights zoo can read: the file a user downloads, its pinned sha256, and how it becomes variables.
+
+    `sha256` is the full 64-hex digest, or, where no full published digest was found, the prefix the
+    publisher put in the file name (`sha256_is_prefix`); the loader then checks the prefix and says so.
+    `function` is "module:attr", called with the verified file's path; "reader only" entries name the
+    pickle-free state-dict reader and return the raw arrays until a zoo model for them exists.
+    """
+
+    sha256: str
+    url: str
+    filename: str
+    function: str
+    description: str = ""
+    licence: str = ""
+    reader_only: bool = False
+
+    @property
+    def sha256_is_prefix(self) -> bool:
+        """True when only a prefix of the digest is pinned (a weaker check, stated wherever it is used)."""
+        return len(self.sha256) < SHA256_HEX
+
+    def resolve(self) -> Callable[[Any], Any]:
+        """The converting function, imported now: only a conversion pays for (and may import) its package."""
+        module, _, attr = self.function.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+_DIGITS_PROTOCOL = ("train.evaluators.run_metrics, family vae, configs/vae_digits.py seed 0: every test digit "
+                    "binarised and its eps drawn from keys folded from its index, so the number is repeatable")
+
+REGISTRY: dict[str, Entry] = {
+    "vae_digits": Entry(
+        sha256="bd4ae8efd7867a052c963cf7655c53cb0ca4d04b488fd24d6657c65a09c6d0ad",
+        bundled="vae_digits.safetensors",
+        description="conv VAE (vae_conv, latent 16, Bernoulli) on scikit-learn's 8x8 digits",
+        card=Card(
+            config="configs/vae_digits.py",
+            data="digits: scikit-learn load_digits, train = first 1,500 images, test = last 297 (data/sources.py)",
+            steps=3000,
+            metrics=(
+                Metric("neg_elbo", 22.46, 0.1, "nats", "digits:test, all 297", f"elbo evaluator; {_DIGITS_PROTOCOL}"),
+                Metric("psnr", 17.72, 0.05, "dB", "digits:test, all 297",
+                       "psnr evaluator: posterior-mean reconstruction against the 8-bit image, no sampling"),
+                Metric("iwae_nll_k200", 21.98, 0.1, "nats", "digits:test, all 297",
+                       f"iwae evaluator, k = 200; {_DIGITS_PROTOCOL}", slow=True),
+            ),
+            input_shape=(8, 8, 1),
+            value_range="uint8 pixels 0..255 (round(v * 255 / 16)); the model sees them binarised to {0, 1}",
+            licence="weights Apache-2.0 (this project); digits data CC BY 4.0 (UCI optdigits, via scikit-learn)",
+            family="vae",
+            network="vae",
+        ),
+    ),
+}
+
+CONVERTERS: dict[str, Converter] = {}
+
+
+def register_converter(name: str, converter: Converter) -> Converter:
+    """Add third-party weights under `name`; a name is registered once, so two pins can never disagree."""
+    if name in CONVERTERS or name in REGISTRY:
+        raise ValueError(f"pretrained name {name!r} is registered twice")
+    CONVERTERS[name] = converter
+    return converter
+
+
+register_converter("inception_v3_fid", Converter(
+    # Kept equal to train.metrics.inception.WEIGHTS_SHA256 / WEIGHTS_URL / WEIGHTS_FILENAME by a test.
+    sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+    url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+    filename="pt_inception-2015-12-05-6726825d.pth",
+    function="train.metrics.inception:load_variables",
+    description="pytorch-fid's FID InceptionV3 (TF graph 2015-12-05) -> Flax {params, batch_stats}",
+    licence="Apache-2.0 (pytorch-fid; weights ported from TensorFlow's inception-2015-12-05)",
+))
+register_converter("vgg19_torchvision", Converter(
+    # Only the 8-hex prefix torchvision puts in the file name is pinned: no full published sha256 was found.
+    sha256="dcbb9e9d",
+    url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+    filename="vgg19-dcbb9e9d.pth",
+    function="zoo.torch_weights:load_state_dict",
+    description="torchvision VGG19 IMAGENET1K_V1 (for perceptual losses); reader only: the state dict as numpy",
+    licence="BSD-3-Clause (torchvision)",
+    reader_only=True,
+))
+
+
+def list_pretrained(pattern: str = "*") -> list[str]:
+    """Sorted names of zoo checkpoints (`REGISTRY`) matching a shell-style pattern, what `create_model` loads."""
+    return sorted(n for n in REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def list_converters(pattern: str = "*") -> list[str]:
+    """Sorted names of third-party weights zoo can convert, matching a shell-style pattern."""
+    return sorted(n for n in CONVERTERS if fnmatch.fnmatch(n, pattern))
+
+
+def known_names() -> str:
+    """Every pretrained and converter name, comma-separated, for error messages."""
+    return ", ".join(list_pretrained() + list_converters()) or "(none)"
+
+
+def describe(name: str) -> str:
+    """A multi-line description of one checkpoint or converter (what `python -m zoo.pretrained show` prints)."""
+    if name in REGISTRY:
+        return _describe_entry(name, REGISTRY[name])
+    if name in CONVERTERS:
+        return _describe_converter(name, CONVERTERS[name])
+    from zoo.errors import WeightsError
+
+    raise WeightsError(f"unknown pretrained name {name!r}; known: {known_names()} (python -m zoo.pretrained list)")
+
+
+def _describe_entry(name: str, entry: Entry) -> str:
+    """The entry's source, hash and card fields, one per line."""
+    lines = [f"{name}: {entry.description}", f"  source: {entry.source}", f"  sha256: {entry.sha256}"]
+    card = entry.card
+    if card is None:
+        return "\n".join(lines + ["  card: (none)"])
+    lines += [f"  config: {card.config}", f"  data: {card.data}", f"  steps: {card.steps:,}",
+              f"  input: {'x'.join(map(str, card.input_shape))}, {card.value_range}", f"  licence: {card.licence}",
+              "  metrics:"]
+    lines += [f"    {m.line()}" + (" [slow test]" if m.slow else "") for m in card.metrics]
+    return "\n".join(lines + ([f"  notes: {card.notes}"] if card.notes else []))
+
+
+def _describe_converter(name: str, converter: Converter) -> str:
+    """The converter's URL, file name, pin and function, one per line."""
+    pin = f"{converter.sha256} (prefix only: no full published digest)" if converter.sha256_is_prefix \
+        else converter.sha256
+    kind = "reader only" if converter.reader_only else "converter"
+    return "\n".join([f"{name}: {converter.description}", f"  url: {converter.url}", f"  file: {converter.filename}",
+                      f"  sha256: {pin}", f"  {kind}: {converter.function}", f"  licence: {converter.licence}"])

@@ -26,6 +26,7 @@ it scores the real image of a pair above the fake (0.5 is a discriminator that c
 """
 from __future__ import annotations
 
+import functools
 import pathlib
 from typing import Any, Callable
 
@@ -167,170 +168,226 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         kw["dtype"] = jnp.dtype(kw.get("dtype", "float32"))
     nets = {"G": registry.create_model(config.model.name, image_shape=image_shape, **g_kw),
             "D": registry.create_model(hp.discriminator.name, image_shape=image_shape, **d_kw)}
-    gen = nets["G"]
-    num_classes = gen.num_classes
-    latent = gen.latent_dim
     policy = diffaugment.parse_policy(hp.diffaugment)
+    tx = optimizers(config)
+    beta = ema_beta(config.batch_size, hp.ema_half_life_images) if hp.ema_half_life_images else 0.0
+    ema = bool(beta)
+    sample_fn = functools.partial(sample, nets["G"], ema)
+    steps = {"D": Step(functools.partial(d_step, nets, tx["D"], hp.loss, hp.gp_weight, policy))}
+    if hp.r1_gamma:
+        r1 = functools.partial(r1_step, nets, tx["D"], 0.5 * hp.r1_gamma * hp.r1_every, policy)
+        steps["D_r1"] = Step(r1, every=hp.r1_every)
+    steps["G"] = Step(functools.partial(g_step, nets, tx["G"], hp.loss, policy, beta), every=hp.n_critic)
+    fields = dict(g_kw, dtype=jnp.dtype(g_kw["dtype"]).name, image_shape=list(image_shape))
+    return Family(
+        init=functools.partial(init_state, nets, tx, beta, config.data.eval_source or config.data.source),
+        steps=steps,
+        preview=functools.partial(preview, sample_fn),
+        preview_columns=8,
+        evaluators={"disc": functools.partial(eval_disc, nets, sample_fn)},
+        default_metrics=METRICS,
+        export=functools.partial(export, config.model.name, fields, ema),
+        host_evaluators={"fid": functools.partial(eval_fid, config, sample_fn)},
+    )
+
+
+def optimizers(config: ml_collections.ConfigDict) -> dict[str, optax.GradientTransformation]:
+    """G's and D's optimisers: D may have its own learning rate, and G's schedule counts only G's updates."""
+    hp = config.gan
     g_updates = -(-config.total_steps // hp.n_critic)
     optim_d = ml_collections.ConfigDict(config.optim.to_dict())
     optim_d.learning_rate = hp.d_learning_rate or config.optim.learning_rate
-    tx = {"G": optim_lib.make(config.optim, g_updates), "D": optim_lib.make(optim_d, config.total_steps)}
-    beta = ema_beta(config.batch_size, hp.ema_half_life_images) if hp.ema_half_life_images else 0.0
-    d_spec = config.data.eval_source or config.data.source
-    reference = reference_name(config)
+    return {"G": optim_lib.make(config.optim, g_updates), "D": optim_lib.make(optim_d, config.total_steps)}
 
-    def init(rng: jax.Array, batch: Batch) -> State:
-        if num_classes and "label" not in batch:
-            raise ConfigError(f"model.num_classes = {num_classes} but the data {d_spec!r} have no labels; "
-                              "use a labelled source or set num_classes = 0 in model and gan.discriminator")
-        keys = dict(zip(nets, jax.random.split(rng, len(nets))))
-        variables = {name: net.init(keys[name], *net.example_inputs()) for name, net in nets.items()}
-        params = {name: v["params"] for name, v in variables.items()}
-        collections = {name: {c: v[c] for c in v if c != "params"} for name, v in variables.items()}
-        state = {"step": jnp.int32(0), "params": params,
-                 "opt_state": {name: tx[name].init(p) for name, p in params.items()}}
-        if any(collections.values()):
-            state["collections"] = {name: c for name, c in collections.items() if c}
-        return state | ({"ema": {"G": params["G"]}} if beta else {})
 
-    def cols(state: State, net: str) -> dict:
-        return state.get("collections", {}).get(net, {})
+def init_state(nets: dict[str, Any], tx: dict[str, optax.GradientTransformation], beta: float, data_spec: str,
+               rng: jax.Array, batch: Batch) -> State:
+    """Fresh params, collections (BN stats, spectral u) and optimiser states of G and D, plus G's EMA when on."""
+    num_classes = nets["G"].num_classes
+    if num_classes and "label" not in batch:
+        raise ConfigError(f"model.num_classes = {num_classes} but the data {data_spec!r} have no labels; "
+                          "use a labelled source or set num_classes = 0 in model and gan.discriminator")
+    keys = dict(zip(nets, jax.random.split(rng, len(nets))))
+    variables = {name: net.init(keys[name], *net.example_inputs()) for name, net in nets.items()}
+    params = {name: v["params"] for name, v in variables.items()}
+    collections = {name: {c: v[c] for c in v if c != "params"} for name, v in variables.items()}
+    state = {"step": jnp.int32(0), "params": params,
+             "opt_state": {name: tx[name].init(p) for name, p in params.items()}}
+    if any(collections.values()):
+        state["collections"] = {name: c for name, c in collections.items() if c}
+    return state | ({"ema": {"G": params["G"]}} if beta else {})
 
-    def run(net: str, params: Any, net_cols: dict, x: jax.Array, labels: jax.Array | None,
-            train: bool) -> tuple[jax.Array, dict]:
-        """Apply a network; in training its updated collections (BN stats, spectral u) come back too."""
-        variables = {"params": params, **net_cols}
-        if train and net_cols:
-            return nets[net].apply(variables, x, labels, train=True, mutable=list(net_cols))
-        return nets[net].apply(variables, x, labels, train=train), net_cols
 
-    def draws(keys: jax.Array, tag: int, fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
-        return jax.vmap(lambda k: fn(jax.random.fold_in(k, tag)))(keys)
+def cols(state: State, net: str) -> dict:
+    """A network's non-param collections in the state (empty when it has none)."""
+    return state.get("collections", {}).get(net, {})
 
-    def latents(keys: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-        z = draws(keys, _Z, lambda k: jax.random.normal(k, (latent,)))
-        labels = draws(keys, _LABEL, lambda k: jax.random.randint(k, (), 0, num_classes)) if num_classes else None
-        return z, labels
 
-    def augment(keys: jax.Array, tag: int, x: jax.Array) -> jax.Array:
-        if not policy:
-            return x
-        return jax.vmap(lambda k, v: diffaugment.diff_augment(v[None], jax.random.fold_in(k, tag), policy)[0])(keys, x)
+def with_cols(state: State, net: str, new_cols: dict) -> State:
+    """The state with a network's collections replaced by `new_cols` (unchanged when it has none)."""
+    if not new_cols:
+        return state
+    return dict(state, collections=dict(state["collections"], **{net: new_cols}))
 
-    def real_inputs(batch: Batch, keys: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-        return augment(keys, _AUG_REAL, to_unit(batch["image"])), batch["label"] if num_classes else None
 
-    def d_step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
-        keys = parallel.example_keys(rng, batch["image"].shape[0])
-        real, real_labels = real_inputs(batch, keys)
-        z, fake_labels = latents(keys)
-        fake = jax.lax.stop_gradient(run("G", state["params"]["G"], cols(state, "G"), z, fake_labels, True)[0])
-        fake = augment(keys, _AUG_FAKE, fake)
+def run(net: Any, params: Any, net_cols: dict, x: jax.Array, labels: jax.Array | None,
+        train: bool) -> tuple[jax.Array, dict]:
+    """Apply a network; in training its updated collections (BN stats, spectral u) come back too."""
+    variables = {"params": params, **net_cols}
+    if train and net_cols:
+        return net.apply(variables, x, labels, train=True, mutable=list(net_cols))
+    return net.apply(variables, x, labels, train=train), net_cols
 
-        def loss_fn(params):
-            r, new_cols = run("D", params, cols(state, "D"), real, real_labels, True)
-            f, new_cols = run("D", params, new_cols, fake, fake_labels, True)
-            loss = jnp.mean(discriminator_loss(hp.loss, r, f))
-            metrics = {"loss": loss, "real_logit": jnp.mean(r), "fake_logit": jnp.mean(f)}
-            if hp.loss == "wgan_gp":
-                eps = draws(keys, _MIX, lambda k: jax.random.uniform(k, (1, 1, 1)))
-                mix = eps * real + (1.0 - eps) * fake
-                gp = gradient_penalty(lambda x: run("D", params, new_cols, x, real_labels, True)[0], mix)
-                metrics["gradient_penalty"] = gp
-                loss = loss + hp.gp_weight * gp
-            return loss, (metrics | {"total_loss": loss}, new_cols)
 
-        new, grads, (metrics, new_cols) = optim_lib.descend(state, "D", tx["D"], loss_fn)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        return with_cols(new, "D", new_cols), metrics
+def draws(keys: jax.Array, tag: int, fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """One draw of `fn` per example key, from the stream `tag`, so each kind of draw is independent."""
+    return jax.vmap(lambda k: fn(jax.random.fold_in(k, tag)))(keys)
 
-    def r1_step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
-        real, labels = real_inputs(batch, parallel.example_keys(rng, batch["image"].shape[0]))
 
-        def loss_fn(params):
-            penalty = r1_penalty(lambda x: run("D", params, cols(state, "D"), x, labels, True)[0], real)
-            return 0.5 * hp.r1_gamma * hp.r1_every * penalty, {"r1_penalty": penalty}
+def latents(gen: Any, keys: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    """Per-example latents and (for a conditional G) class labels."""
+    z = draws(keys, _Z, lambda k: jax.random.normal(k, (gen.latent_dim,)))
+    num_classes = gen.num_classes
+    labels = draws(keys, _LABEL, lambda k: jax.random.randint(k, (), 0, num_classes)) if num_classes else None
+    return z, labels
 
-        new, _, metrics = optim_lib.descend(state, "D", tx["D"], loss_fn)
-        return new, metrics
 
-    def g_step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
-        keys = parallel.example_keys(rng, batch["image"].shape[0])
-        z, labels = latents(keys)
+def augment(policy: Any, keys: jax.Array, tag: int, x: jax.Array) -> jax.Array:
+    """DiffAugment's `policy` on each image with its own key; x unchanged when there is no policy."""
+    if not policy:
+        return x
+    return jax.vmap(lambda k, v: diffaugment.diff_augment(v[None], jax.random.fold_in(k, tag), policy)[0])(keys, x)
 
-        def loss_fn(params):
-            fake, new_cols = run("G", params, cols(state, "G"), z, labels, True)
-            f, _ = run("D", state["params"]["D"], cols(state, "D"), augment(keys, _AUG_FAKE, fake), labels, True)
-            loss = jnp.mean(generator_loss(hp.loss, f))
-            return loss, ({"loss": loss, "fake_logit": jnp.mean(f)}, new_cols)
 
-        new, grads, (metrics, new_cols) = optim_lib.descend(state, "G", tx["G"], loss_fn)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        new = with_cols(new, "G", new_cols)
-        if beta:
-            new["ema"] = {"G": optax.incremental_update(new["params"]["G"], state["ema"]["G"], 1.0 - beta)}
-        return new, metrics
+def real_inputs(policy: Any, num_classes: int, batch: Batch, keys: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    """The batch's real images in [-1, 1], augmented as D sees them, and their labels for a conditional GAN."""
+    return augment(policy, keys, _AUG_REAL, to_unit(batch["image"])), batch["label"] if num_classes else None
 
-    def with_cols(state: State, net: str, new_cols: dict) -> State:
-        if not new_cols:
-            return state
-        return dict(state, collections=dict(state["collections"], **{net: new_cols}))
 
-    def eval_params(state: State) -> Any:
-        return (state["ema"] if beta else state["params"])["G"]
+def d_loss(d: Any, d_cols: dict, loss_kind: str, gp_weight: float, real: jax.Array, real_labels: jax.Array | None,
+           fake: jax.Array, fake_labels: jax.Array | None, keys: jax.Array, params: Any) -> tuple[jax.Array, tuple]:
+    """D's mean loss on real and fake images (plus WGAN-GP's penalty), its metrics and updated collections."""
+    r, new_cols = run(d, params, d_cols, real, real_labels, True)
+    f, new_cols = run(d, params, new_cols, fake, fake_labels, True)
+    loss = jnp.mean(discriminator_loss(loss_kind, r, f))
+    metrics = {"loss": loss, "real_logit": jnp.mean(r), "fake_logit": jnp.mean(f)}
+    if loss_kind == "wgan_gp":
+        eps = draws(keys, _MIX, lambda k: jax.random.uniform(k, (1, 1, 1)))
+        mix = eps * real + (1.0 - eps) * fake
+        gp = gradient_penalty(lambda x: run(d, params, new_cols, x, real_labels, True)[0], mix)
+        metrics["gradient_penalty"] = gp
+        loss = loss + gp_weight * gp
+    return loss, (metrics | {"total_loss": loss}, new_cols)
 
-    def sample(state: State, keys: jax.Array) -> jax.Array:
-        """Images in [-1, 1] from the evaluation generator, one per key."""
-        z, labels = latents(keys)
-        return run("G", eval_params(state), cols(state, "G"), z, labels, False)[0]
 
-    def eval_disc(state: State, batch: Batch, rng: jax.Array) -> dict:
-        keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(batch["index"])
-        labels = batch["label"] if num_classes else None
-        r = run("D", state["params"]["D"], cols(state, "D"), to_unit(batch["image"]), labels, False)[0]
-        f = run("D", state["params"]["D"], cols(state, "D"), sample(state, keys), latents(keys)[1], False)[0]
-        return {"d_real_logit": r, "d_fake_logit": f, "d_ranks_real_higher": (r > f).astype(jnp.float32)}
+def d_step(nets: dict[str, Any], tx: optax.GradientTransformation, loss_kind: str, gp_weight: float, policy: Any,
+           state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
+    """One D update: held-out-from-G real images against fresh fakes, both through the same augmentation."""
+    keys = parallel.example_keys(rng, batch["image"].shape[0])
+    real, real_labels = real_inputs(policy, nets["G"].num_classes, batch, keys)
+    z, fake_labels = latents(nets["G"], keys)
+    fake = jax.lax.stop_gradient(run(nets["G"], state["params"]["G"], cols(state, "G"), z, fake_labels, True)[0])
+    fake = augment(policy, keys, _AUG_FAKE, fake)
+    loss_fn = functools.partial(d_loss, nets["D"], cols(state, "D"), loss_kind, gp_weight, real, real_labels, fake,
+                                fake_labels, keys)
+    new, grads, (metrics, new_cols) = optim_lib.descend(state, "D", tx, loss_fn)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    return with_cols(new, "D", new_cols), metrics
 
-    def eval_fid(state: State, source: Any, num_examples: int) -> dict[str, Any]:
-        extractor, protocol, real = measurement(config, source, num_examples)
-        fake = generative.sample_outputs(extractor, sampler(state, config.seed, hp.sample_batch_size),
-                                         hp.eval_samples)
-        results = generative.compare(real, fake, protocol)
-        return results | {"protocol": generative.describe(protocol, extractor, reference, len(real["features"]))}
 
-    def sampler(state: State, seed: int, batch_size: int) -> generative.Sampler:
-        """Batch i of uint8 samples, keyed by (seed, i): the same images for the same state and seed."""
-        base = evaluators.eval_key(seed)
+def r1_step(nets: dict[str, Any], tx: optax.GradientTransformation, weight: float, policy: Any,
+            state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
+    """A lazy R1 update of D: `weight` (gamma / 2 times the interval) times R1 on the real batch."""
+    keys = parallel.example_keys(rng, batch["image"].shape[0])
+    real, labels = real_inputs(policy, nets["G"].num_classes, batch, keys)
+    d = nets["D"]
 
-        def draw(i: int) -> np.ndarray:
-            keys = jax.vmap(lambda j: jax.random.fold_in(base, j))(i * batch_size + jnp.arange(batch_size))
-            return generative.to_uint8(jax.device_get(evaluators.compiled(sample)(state, keys)))
+    def loss_fn(params):
+        penalty = r1_penalty(lambda x: run(d, params, cols(state, "D"), x, labels, True)[0], real)
+        return weight * penalty, {"r1_penalty": penalty}
 
-        return draw
+    new, _, metrics = optim_lib.descend(state, "D", tx, loss_fn)
+    return new, metrics
 
-    def preview(state: State, batch: Batch, rng: jax.Array) -> jax.Array:
-        """Rows of 8: held-out real images, then 7 rows of samples from fixed latents."""
-        real = batch["image"][:8].astype(jnp.float32) / 255.0
-        fake = (sample(state, jax.random.split(rng, 56)) + 1.0) / 2.0
-        return jnp.concatenate([real, jnp.clip(fake, 0.0, 1.0)])
 
-    def export(state: State) -> Export:
-        fields = dict(g_kw, dtype=jnp.dtype(g_kw["dtype"]).name, image_shape=list(image_shape))
-        inference = {c: v for c, v in cols(state, "G").items() if c == "batch_stats"}
-        return Export(config.model.name, fields, eval_params(state), inference)
+def g_loss(nets: dict[str, Any], state: State, loss_kind: str, policy: Any, keys: jax.Array, z: jax.Array,
+           labels: jax.Array | None, params: Any) -> tuple[jax.Array, tuple]:
+    """G's mean loss on D's verdict of its augmented samples, its metrics and G's updated collections."""
+    fake, new_cols = run(nets["G"], params, cols(state, "G"), z, labels, True)
+    f, _ = run(nets["D"], state["params"]["D"], cols(state, "D"), augment(policy, keys, _AUG_FAKE, fake), labels, True)
+    loss = jnp.mean(generator_loss(loss_kind, f))
+    return loss, ({"loss": loss, "fake_logit": jnp.mean(f)}, new_cols)
 
-    steps = {"D": Step(d_step)}
-    if hp.r1_gamma:
-        steps["D_r1"] = Step(r1_step, every=hp.r1_every)
-    steps["G"] = Step(g_step, every=hp.n_critic)
-    return Family(
-        init=init,
-        steps=steps,
-        preview=preview,
-        preview_columns=8,
-        evaluators={"disc": eval_disc},
-        default_metrics=METRICS,
-        export=export,
-        host_evaluators={"fid": eval_fid},
-    )
 
+def g_step(nets: dict[str, Any], tx: optax.GradientTransformation, loss_kind: str, policy: Any, beta: float,
+           state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
+    """One G update, then its EMA with decay `beta` when that is on."""
+    keys = parallel.example_keys(rng, batch["image"].shape[0])
+    z, labels = latents(nets["G"], keys)
+    loss_fn = functools.partial(g_loss, nets, state, loss_kind, policy, keys, z, labels)
+    new, grads, (metrics, new_cols) = optim_lib.descend(state, "G", tx, loss_fn)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    new = with_cols(new, "G", new_cols)
+    if beta:
+        new["ema"] = {"G": optax.incremental_update(new["params"]["G"], state["ema"]["G"], 1.0 - beta)}
+    return new, metrics
+
+
+def eval_params(ema: bool, state: State) -> Any:
+    """The generator params evaluation, previews and exports use: the EMA when it is on."""
+    return (state["ema"] if ema else state["params"])["G"]
+
+
+def sample(gen: Any, ema: bool, state: State, keys: jax.Array) -> jax.Array:
+    """Images in [-1, 1] from the evaluation generator, one per key."""
+    z, labels = latents(gen, keys)
+    return run(gen, eval_params(ema, state), cols(state, "G"), z, labels, False)[0]
+
+
+def eval_disc(nets: dict[str, Any], sample_fn: Callable[[State, jax.Array], jax.Array],
+              state: State, batch: Batch, rng: jax.Array) -> dict:
+    """Per-example D logits on held-out real images and on fresh fakes, and whether it ranks the real one higher."""
+    d = nets["D"]
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(batch["index"])
+    labels = batch["label"] if nets["G"].num_classes else None
+    r = run(d, state["params"]["D"], cols(state, "D"), to_unit(batch["image"]), labels, False)[0]
+    f = run(d, state["params"]["D"], cols(state, "D"), sample_fn(state, keys), latents(nets["G"], keys)[1], False)[0]
+    return {"d_real_logit": r, "d_fake_logit": f, "d_ranks_real_higher": (r > f).astype(jnp.float32)}
+
+
+def eval_fid(config: ml_collections.ConfigDict, sample_fn: Callable[[State, jax.Array], jax.Array],
+             state: State, source: Any, num_examples: int) -> dict[str, Any]:
+    """FID, KID, precision/recall (and IS) of `gan.eval_samples` samples against the evaluation split."""
+    hp = config.gan
+    extractor, protocol, real = measurement(config, source, num_examples)
+    fake = generative.sample_outputs(extractor, sampler(sample_fn, state, config.seed, hp.sample_batch_size),
+                                     hp.eval_samples)
+    results = generative.compare(real, fake, protocol)
+    protocol_line = generative.describe(protocol, extractor, reference_name(config), len(real["features"]))
+    return results | {"protocol": protocol_line}
+
+
+def sampler(sample_fn: Callable[[State, jax.Array], jax.Array], state: State, seed: int,
+            batch_size: int) -> generative.Sampler:
+    """Batch i of uint8 samples, keyed by (seed, i): the same images for the same state and seed."""
+    base = evaluators.eval_key(seed)
+
+    def draw(i: int) -> np.ndarray:
+        keys = jax.vmap(lambda j: jax.random.fold_in(base, j))(i * batch_size + jnp.arange(batch_size))
+        return generative.to_uint8(jax.device_get(evaluators.compiled(sample_fn)(state, keys)))
+
+    return draw
+
+
+def preview(sample_fn: Callable[[State, jax.Array], jax.Array], state: State, batch: Batch,
+            rng: jax.Array) -> jax.Array:
+    """Rows of 8: held-out real images, then 7 rows of samples from fixed latents."""
+    real = batch["image"][:8].astype(jnp.float32) / 255.0
+    fake = (sample_fn(state, jax.random.split(rng, 56)) + 1.0) / 2.0
+    return jnp.concatenate([real, jnp.clip(fake, 0.0, 1.0)])
+
+
+def export(name: str, fields: dict[str, Any], ema: bool, state: State) -> Export:
+    """G's evaluation params and batch statistics with its registry name and fields, for `zoo.pretrained`."""
+    inference = {c: v for c, v in cols(state, "G").items() if c == "batch_stats"}
+    return Export(name, fields, eval_params(ema, state), inference)

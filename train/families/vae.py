@@ -8,6 +8,7 @@ set is binarised or dequantised identically on every run.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -66,92 +67,113 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
     kw = model_kwargs(config.model)
     kw["dtype"] = jnp.dtype(kw.get("dtype", "float32"))
     model = registry.create_model(config.model.name, image_shape=tuple(image_shape), **kw)
-    kind = model.likelihood
-    latent = model.latent_dim
     num_dims = int(np.prod(image_shape))
-    offset = discrete_offset(kind, num_dims)
+    offset = discrete_offset(model.likelihood, num_dims)
     tx = optim_lib.make(config.optim, config.total_steps)
     hp = config.vae
-
-    def observe(keys: jax.Array, pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Per-example observation and reparameterisation noise from per-example keys."""
-        obs_keys, eps_keys = jnp.split(jax.vmap(jax.random.split)(keys), 2, axis=1)
-        x = jax.vmap(lambda k, p: prepare_images(kind, k, p))(obs_keys[:, 0], pixels)
-        eps = jax.vmap(lambda k: jax.random.normal(k, (latent,)))(eps_keys[:, 0])
-        return x, eps
-
-    def elbo_terms(params: Any, x: jax.Array, eps: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out, mean, logvar = model.apply({"params": params}, x, eps)
-        return likelihoods.log_prob(kind, out, x), kl_divergence(mean, logvar)
-
-    def init(rng: jax.Array, batch: Batch) -> State:
-        params = model.init(rng, *model.example_inputs())["params"]
-        return {"step": jnp.int32(0), "params": {"vae": params}, "opt_state": {"vae": tx.init(params)}}
-
-    def train_step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
-        pixels = batch["image"]
-        x, eps = observe(parallel.example_keys(rng, pixels.shape[0]), pixels)
-        warm = jnp.minimum(1.0, state["step"] / hp.kl_warmup_steps) if hp.kl_warmup_steps else 1.0
-        beta = hp.beta * warm
-
-        def loss_fn(params):
-            log_px, kl = elbo_terms(params, x, eps)
-            loss = jnp.mean(-(log_px - beta * kl))
-            return loss, {"loss": loss, "neg_elbo": jnp.mean(kl - log_px) + offset, "kl": jnp.mean(kl)}
-
-        params, opt_state = state["params"]["vae"], state["opt_state"]["vae"]
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(params)
-        grads, metrics = parallel.pmean((grads, metrics))
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        metrics["beta"] = jnp.asarray(beta, jnp.float32)
-        return dict(state, params={"vae": params}, opt_state={"vae": opt_state}), metrics
-
-    def eval_keys(rng: jax.Array, batch: Batch) -> jax.Array:
-        return jax.vmap(lambda i: jax.random.fold_in(rng, i))(batch["index"])
-
-    def eval_elbo(state: State, batch: Batch, rng: jax.Array) -> dict:
-        x, eps = observe(eval_keys(rng, batch), batch["image"])
-        log_px, kl = elbo_terms(state["params"]["vae"], x, eps)
-        return {"neg_elbo": kl - log_px + offset, "kl": kl, "recon_nll": -log_px + offset}
-
-    def eval_iwae(state: State, batch: Batch, rng: jax.Array) -> dict:
-        params = state["params"]["vae"]
-        keys = eval_keys(rng, batch)
-        x, _ = observe(keys, batch["image"])
-        nll = importance_weighted_nll(model, params, x, keys, hp.iwae_samples, hp.iwae_chunk) + offset
-        return {f"iwae_nll_k{hp.iwae_samples}": nll, f"iwae_bpd_k{hp.iwae_samples}": nll / (num_dims * math.log(2))}
-
-    def eval_psnr(state: State, batch: Batch, rng: jax.Array) -> dict:
-        target = batch["image"].astype(jnp.float32) / 255.0
-        return {"psnr": losses.psnr(reconstruct(state, target), target)}
-
-    def reconstruct(state: State, x: jax.Array) -> jax.Array:
-        params = state["params"]["vae"]
-        mean, _ = model.apply({"params": params}, x, method=model.encode)
-        return likelihoods.mean(kind, model.apply({"params": params}, mean, method=model.decode))
-
-    def preview(state: State, batch: Batch, rng: jax.Array) -> jax.Array:
-        """Rows of 8: inputs, their reconstructions, samples from the prior."""
-        target = batch["image"][:8].astype(jnp.float32) / 255.0
-        z = jax.random.normal(rng, (8, latent))
-        samples = likelihoods.mean(kind, model.apply({"params": state["params"]["vae"]}, z, method=model.decode))
-        return jnp.concatenate([target, reconstruct(state, target), samples])
-
-    def export(state: State) -> Export:
-        fields = dict(kw, dtype=jnp.dtype(kw["dtype"]).name, image_shape=list(image_shape))
-        return Export(config.model.name, fields, state["params"]["vae"])
-
+    fields = dict(kw, dtype=jnp.dtype(kw["dtype"]).name, image_shape=list(image_shape))
+    iwae = functools.partial(eval_iwae, model, offset, num_dims, hp.iwae_samples, hp.iwae_chunk)
+    step = functools.partial(train_step, model, tx, hp.beta, hp.kl_warmup_steps, offset)
     return Family(
-        init=init,
-        steps={"train": Step(train_step, prefix="")},
-        preview=preview,
+        init=functools.partial(init_state, model, tx),
+        steps={"train": Step(step, prefix="")},
+        preview=functools.partial(preview, model),
         preview_columns=8,
-        evaluators={"elbo": eval_elbo, "iwae": eval_iwae, "psnr": eval_psnr},
+        evaluators={"elbo": functools.partial(eval_elbo, model, offset), "iwae": iwae,
+                    "psnr": functools.partial(eval_psnr, model)},
         default_metrics=METRICS,
-        export=export,
+        export=functools.partial(export, config.model.name, fields),
     )
+
+
+def observe(model: Any, keys: jax.Array, pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-example observation and reparameterisation noise from per-example keys, so evaluation is repeatable."""
+    obs_keys, eps_keys = jnp.split(jax.vmap(jax.random.split)(keys), 2, axis=1)
+    x = jax.vmap(lambda k, p: prepare_images(model.likelihood, k, p))(obs_keys[:, 0], pixels)
+    eps = jax.vmap(lambda k: jax.random.normal(k, (model.latent_dim,)))(eps_keys[:, 0])
+    return x, eps
+
+
+def elbo_terms(model: Any, params: Any, x: jax.Array, eps: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-example log p(x|z) and KL(q(z|x) || p(z)) at z = mean + std * eps: the ELBO's two terms."""
+    out, mean, logvar = model.apply({"params": params}, x, eps)
+    return likelihoods.log_prob(model.likelihood, out, x), kl_divergence(mean, logvar)
+
+
+def init_state(model: Any, tx: optax.GradientTransformation, rng: jax.Array, batch: Batch) -> State:
+    """Fresh params and optimiser state; the model's own example inputs fix the shapes, not the batch."""
+    params = model.init(rng, *model.example_inputs())["params"]
+    return {"step": jnp.int32(0), "params": {"vae": params}, "opt_state": {"vae": tx.init(params)}}
+
+
+def train_step(model: Any, tx: optax.GradientTransformation, beta: float, kl_warmup_steps: int, offset: float,
+               state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
+    """One update on the beta-weighted negative ELBO; beta ramps over `kl_warmup_steps` against posterior collapse."""
+    pixels = batch["image"]
+    x, eps = observe(model, parallel.example_keys(rng, pixels.shape[0]), pixels)
+    warm = jnp.minimum(1.0, state["step"] / kl_warmup_steps) if kl_warmup_steps else 1.0
+    beta = beta * warm
+
+    def loss_fn(params):
+        log_px, kl = elbo_terms(model, params, x, eps)
+        loss = jnp.mean(-(log_px - beta * kl))
+        return loss, {"loss": loss, "neg_elbo": jnp.mean(kl - log_px) + offset, "kl": jnp.mean(kl)}
+
+    params, opt_state = state["params"]["vae"], state["opt_state"]["vae"]
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(params)
+    grads, metrics = parallel.pmean((grads, metrics))
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["beta"] = jnp.asarray(beta, jnp.float32)
+    return dict(state, params={"vae": params}, opt_state={"vae": opt_state}), metrics
+
+
+def eval_keys(rng: jax.Array, batch: Batch) -> jax.Array:
+    """One key per example from its index, so an example draws the same noise in every run and batch."""
+    return jax.vmap(lambda i: jax.random.fold_in(rng, i))(batch["index"])
+
+
+def eval_elbo(model: Any, offset: float, state: State, batch: Batch, rng: jax.Array) -> dict:
+    """Per-example negative ELBO, KL and reconstruction NLL in nats (plus `offset` to bound discrete data)."""
+    x, eps = observe(model, eval_keys(rng, batch), batch["image"])
+    log_px, kl = elbo_terms(model, state["params"]["vae"], x, eps)
+    return {"neg_elbo": kl - log_px + offset, "kl": kl, "recon_nll": -log_px + offset}
+
+
+def eval_iwae(model: Any, offset: float, num_dims: int, num_samples: int, chunk_budget: int,
+              state: State, batch: Batch, rng: jax.Array) -> dict:
+    """Per-example importance-weighted NLL with `num_samples` samples, in nats and bits per dimension."""
+    keys = eval_keys(rng, batch)
+    x, _ = observe(model, keys, batch["image"])
+    nll = importance_weighted_nll(model, state["params"]["vae"], x, keys, num_samples, chunk_budget) + offset
+    return {f"iwae_nll_k{num_samples}": nll, f"iwae_bpd_k{num_samples}": nll / (num_dims * math.log(2))}
+
+
+def eval_psnr(model: Any, state: State, batch: Batch, rng: jax.Array) -> dict:
+    """Per-example PSNR of the reconstruction from the posterior mean: a deterministic quality number."""
+    target = batch["image"].astype(jnp.float32) / 255.0
+    return {"psnr": losses.psnr(reconstruct(model, state["params"]["vae"], target), target)}
+
+
+def reconstruct(model: Any, params: Any, x: jax.Array) -> jax.Array:
+    """The likelihood's mean decoded from the posterior mean of x, the reconstruction without sampling noise."""
+    mean, _ = model.apply({"params": params}, x, method=model.encode)
+    return likelihoods.mean(model.likelihood, model.apply({"params": params}, mean, method=model.decode))
+
+
+def preview(model: Any, state: State, batch: Batch, rng: jax.Array) -> jax.Array:
+    """Rows of 8: inputs, their reconstructions, samples from the prior."""
+    params = state["params"]["vae"]
+    target = batch["image"][:8].astype(jnp.float32) / 255.0
+    z = jax.random.normal(rng, (8, model.latent_dim))
+    samples = likelihoods.mean(model.likelihood, model.apply({"params": params}, z, method=model.decode))
+    return jnp.concatenate([target, reconstruct(model, params, target), samples])
+
+
+def export(name: str, fields: dict[str, Any], state: State) -> Export:
+    """The VAE's params with its registry name and fields, what `zoo.pretrained` rebuilds it from."""
+    return Export(name, fields, state["params"]["vae"])
 
 
 def importance_weighted_nll(

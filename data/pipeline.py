@@ -52,6 +52,7 @@ def make_dataset(
     drop_remainder: bool = True,
     transform: Transform | None = None,
     worker_count: int = 0,
+    start: int = 0,
 ) -> grain.IterDataset:
     """This process's training batches (leading dim global_batch_size // process_count), per the module contract.
 
@@ -60,7 +61,9 @@ def make_dataset(
     example's position in the global stream, so augmentation is reproducible and process-count
     independent. `iter()` of the result is checkpointable (`get_state`/`set_state`, grain.checkpoint).
     Without a transform, a source with `gather(indices)` (in-memory arrays) is read a whole batch
-    at a time: the same examples in the same order, without a Python call per example.
+    at a time: the same examples in the same order, without a Python call per example. `start`
+    skips the stream's first batches without reading them: a resume that cannot use a saved
+    iterator state (another worker count) starts where the run left off.
     """
     local = _local_batch_size(global_batch_size, process_index, process_count)
     if not drop_remainder and num_epochs is not None and process_count > 1:
@@ -70,7 +73,7 @@ def make_dataset(
         )
     ds = _process_batches(source, local, seed, process_index, process_count, shuffle=shuffle, num_epochs=num_epochs,
                           drop_remainder=drop_remainder, transform=transform)
-    return _iterable(ds, worker_count)
+    return _iterable(ds, worker_count, start)
 
 
 def make_pair_dataset(
@@ -84,13 +87,14 @@ def make_pair_dataset(
     transform: Transform | None = None,
     transform_b: Transform | None = None,
     worker_count: int = 0,
+    start: int = 0,
 ) -> grain.IterDataset:
     """Face-swap batches `{"a": batch of A, "b": batch of B}`: both identities in every step.
 
     Each side is an endless, independently shuffled stream (seeds derived from `seed`), batched
     and split across processes exactly as `make_dataset`; step k pairs batch k of each. `transform`
     runs on A's examples and on B's too unless `transform_b` is given (DeepFaceLab recolours only
-    src). The iterator is checkpointable like `make_dataset`'s.
+    src). The iterator is checkpointable like `make_dataset`'s, and `start` skips batches as there.
     """
     local = _local_batch_size(global_batch_size, process_index, process_count)
     seed_a, seed_b = (int(s) for s in np.random.SeedSequence(seed).generate_state(2, np.uint32))
@@ -98,7 +102,7 @@ def make_pair_dataset(
     b = _process_batches(source_b, local, seed_b, process_index, process_count,
                          transform=transform if transform_b is None else transform_b)
     pairs = grain.MapDataset.range(min(len(a), len(b))).map(_Pair(a, b))
-    return _iterable(pairs, worker_count)
+    return _iterable(pairs, worker_count, start)
 
 
 class _Pair:
@@ -145,8 +149,8 @@ def _process_batches(
     return ds
 
 
-def _iterable(ds: grain.MapDataset, worker_count: int) -> grain.IterDataset:
-    out = ds.to_iter_dataset(READ_OPTIONS)
+def _iterable(ds: grain.MapDataset, worker_count: int, start: int = 0) -> grain.IterDataset:
+    out = (ds[start:] if start else ds).to_iter_dataset(READ_OPTIONS)
     if worker_count > 0:
         out = out.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
     return out

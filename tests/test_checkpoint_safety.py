@@ -163,3 +163,29 @@ def test_checksums_catch_one_changed_value_and_nonfinite_arrays_are_refused(tmp_
         checkpoint.verify(poisoned, checkpoint.checksums(poisoned), 3)
     with pytest.raises(checkpoint.IntegrityError, match="non-finite"):
         checkpoint.verify(poisoned, None, 3)
+
+
+def test_another_worker_count_resumes_exactly_where_the_run_left_off(trained, tmp_path, caplog):
+    """grain's saved position is per worker count; the stream instead restarts at batch `step`, the same batches."""
+    from train import trainer
+
+    workdir = _copy(trained, tmp_path)
+    with caplog.at_level("INFO", logger="train"):
+        resumed = trainer.train(smoke(**QUIET, total_steps=6, **{"data.worker_count": 1}), workdir)
+    assert "resumed from checkpoint 4" in caplog.text and not (workdir / "checkpoints_corrupt").exists()
+    (tmp_path / "same").mkdir()
+    same_workers = trainer.train(smoke(**QUIET, total_steps=6), _copy(trained, tmp_path / "same"))
+    np.testing.assert_equal(params_of(resumed), params_of(same_workers))
+
+
+def test_a_stream_started_at_batch_k_is_the_stream_after_k_batches():
+    from data import pipeline
+    from data.sources import get_source
+
+    source = get_source("digits", "train")
+    full = iter(pipeline.make_dataset(source, global_batch_size=8, seed=3))
+    for _ in range(5):
+        next(full)
+    late = iter(pipeline.make_dataset(source, global_batch_size=8, seed=3, start=5))
+    for _ in range(3):
+        np.testing.assert_equal(next(late), next(full))

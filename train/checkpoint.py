@@ -33,7 +33,7 @@ import orbax.checkpoint as ocp
 log = logging.getLogger(__name__)
 
 Layout = dict[str, tuple[tuple[int, ...], str]]  # "params/G/conv/kernel" -> (shape, dtype name)
-Check = Callable[[int, dict, Layout], None]
+Check = Callable[[int, dict, Layout], bool]  # raises to stop; returns whether the saved data position applies
 
 
 class IntegrityError(ValueError):
@@ -47,6 +47,7 @@ class Restored:
     step: int
     state: Any
     meta: dict
+    data_restored: bool = True
 
 
 class Checkpointer:
@@ -82,7 +83,9 @@ class Checkpointer:
 
         `check(step, meta, layout)` sees each candidate's metadata and saved array layout before
         any array is read; what it raises propagates (a config mismatch is the user's to resolve,
-        not a corrupt file). Read and integrity failures quarantine the step and try the previous.
+        not a corrupt file), and False leaves the data iterator unrestored (its saved position no
+        longer applies; `Restored.data_restored` says so). Read and integrity failures quarantine
+        the step and try the previous.
         """
         steps = self.steps()
         for step in reversed(steps):
@@ -91,10 +94,9 @@ class Checkpointer:
             except Exception as error:  # noqa: BLE001  (unreadable metadata: this step is unusable)
                 self._quarantine(step, error)
                 continue
-            if check is not None:
-                check(step, meta, layout)
+            with_data = check(step, meta, layout) if check is not None else True
             try:
-                return self.restore(step, abstract_state, data_iterator)
+                return self.restore(step, abstract_state, data_iterator if with_data else None)
             except Exception as error:  # noqa: BLE001  (any read or integrity failure: this step is unusable)
                 self._quarantine(step, error)
         if steps:
@@ -121,7 +123,7 @@ class Checkpointer:
         _check_structure(restored["state"], abstract_state, step)
         meta = dict(restored["meta"] or {})
         verify(restored["state"], meta.get("checksums"), step)
-        return Restored(step, restored["state"], meta)
+        return Restored(step, restored["state"], meta, data_restored=data_iterator is not None)
 
     def wait(self) -> None:
         """Block until every started save is on disk."""

@@ -104,11 +104,11 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Setu
     return setup, step, state
 
 
-def train_dataset(setup: Setup) -> Any:
-    """This process's endless training batches: {"a", "b"} pairs when the config names two sources."""
+def train_dataset(setup: Setup, start: int = 0) -> Any:
+    """This process's endless training batches from batch `start`: {"a", "b"} pairs for two sources."""
     config, source = setup.config, setup.train_source
     common = dict(global_batch_size=config.batch_size, seed=config.seed, process_index=jax.process_index(),
-                  process_count=jax.process_count(), worker_count=config.data.worker_count)
+                  process_count=jax.process_count(), worker_count=config.data.worker_count, start=start)
     make_transforms = setup.family.train_transforms
     if isinstance(source, pairs.PairedSource):
         ta, tb = make_transforms(source.a, source.b) if make_transforms else (None, None)

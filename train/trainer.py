@@ -54,6 +54,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
         log.info("resumed from checkpoint %d in %s", restored.step, workdir)
         state = runner.put_state(restored.state)
         start = restored.step
+        if not restored.data_restored:  # one batch per step: the deterministic stream resumes at batch `start`
+            iterator = iter(runs.train_dataset(setup, start=start))
 
     skip = config.optim.skip_nonfinite
     steps = {name: (runner.compile_step(s.fn, setup.root_key, i, skip_nonfinite=skip), s.every,
@@ -159,7 +161,7 @@ def _resume_check(config: ml_collections.ConfigDict, setup: runs.Setup, workdir:
     wanted = checkpoint.layout(setup.abstract_state)
     new = json.loads(config.to_json_best_effort())
 
-    def check(step: int, meta: dict, saved: checkpoint.Layout) -> None:
+    def check(step: int, meta: dict, saved: checkpoint.Layout) -> bool:
         old = meta.get("config") or {}
         changes = config_lib.changed_fields(old, new) if old else []
         state_changes = [c for c in changes if config_lib.defines_state(c[0], old) or config_lib.defines_state(c[0], new)]
@@ -177,6 +179,7 @@ def _resume_check(config: ml_collections.ConfigDict, setup: runs.Setup, workdir:
         if changes:
             log.info("resuming checkpoint %d with config changes that keep its state: %s", step,
                      "; ".join(f"{f}: {a!r} -> {b!r}" for f, a, b in changes))
+        return not any(f == "data.worker_count" for f, _, _ in changes)  # grain's saved state is per worker count
 
     return check
 

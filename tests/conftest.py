@@ -1,10 +1,14 @@
-"""Test set-up: 8 simulated CPU devices, set before JAX is imported anywhere."""
+"""Test set-up: 8 simulated CPU devices and the CLIs' XLA:CPU flag, set before JAX starts."""
 import os
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from zoo import xla_cpu  # noqa: E402
+
+xla_cpu.apply()  # what the CLIs run with: importing zoo no longer sets it
 
 import pathlib  # noqa: E402
 

@@ -11,6 +11,10 @@ import sys
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={sys.argv[1]}"
 os.environ["JAX_PLATFORMS"] = "cpu"
 
+from zoo import xla_cpu  # noqa: E402
+
+xla_cpu.apply()
+
 import logging  # noqa: E402
 import pathlib  # noqa: E402
 

@@ -36,8 +36,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from train import config as config_lib
-from train import diffaugment, evaluators, parallel
+from train import diffaugment, evaluators, parallel, sections
 from train import optim as optim_lib
 from train.config import ConfigError, model_kwargs
 from train.families.base import Batch, Export, Family, State, Step
@@ -50,26 +49,8 @@ _Z, _LABEL, _AUG_REAL, _AUG_FAKE, _MIX = range(5)  # fold_in tags: one stream pe
 
 
 def section() -> ml_collections.ConfigDict:
-    """The `config.gan` defaults (DCGAN with the non-saturating loss)."""
-    s = ml_collections.ConfigDict()
-    s.loss = "non_saturating"
-    s.n_critic = 1
-    s.gp_weight = 10.0
-    s.r1_gamma = 0.0
-    s.r1_every = 16
-    s.ema_half_life_images = 0.0
-    s.diffaugment = ""
-    s.d_learning_rate = 0.0
-    s.discriminator = config_lib.model_section("dcgan_d")
-    s.extractor = "inception_v3_fid"
-    s.extractor_weights = ""
-    s.cache_dir = ""
-    s.eval_samples = 10_000
-    s.sample_batch_size = 500
-    s.kid_subset_size = 1000
-    s.kid_subsets = 100
-    s.pr_k = 3
-    return s
+    """The `config.gan` defaults (DCGAN with the non-saturating loss), defined in `train.sections`."""
+    return sections.gan()
 
 
 def discriminator_loss(kind: str, real: jax.Array, fake: jax.Array) -> jax.Array:

@@ -28,6 +28,7 @@ style losses; evaluation and previews use the EMA of the parameters when `ema_de
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -87,7 +88,8 @@ def loss_mask(hp: ml_collections.ConfigDict, mask: jax.Array, resolution: int) -
 def image_quality(prefix: str, output: jax.Array, truth: jax.Array, face: jax.Array | None,
                   window: int) -> dict[str, jax.Array]:
     """Per-example PSNR/SSIM of `output` against `truth`, and inside `face` when it is given."""
-    out = {f"{prefix}_psnr": losses.psnr(output, truth), f"{prefix}_ssim": losses.ssim(output, truth, filter_size=window)}
+    out = {f"{prefix}_psnr": losses.psnr(output, truth),
+           f"{prefix}_ssim": losses.ssim(output, truth, filter_size=window)}
     if face is not None:
         out[f"{prefix}_face_psnr"] = losses.masked_psnr(output, truth, face)
         out[f"{prefix}_face_ssim"] = losses.masked_ssim(output, truth, face, filter_size=window)
@@ -115,209 +117,258 @@ def side_loss(hp: ml_collections.ConfigDict, resolution: int, rgb: jax.Array, pr
 def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Family:
     """The swap family for `config` on faces of `image_shape` (H, W, 3)."""
     hp = config.swap
+    kw = model_kwargs(config.model)
+    kw["dtype"] = jnp.dtype(kw.get("dtype", "float32"))
+    model = registry.create_model(config.model.name, **kw)
+    _validate(config, model.resolution, image_shape)
+    res = model.resolution
+    tx = optim_lib.make(config.optim, config.total_steps)
+    nets = networks(hp, model, kw["dtype"])
+    start = load_start(hp, config.model, model) if hp.init_from else None
+    ema = bool(hp.ema_decay)
+    steps = {"train": Step(functools.partial(train_step, nets, tx, hp, res), prefix="")}
+    if hp.true_face_power:
+        steps["true_face_d"] = Step(functools.partial(code_d_step, nets, tx, hp))
+    if hp.gan_power:
+        steps["gan_d"] = Step(functools.partial(patch_d_step, nets, tx, hp, res))
+    return Family(
+        init=functools.partial(init_state, nets, tx, hp, start),
+        steps=steps,
+        preview=functools.partial(preview, model, ema),
+        preview_columns=6,
+        evaluators={"recon": functools.partial(eval_recon, model, ema, hp.eval_ssim_window),
+                    "swap_truth": functools.partial(eval_swap_truth, model, ema, hp.eval_ssim_window)},
+        default_metrics=METRICS,
+        export=functools.partial(export, config.model.name, dict(kw, dtype=jnp.dtype(kw["dtype"]).name), ema),
+        train_transforms=functools.partial(train_transforms, hp),
+        host_evaluators={"identity": functools.partial(eval_identity, model, ema)},
+    )
+
+
+def _validate(config: ml_collections.ConfigDict, res: int, image_shape: tuple[int, int, int]) -> None:
+    """Fail at build, with the fix, on a config the swap family cannot train."""
+    hp = config.swap
     if not config.data.source_b:
         raise ConfigError("family 'swap' needs two identities: set data.source (A, src) and data.source_b (B, dst)")
     if hp.color_transfer not in _COLOR_MODES:
         raise ConfigError(f"swap.color_transfer = {hp.color_transfer!r}; choose one of {', '.join(_COLOR_MODES)}")
     if not 0.0 <= hp.ema_decay < 1.0:
         raise ConfigError(f"swap.ema_decay = {hp.ema_decay} must be in [0, 1); 0 switches the EMA off")
-    kw = model_kwargs(config.model)
-    kw["dtype"] = jnp.dtype(kw.get("dtype", "float32"))
-    model = registry.create_model(config.model.name, **kw)
-    res = model.resolution
     if tuple(image_shape) != (res, res, 3):
         raise ConfigError(
             f"the data are {tuple(image_shape)} but model.resolution = {res}; set data.resolution = {res} "
             f"or model.resolution = {image_shape[0]}"
         )
     if hp.true_face_power and config.model.name != "swap_df":
-        raise ConfigError(f"swap.true_face_power works with model swap_df only (its shared inter code); got {config.model.name!r}")
+        raise ConfigError(f"swap.true_face_power works with model swap_df only (its shared inter code); "
+                          f"got {config.model.name!r}")
     if hp.gan_power < 0 or hp.true_face_power < 0:
         raise ConfigError("swap.gan_power and swap.true_face_power must be >= 0 (0 switches them off)")
-    tx = optim_lib.make(config.optim, config.total_steps)
+
+
+def networks(hp: ml_collections.ConfigDict, model: Any, dtype: Any) -> dict[str, Any]:
+    """The autoencoder "swap" plus the discriminators the config switches on ("patch_d", "code_d")."""
     nets = {"swap": model}
     if hp.gan_power:
-        patch = hp.gan_patch_size or max(3, res // 8)
-        nets["patch_d"] = swap_discriminators.UNetPatchDiscriminator(patch, base_dims=hp.gan_dims, dtype=kw["dtype"])
+        patch = hp.gan_patch_size or max(3, model.resolution // 8)
+        nets["patch_d"] = swap_discriminators.UNetPatchDiscriminator(patch, base_dims=hp.gan_dims, dtype=dtype)
     if hp.true_face_power:
-        nets["code_d"] = swap_discriminators.CodeDiscriminator(dtype=kw["dtype"])
+        nets["code_d"] = swap_discriminators.CodeDiscriminator(dtype=dtype)
+    return nets
 
-    start = load_start(hp, config.model, model) if hp.init_from else None
 
-    def init(rng: jax.Array, batch: Batch) -> State:
-        keys = dict(zip(nets, jax.random.split(rng, len(nets))))
-        params = model.init(keys["swap"], *model.example_inputs())["params"]
-        if start is not None:
-            params = {k: v if k in hp.reinit else jax.tree.map(jnp.asarray, start[k]) for k, v in params.items()}
-        all_params = {"swap": params}
-        if "patch_d" in nets:
-            all_params["patch_d"] = nets["patch_d"].init(keys["patch_d"], jnp.zeros((1, res, res, 3)))["params"]
-        if "code_d" in nets:
-            code = jax.eval_shape(lambda: model.apply({"params": params}, model.example_inputs()[0], method=_code))
-            all_params["code_d"] = nets["code_d"].init(keys["code_d"], jnp.zeros(code.shape, code.dtype))["params"]
-        state = {"step": jnp.int32(0), "params": all_params,
-                 "opt_state": {k: tx.init(v) for k, v in all_params.items()}}
-        return state | ({"ema": {"swap": params}} if hp.ema_decay else {})
+def init_state(nets: dict[str, Any], tx: optax.GradientTransformation, hp: ml_collections.ConfigDict,
+               start: dict | None, rng: jax.Array, batch: Batch) -> State:
+    """Fresh params (or `start`'s, less the `reinit` parts) and optimiser state for every network."""
+    model = nets["swap"]
+    res = model.resolution
+    keys = dict(zip(nets, jax.random.split(rng, len(nets))))
+    params = model.init(keys["swap"], *model.example_inputs())["params"]
+    if start is not None:
+        params = {k: v if k in hp.reinit else jax.tree.map(jnp.asarray, start[k]) for k, v in params.items()}
+    all_params = {"swap": params}
+    if "patch_d" in nets:
+        all_params["patch_d"] = nets["patch_d"].init(keys["patch_d"], jnp.zeros((1, res, res, 3)))["params"]
+    if "code_d" in nets:
+        code = jax.eval_shape(lambda: model.apply({"params": params}, model.example_inputs()[0], method=_code))
+        all_params["code_d"] = nets["code_d"].init(keys["code_d"], jnp.zeros(code.shape, code.dtype))["params"]
+    state = {"step": jnp.int32(0), "params": all_params,
+             "opt_state": {k: tx.init(v) for k, v in all_params.items()}}
+    return state | ({"ema": {"swap": params}} if hp.ema_decay else {})
 
-    def forward(params: Any, in_a: jax.Array, in_b: jax.Array) -> tuple[dict, jax.Array | None, jax.Array | None]:
-        """The two reconstructions, plus the inter codes of both sides when the true-face D needs them."""
-        if not hp.true_face_power:
-            return model.apply({"params": params}, in_a, in_b), None, None
-        code_a = model.apply({"params": params}, in_a, method=_code)
-        code_b = model.apply({"params": params}, in_b, method=_code)
-        out = {"src": model.apply({"params": params}, code_a, "src", method=model.decode),
-               "dst": model.apply({"params": params}, code_b, "dst", method=model.decode)}
-        return out, code_a, code_b
 
-    def patch_logits(params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return nets["patch_d"].apply({"params": params}, x)
+def forward(model: Any, codes: bool, params: Any, in_a: jax.Array, in_b: jax.Array
+            ) -> tuple[dict, jax.Array | None, jax.Array | None]:
+    """The two reconstructions, plus the inter codes of both sides when `codes` (the true-face D needs them)."""
+    if not codes:
+        return model.apply({"params": params}, in_a, in_b), None, None
+    code_a = model.apply({"params": params}, in_a, method=_code)
+    code_b = model.apply({"params": params}, in_b, method=_code)
+    out = {"src": model.apply({"params": params}, code_a, "src", method=model.decode),
+           "dst": model.apply({"params": params}, code_b, "dst", method=model.decode)}
+    return out, code_a, code_b
 
-    def descend(state: State, net: str, loss_fn: Any) -> tuple[State, Any, dict]:
-        return optim_lib.descend(state, net, tx, loss_fn)
 
-    def side_inputs(side: Batch) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
-        target = side["target"]
-        mask = side.get("mask", jnp.ones(target.shape[:-1] + (1,), target.dtype))
-        return side["input"], target, mask, side.get("em_mask")
+def side_inputs(side: Batch) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
+    """A side's warped input, target, face mask (the whole image where the data have none) and eyes-mouth mask."""
+    target = side["target"]
+    mask = side.get("mask", jnp.ones(target.shape[:-1] + (1,), target.dtype))
+    return side["input"], target, mask, side.get("em_mask")
 
-    def train_step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
-        del rng
-        in_a, t_a, m_a, em_a = side_inputs(batch["a"])
-        in_b, t_b, m_b, em_b = side_inputs(batch["b"])
 
-        def loss_fn(params):
-            out, code_a, _ = forward(params, in_a, in_b)
-            la = side_loss(hp, res, *out["src"], t_a, m_a, em_a)
-            lb = side_loss(hp, res, *out["dst"], t_b, m_b, em_b)
-            metrics = {f"a_{k}": jnp.mean(v) for k, v in la.items()} | {f"b_{k}": jnp.mean(v) for k, v in lb.items()}
-            loss = metrics["a_loss"] + metrics["b_loss"]
-            if hp.gan_power:
-                metrics |= gan_generator_terms(hp, res, patch_logits, state["params"]["patch_d"], out["src"][0],
-                                               t_a, m_a)
-                loss = loss + metrics["gan_g_loss"]
-            if hp.true_face_power:
-                logits = nets["code_d"].apply({"params": state["params"]["code_d"]}, code_a)
-                metrics["true_face_g_loss"] = hp.true_face_power * _bce(logits, 1.0)
-                loss = loss + metrics["true_face_g_loss"]
-            return loss, metrics | {"loss": loss}
+def autoencoder_loss(nets: dict[str, Any], hp: ml_collections.ConfigDict, res: int, d_params: dict[str, Any],
+                     params: Any, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Both sides' SAEHD losses plus the adversaries' generator terms, with `d_params` the discriminators'."""
+    in_a, t_a, m_a, em_a = side_inputs(batch["a"])
+    in_b, t_b, m_b, em_b = side_inputs(batch["b"])
+    out, code_a, _ = forward(nets["swap"], bool(hp.true_face_power), params, in_a, in_b)
+    la = side_loss(hp, res, *out["src"], t_a, m_a, em_a)
+    lb = side_loss(hp, res, *out["dst"], t_b, m_b, em_b)
+    metrics = {f"a_{k}": jnp.mean(v) for k, v in la.items()} | {f"b_{k}": jnp.mean(v) for k, v in lb.items()}
+    loss = metrics["a_loss"] + metrics["b_loss"]
+    if hp.gan_power:
+        logits_fn = functools.partial(_apply, nets["patch_d"])
+        metrics |= gan_generator_terms(hp, res, logits_fn, d_params["patch_d"], out["src"][0], t_a, m_a)
+        loss = loss + metrics["gan_g_loss"]
+    if hp.true_face_power:
+        logits = nets["code_d"].apply({"params": d_params["code_d"]}, code_a)
+        metrics["true_face_g_loss"] = hp.true_face_power * _bce(logits, 1.0)
+        loss = loss + metrics["true_face_g_loss"]
+    return loss, metrics | {"loss": loss}
 
-        new, grads, metrics = descend(state, "swap", loss_fn)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        if hp.ema_decay:
-            new["ema"] = {"swap": optax.incremental_update(new["params"]["swap"], state["ema"]["swap"],
-                                                           1.0 - hp.ema_decay)}
-        return new, metrics
 
-    def patch_d_step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
-        """The patch discriminator: masked A targets are real, masked A reconstructions fake."""
-        del rng
-        in_a, t_a, m_a, _ = side_inputs(batch["a"])
-        in_b = side_inputs(batch["b"])[0]
-        fake = jax.lax.stop_gradient(forward(state["params"]["swap"], in_a, in_b)[0]["src"][0])
-        soft = loss_mask(hp, m_a, res)
+def train_step(nets: dict[str, Any], tx: optax.GradientTransformation, hp: ml_collections.ConfigDict, res: int,
+               state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
+    """One autoencoder update on `autoencoder_loss`, then the EMA of its params when `ema_decay` is set."""
+    del rng
+    loss_fn = functools.partial(autoencoder_loss, nets, hp, res, state["params"], batch=batch)
+    new, grads, metrics = optim_lib.descend(state, "swap", tx, loss_fn)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    if hp.ema_decay:
+        new["ema"] = {"swap": optax.incremental_update(new["params"]["swap"], state["ema"]["swap"],
+                                                       1.0 - hp.ema_decay)}
+    return new, metrics
 
-        def loss_fn(params):
-            real_c, real_p = patch_logits(params, t_a * soft)
-            fake_c, fake_p = patch_logits(params, fake * soft)
-            loss = 0.5 * (_bce(real_c, 1.0) + _bce(fake_c, 0.0)) + 0.5 * (_bce(real_p, 1.0) + _bce(fake_p, 0.0))
-            return loss, {"loss": loss}
 
-        new, _, metrics = descend(state, "patch_d", loss_fn)
-        return new, metrics
+def patch_d_loss(d: Any, params: Any, real: jax.Array, fake: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """SAEHD's patch discriminator loss: BCE of centre and pixel logits, real as 1 and fake as 0, halved each."""
+    real_c, real_p = d.apply({"params": params}, real)
+    fake_c, fake_p = d.apply({"params": params}, fake)
+    loss = 0.5 * (_bce(real_c, 1.0) + _bce(fake_c, 0.0)) + 0.5 * (_bce(real_p, 1.0) + _bce(fake_p, 0.0))
+    return loss, {"loss": loss}
 
-    def code_d_step(state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
-        """The true-face discriminator: B's inter codes are real, A's fake (pushes A codes toward B's)."""
-        del rng
-        _, code_a, code_b = forward(state["params"]["swap"], side_inputs(batch["a"])[0], side_inputs(batch["b"])[0])
-        code_a, code_b = jax.lax.stop_gradient((code_a, code_b))
 
-        def loss_fn(params):
-            d = nets["code_d"]
-            loss = 0.5 * (_bce(d.apply({"params": params}, code_b), 1.0) + _bce(d.apply({"params": params}, code_a), 0.0))
-            return loss, {"loss": loss}
+def patch_d_step(nets: dict[str, Any], tx: optax.GradientTransformation, hp: ml_collections.ConfigDict, res: int,
+                 state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
+    """The patch discriminator: masked A targets are real, masked A reconstructions fake."""
+    del rng
+    in_a, t_a, m_a, _ = side_inputs(batch["a"])
+    in_b = side_inputs(batch["b"])[0]
+    out = forward(nets["swap"], bool(hp.true_face_power), state["params"]["swap"], in_a, in_b)[0]
+    fake = jax.lax.stop_gradient(out["src"][0])
+    soft = loss_mask(hp, m_a, res)
+    loss_fn = functools.partial(patch_d_loss, nets["patch_d"], real=t_a * soft, fake=fake * soft)
+    new, _, metrics = optim_lib.descend(state, "patch_d", tx, loss_fn)
+    return new, metrics
 
-        new, _, metrics = descend(state, "code_d", loss_fn)
-        return new, metrics
 
-    def eval_params(state: State) -> Any:
-        return (state["ema"] if hp.ema_decay else state["params"])["swap"]
+def code_d_loss(d: Any, params: Any, code_a: jax.Array, code_b: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The true-face discriminator's BCE: B's inter codes are real, A's fake."""
+    loss = 0.5 * (_bce(d.apply({"params": params}, code_b), 1.0) + _bce(d.apply({"params": params}, code_a), 0.0))
+    return loss, {"loss": loss}
 
-    def faces(batch: Batch, key: str) -> jax.Array:
-        return batch[key].astype(jnp.float32) / 255.0
 
-    def reconstruct(params: Any, a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out = model.apply({"params": params}, a, b)
-        return out["src"][0], out["dst"][0]
+def code_d_step(nets: dict[str, Any], tx: optax.GradientTransformation, hp: ml_collections.ConfigDict,
+                state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
+    """The true-face discriminator: B's inter codes are real, A's fake (pushes A codes toward B's)."""
+    del rng
+    in_a, in_b = side_inputs(batch["a"])[0], side_inputs(batch["b"])[0]
+    _, code_a, code_b = forward(nets["swap"], bool(hp.true_face_power), state["params"]["swap"], in_a, in_b)
+    code_a, code_b = jax.lax.stop_gradient((code_a, code_b))
+    loss_fn = functools.partial(code_d_loss, nets["code_d"], code_a=code_a, code_b=code_b)
+    new, _, metrics = optim_lib.descend(state, "code_d", tx, loss_fn)
+    return new, metrics
 
-    def swap(params: Any, x: jax.Array, direction: str) -> jax.Array:
-        return model.apply({"params": params}, x, direction, method=model.swap)[0]
 
-    def quality(prefix: str, output: jax.Array, truth: jax.Array, face: jax.Array | None = None) -> dict[str, jax.Array]:
-        return image_quality(prefix, output, truth, face, hp.eval_ssim_window)
+def eval_params(ema: bool, state: State) -> Any:
+    """The autoencoder's params that evaluation, previews and exports use: the EMA when it is on."""
+    return (state["ema"] if ema else state["params"])["swap"]
 
-    def eval_recon(state: State, batch: Batch, rng: jax.Array) -> dict:
-        a, b = faces(batch, "a_image"), faces(batch, "b_image")
-        ra, rb = reconstruct(eval_params(state), a, b)
-        return quality("a_recon", ra, a) | quality("b_recon", rb, b)
 
-    def eval_swap_truth(state: State, batch: Batch, rng: jax.Array) -> dict:
-        """PSNR/SSIM of both swaps against the ground truth, over the image and inside the face, and of
-        the unchanged source (the "copy" baseline a swap must beat)."""
-        if "a2b_truth" not in batch:
-            raise ValueError(
-                "metric 'swap_truth' needs ground-truth swaps, which only single-identity synthetic_faces sources "
-                "give (e.g. data.source='synthetic_faces:ids=0', data.source_b='synthetic_faces:ids=1'); "
-                "use --metrics=recon for other data"
-            )
-        params = eval_params(state)
-        out = {}
-        for name, source in (("a2b", "a_image"), ("b2a", "b_image")):
-            x, truth, face = faces(batch, source), faces(batch, f"{name}_truth"), faces(batch, f"{name}_face")
-            out |= quality(name, swap(params, x, name), truth, face) | quality(f"{name}_copy", x, truth, face)
-        return out
+def faces(batch: Batch, key: str) -> jax.Array:
+    """uint8 faces of `batch[key]` as floats in [0, 1]."""
+    return batch[key].astype(jnp.float32) / 255.0
 
-    def eval_identity(state: State, source: Any, num_examples: int) -> dict[str, float]:
-        """dlib identity similarity, retrieval and expression error of both swaps on held-out frames."""
-        n = min(num_examples or len(source), len(source))
-        rows = [source[i] for i in range(n)]
-        images = {side: np.stack([r[f"{side}_image"] for r in rows]) for side in ("a", "b")}
-        swap_fn = face_swap.make_swap(model)
-        params = eval_params(state)
-        for name, side in (("a2b", "a"), ("b2a", "b")):
-            images[name] = np.rint(swap_fn(params, images[side], name)[0] * 255.0).astype(np.uint8)
-        return identity_report(images)
 
-    def preview(state: State, batch: Batch, rng: jax.Array) -> jax.Array:
-        """One row per pair: A | A->A | A->B | B | B->B | B->A."""
-        a, b = faces(batch, "a_image")[:8], faces(batch, "b_image")[:8]
-        params = eval_params(state)
-        ra, rb = reconstruct(params, a, b)
-        columns = [a, ra, swap(params, a, "a2b"), b, rb, swap(params, b, "b2a")]
-        return jnp.stack(columns, axis=1).reshape((-1,) + a.shape[1:])
+def reconstruct(model: Any, params: Any, a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A through A's path and B through B's: the faces each side learns to rebuild."""
+    out = model.apply({"params": params}, a, b)
+    return out["src"][0], out["dst"][0]
 
-    def export(state: State) -> Export:
-        fields = dict(kw, dtype=jnp.dtype(kw["dtype"]).name)
-        return Export(config.model.name, fields, eval_params(state))
 
-    def train_transforms(source_a: Any, source_b: Any) -> tuple[Any, Any]:
-        warp = dict(strength=hp.warp_strength)
-        ta = augment.SwapAugment(flip=hp.flip_a, warp=hp.random_warp, color=hp.color_transfer,
-                                 reference=source_b if hp.color_transfer != "none" else None, warp_options=warp)
-        tb = augment.SwapAugment(flip=hp.flip_b, warp=hp.random_warp, warp_options=warp)
-        return ta, tb
+def swap_faces(model: Any, params: Any, x: jax.Array, direction: str) -> jax.Array:
+    """The swap of faces x in `direction` ("a2b" or "b2a"), colours only."""
+    return model.apply({"params": params}, x, direction, method=model.swap)[0]
 
-    return Family(
-        init=init,
-        steps={"train": Step(train_step, prefix="")} | ({"true_face_d": Step(code_d_step)} if hp.true_face_power else {})
-        | ({"gan_d": Step(patch_d_step)} if hp.gan_power else {}),
-        preview=preview,
-        preview_columns=6,
-        evaluators={"recon": eval_recon, "swap_truth": eval_swap_truth},
-        default_metrics=METRICS,
-        export=export,
-        train_transforms=train_transforms,
-        host_evaluators={"identity": eval_identity},
-    )
+
+def eval_recon(model: Any, ema: bool, window: int, state: State, batch: Batch, rng: jax.Array) -> dict:
+    """Per-example PSNR/SSIM of both sides' reconstructions of their unwarped faces."""
+    a, b = faces(batch, "a_image"), faces(batch, "b_image")
+    ra, rb = reconstruct(model, eval_params(ema, state), a, b)
+    return image_quality("a_recon", ra, a, None, window) | image_quality("b_recon", rb, b, None, window)
+
+
+def eval_swap_truth(model: Any, ema: bool, window: int, state: State, batch: Batch, rng: jax.Array) -> dict:
+    """PSNR/SSIM of both swaps against the ground truth, over the image and inside the face, and of
+    the unchanged source (the "copy" baseline a swap must beat)."""
+    if "a2b_truth" not in batch:
+        raise ValueError(
+            "metric 'swap_truth' needs ground-truth swaps, which only single-identity synthetic_faces sources "
+            "give (e.g. data.source='synthetic_faces:ids=0', data.source_b='synthetic_faces:ids=1'); "
+            "use --metrics=recon for other data"
+        )
+    params = eval_params(ema, state)
+    out = {}
+    for name, source in (("a2b", "a_image"), ("b2a", "b_image")):
+        x, truth, face = faces(batch, source), faces(batch, f"{name}_truth"), faces(batch, f"{name}_face")
+        out |= (image_quality(name, swap_faces(model, params, x, name), truth, face, window)
+                | image_quality(f"{name}_copy", x, truth, face, window))
+    return out
+
+
+def eval_identity(model: Any, ema: bool, state: State, source: Any, num_examples: int) -> dict[str, float]:
+    """dlib identity similarity, retrieval and expression error of both swaps on held-out frames."""
+    n = min(num_examples or len(source), len(source))
+    rows = [source[i] for i in range(n)]
+    images = {side: np.stack([r[f"{side}_image"] for r in rows]) for side in ("a", "b")}
+    swap_fn = face_swap.make_swap(model)
+    params = eval_params(ema, state)
+    for name, side in (("a2b", "a"), ("b2a", "b")):
+        images[name] = np.rint(swap_fn(params, images[side], name)[0] * 255.0).astype(np.uint8)
+    return identity_report(images)
+
+
+def preview(model: Any, ema: bool, state: State, batch: Batch, rng: jax.Array) -> jax.Array:
+    """One row per pair: A | A->A | A->B | B | B->B | B->A."""
+    a, b = faces(batch, "a_image")[:8], faces(batch, "b_image")[:8]
+    params = eval_params(ema, state)
+    ra, rb = reconstruct(model, params, a, b)
+    columns = [a, ra, swap_faces(model, params, a, "a2b"), b, rb, swap_faces(model, params, b, "b2a")]
+    return jnp.stack(columns, axis=1).reshape((-1,) + a.shape[1:])
+
+
+def export(name: str, fields: dict[str, Any], ema: bool, state: State) -> Export:
+    """The autoencoder's evaluation params with its registry name and fields, for `zoo.pretrained`."""
+    return Export(name, fields, eval_params(ema, state))
+
+
+def train_transforms(hp: ml_collections.ConfigDict, source_a: Any, source_b: Any) -> tuple[Any, Any]:
+    """Each side's augmentation (warp, flip; colour transfer of A towards B), run in the input workers."""
+    warp = dict(strength=hp.warp_strength)
+    ta = augment.SwapAugment(flip=hp.flip_a, warp=hp.random_warp, color=hp.color_transfer,
+                             reference=source_b if hp.color_transfer != "none" else None, warp_options=warp)
+    tb = augment.SwapAugment(flip=hp.flip_b, warp=hp.random_warp, warp_options=warp)
+    return ta, tb
 
 
 def gan_generator_terms(hp: ml_collections.ConfigDict, resolution: int, logits_fn: Any, d_params: Any,
@@ -344,6 +395,11 @@ def _bce(logits: jax.Array, label: float) -> jax.Array:
     """Mean sigmoid cross-entropy of logits against a constant label, in float32."""
     logits = logits.astype(jnp.float32)
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, label)))
+
+
+def _apply(module: Any, params: Any, x: jax.Array) -> Any:
+    """A network's output on x: what `gan_generator_terms` takes as its logits function."""
+    return module.apply({"params": params}, x)
 
 
 def _code(module: Any, x: jax.Array) -> jax.Array:
@@ -380,7 +436,8 @@ def load_start(hp: ml_collections.ConfigDict, model_config: ml_collections.Confi
         )
     unknown = sorted(set(hp.reinit) - set(loaded.params))
     if unknown:
-        raise ConfigError(f"swap.reinit names {unknown}, not parts of the model; parts: {', '.join(sorted(loaded.params))}")
+        parts = ", ".join(sorted(loaded.params))
+        raise ConfigError(f"swap.reinit names {unknown}, not parts of the model; parts: {parts}")
     return jax.device_get(loaded.params)
 
 
@@ -410,7 +467,8 @@ def identity_report(images: dict[str, np.ndarray]) -> dict[str, float]:
             scores = face_identity.identity_scores(e, centroid[target], centroid[source])
             out |= {f"{prefix}_{k}": float(v) for k, v in scores.items()}
             labels = np.full(len(e), label)
-            out[f"{prefix}_id_retrieval"] = float(face_identity.retrieval_accuracy(e, labels, gallery, np.array([0, 1])))
+            accuracy = face_identity.retrieval_accuracy(e, labels, gallery, np.array([0, 1]))
+            out[f"{prefix}_id_retrieval"] = float(accuracy)
         out[f"{name}_expression_error"] = float(np.mean(face_identity.expression_error(src_marks[both], marks[both])))
         out[f"{name}_num_faces"] = float(np.sum(both))
     return out

@@ -28,7 +28,8 @@ SHA256_HEX = 64
 class Metric:
     """One number measured on a checkpoint, with what makes it reproducible: protocol, subset and tolerance."""
 
-    name: str
+    name: str  # the key the evaluator reports
+    evaluator: str  # the family evaluator (train.families.<family>) that measures it
     value: float
     tolerance: float
     unit: str
@@ -37,8 +38,12 @@ class Metric:
     slow: bool = False  # re-measured by the slow test step (pytest -m slow), not on every run
 
     def line(self) -> str:
-        """'name = value ± tolerance unit on subset (protocol)', one line for `show`."""
-        return f"{self.name} = {self.value:g} ± {self.tolerance:g} {self.unit} on {self.subset} ({self.protocol})"
+        """'name = value ± tolerance unit on subset (evaluator: protocol)', one line for `show`."""
+        return f"{self.headline()} on {self.subset} ({self.evaluator} evaluator: {self.protocol})"
+
+    def headline(self) -> str:
+        """'name = value ± tolerance unit', for listings."""
+        return f"{self.name} = {self.value:g} ± {self.tolerance:g} {self.unit}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,11 +120,11 @@ REGISTRY: dict[str, Entry] = {
             data="digits: scikit-learn load_digits, train = first 1,500 images, test = last 297 (data/sources.py)",
             steps=3000,
             metrics=(
-                Metric("neg_elbo", 22.46, 0.1, "nats", "digits:test, all 297", f"elbo evaluator; {_DIGITS_PROTOCOL}"),
-                Metric("psnr", 17.72, 0.05, "dB", "digits:test, all 297",
-                       "psnr evaluator: posterior-mean reconstruction against the 8-bit image, no sampling"),
-                Metric("iwae_nll_k200", 21.98, 0.1, "nats", "digits:test, all 297",
-                       f"iwae evaluator, k = 200; {_DIGITS_PROTOCOL}", slow=True),
+                Metric("neg_elbo", "elbo", 22.46, 0.1, "nats", "digits:test, all 297", _DIGITS_PROTOCOL),
+                Metric("psnr", "psnr", 17.72, 0.05, "dB", "digits:test, all 297",
+                       "posterior-mean reconstruction against the 8-bit image, no sampling"),
+                Metric("iwae_nll_k200", "iwae", 21.98, 0.1, "nats", "digits:test, all 297",
+                       f"k = 200; {_DIGITS_PROTOCOL}", slow=True),
             ),
             input_shape=(8, 8, 1),
             value_range="uint8 pixels 0..255 (round(v * 255 / 16)); the model sees them binarised to {0, 1}",

@@ -468,7 +468,7 @@ def _listing(pattern: str) -> str:
     lines = ["pretrained (zoo.create_model(name, pretrained=True)):"]
     for name in catalogue.list_pretrained(pattern):
         entry = REGISTRY[name]
-        metric = entry.card.metrics[0].line().split(" on ")[0] if entry.card and entry.card.metrics else ""
+        metric = entry.card.metrics[0].headline() if entry.card and entry.card.metrics else ""
         lines.append(f"  {name:24} {metric:28} {entry.source}")
     lines.append("converters (zoo.pretrained.convert(name)):")
     lines += [f"  {n:24} {CONVERTERS[n].url}" for n in catalogue.list_converters(pattern)]

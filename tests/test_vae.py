@@ -138,3 +138,29 @@ def test_iwae_bound_is_above_the_elbo_and_tightens_with_k_on_a_trained_model():
     assert nll[1] == pytest.approx(elbo, rel=0.03)
     assert nll[10] < nll[1] - 0.2 and nll[100] < nll[10] and nll[1000] < nll[100]
     assert nll[1000] < elbo - 0.3
+
+
+@pytest.mark.parametrize("budget", [10_000, 128, 16])
+def test_batched_iwae_equals_a_straightforward_reference(budget):
+    """All k samples of several examples per decoder call, or k split with a running logsumexp: one estimate."""
+    model = create_model("vae_mlp", image_shape=(4, 4, 1), likelihood="bernoulli", latent_dim=3, hidden=(8,))
+    params = model.init(jax.random.key(0), *model.example_inputs())["params"]
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(5, 4, 4, 1)) > 0.5, jnp.float32)
+    keys = jax.random.split(jax.random.key(1), 5)
+    k = 64
+    got = vae_family.importance_weighted_nll(model, params, x, keys, k, budget)
+    mean, logvar = model.apply({"params": params}, x, method=model.encode)
+    expected = []
+    for i in range(5):
+        eps = jax.random.normal(jax.random.fold_in(keys[i], 0), (k, 3))
+        z = np.asarray(mean[i] + jnp.exp(0.5 * logvar[i]) * eps, np.float64)
+        logits = np.asarray(model.apply({"params": params}, jnp.asarray(z, jnp.float32), method=model.decode),
+                            np.float64).reshape(k, -1)
+        xi = np.asarray(x[i], np.float64).reshape(-1)
+        log_px = np.sum(xi * -np.logaddexp(0, -logits) + (1 - xi) * -np.logaddexp(0, logits), axis=1)
+        m, lv = np.asarray(mean[i], np.float64), np.asarray(logvar[i], np.float64)
+        log_pz = np.sum(stats.norm.logpdf(z), axis=1)
+        log_qz = np.sum(stats.norm.logpdf(z, m, np.exp(0.5 * lv)), axis=1)
+        w = log_px + log_pz - log_qz
+        expected.append(-(np.max(w) + np.log(np.mean(np.exp(w - np.max(w))))))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)

@@ -181,27 +181,38 @@ def importance_weighted_nll(
 ) -> jax.Array:
     """-log p(x) estimated with k importance samples (Burda et al. 2016), per example, in nats.
 
-    log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k, accumulated
-    over chunks of samples with a running logsumexp so memory stays at `chunk_budget` decodes.
+    log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k. Example i's k noise
+    vectors are `normal(fold_in(keys[i], 0), (k, latent))` however the work is split, so the estimate does not
+    depend on batch size or budget. The decoder runs as one GEMM over all k samples of as many examples
+    as `chunk_budget` decodes hold; when k alone exceeds it, k is split with a running logsumexp.
     """
-    batch = x.shape[0]
-    chunk = _largest_divisor_at_most(num_samples, max(1, chunk_budget // batch))
     mean, logvar = model.apply({"params": params}, x, method=model.encode)
-    std = jnp.exp(0.5 * logvar)
-    kind = model.likelihood
+    per_call = max(1, chunk_budget // num_samples)
+    samples = _largest_divisor_at_most(num_samples, chunk_budget)
+    log_px = functools.partial(_example_log_px, model, params, num_samples, samples)
+    return -jax.lax.map(lambda a: log_px(*a), (x, keys, mean, logvar), batch_size=per_call)
 
-    def body(acc: jax.Array, j: jax.Array) -> tuple[jax.Array, None]:
-        eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, j), (chunk, mean.shape[-1])))(keys)
-        z = mean[:, None] + std[:, None] * eps
-        out = model.apply({"params": params}, z.reshape(batch * chunk, -1), method=model.decode)
-        x_rep = jnp.repeat(x, chunk, axis=0)
-        log_px = likelihoods.log_prob(kind, out, x_rep).reshape(batch, chunk)
-        log_pz = gaussian_log_prob(z, 0.0, jnp.zeros_like(z))
-        log_qz = gaussian_log_prob(z, mean[:, None], logvar[:, None])
-        return jnp.logaddexp(acc, jax.nn.logsumexp(log_px + log_pz - log_qz, axis=1)), None
 
-    acc, _ = jax.lax.scan(body, jnp.full((batch,), -jnp.inf), jnp.arange(num_samples // chunk))
-    return -(acc - math.log(num_samples))
+def _example_log_px(model: Any, params: Any, num_samples: int, samples: int, x: jax.Array, key: jax.Array,
+                    mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """One example's k-sample log p(x) estimate, decoding `samples` at a time so memory stays bounded."""
+    eps = jax.random.normal(jax.random.fold_in(key, 0), (num_samples, mean.shape[-1]))
+    eps = eps.reshape(num_samples // samples, samples, -1)
+
+    def body(acc: jax.Array, e: jax.Array) -> tuple[jax.Array, None]:
+        return jnp.logaddexp(acc, jax.nn.logsumexp(log_weights(model, params, x, mean, logvar, e))), None
+
+    acc, _ = jax.lax.scan(body, jnp.float32(-jnp.inf), eps)
+    return acc - math.log(num_samples)
+
+
+def log_weights(model: Any, params: Any, x: jax.Array, mean: jax.Array, logvar: jax.Array,
+                eps: jax.Array) -> jax.Array:
+    """log p(x|z) + log p(z) - log q(z|x) of one example x at z = mean + std * eps for each row of eps [S, L]."""
+    z = mean + jnp.exp(0.5 * logvar) * eps
+    out = model.apply({"params": params}, z, method=model.decode)
+    log_px = likelihoods.log_prob(model.likelihood, out, jnp.broadcast_to(x, (z.shape[0],) + x.shape))
+    return log_px + gaussian_log_prob(z, 0.0, jnp.zeros_like(z)) - gaussian_log_prob(z, mean, logvar)
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:

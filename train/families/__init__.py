@@ -4,6 +4,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from train.families import gan, swap, vae
+from zoo.errors import ConfigError
 
 FAMILIES: dict[str, ModuleType] = {"vae": vae, "gan": gan, "swap": swap}
 
@@ -11,5 +12,5 @@ FAMILIES: dict[str, ModuleType] = {"vae": vae, "gan": gan, "swap": swap}
 def get(name: str) -> ModuleType:
     """The family module called `name`, or an error listing the known ones."""
     if name not in FAMILIES:
-        raise ValueError(f"unknown family {name!r}; choose one of {', '.join(sorted(FAMILIES))}")
+        raise ConfigError(f"family = {name!r} is not a model family; choose one of {', '.join(sorted(FAMILIES))}")
     return FAMILIES[name]

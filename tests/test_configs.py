@@ -95,6 +95,15 @@ def test_misspelt_field_inside_a_config_file_is_caught():
         config_lib.validate(config, vae.section())
 
 
+@pytest.mark.parametrize("rate", [0.0, -1e-3, float("nan")])
+def test_a_learning_rate_that_is_not_positive_is_refused(rate):
+    config = config_lib.load("configs/vae_digits.py")
+    config.unlock()
+    config.optim.learning_rate = rate
+    with pytest.raises(config_lib.ConfigError, match="optim.learning_rate = .* must be a number > 0"):
+        config_lib.validate(config, vae.section())
+
+
 def test_workdir_frozen_by_an_older_version_still_loads(tmp_path):
     """A field added to the base config later takes its default when an old run is evaluated."""
 

@@ -54,8 +54,8 @@ def validate(config: ml_collections.ConfigDict, family_defaults: ml_collections.
         raise ConfigError(
             f"optim.warmup_steps = {config.optim.warmup_steps} must be below total_steps = {config.total_steps}"
         )
-    if config.optim.learning_rate <= 0:
-        raise ConfigError(f"optim.learning_rate = {config.optim.learning_rate} must be > 0")
+    if not config.optim.learning_rate > 0:  # NaN fails this too
+        raise ConfigError(f"optim.learning_rate = {config.optim.learning_rate} must be a number > 0")
     if not 0.0 < config.optim.update_keep_prob <= 1.0:
         raise ConfigError(
             f"optim.update_keep_prob = {config.optim.update_keep_prob} must be in (0, 1]; "

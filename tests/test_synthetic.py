@@ -239,3 +239,10 @@ def test_package_modules_have_one_job_each_and_import_siblings_not_the_package()
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
                 assert node.module != "data.synthetic", f"{path.name} imports the package it belongs to"
+
+
+def test_a_huge_identity_range_is_refused_before_it_is_built():
+    from zoo.errors import DataError
+
+    with pytest.raises(DataError, match="over 1,000,000 people"):
+        S.from_spec("ids=0-99999999;n=1", "train")

@@ -179,6 +179,7 @@ def _to_uint8(coverage: np.ndarray) -> np.ndarray:
 
 
 _SPEC_DEFAULTS = {"ids": "0,1", "n": "1000", "size": "64", "seed": "0", "masks": "0"}
+MAX_IDENTITIES = 1_000_000  # a spec past this is a typo, not a dataset: refused before a list is built
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -190,6 +191,8 @@ def _parse_ids(text: str) -> list[int]:
             a, b = int(lo), int(hi)
             if b < a:
                 raise DataError(f"identity range {part!r} is empty; write low-high")
+            if len(ids) + b - a + 1 > MAX_IDENTITIES:
+                raise DataError(f"identity range {part!r} names over {MAX_IDENTITIES:,} people; use a smaller range")
             ids.extend(range(a, b + 1))
         else:
             ids.append(int(part))

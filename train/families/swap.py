@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from data import augment
-from train import losses
+from train import losses, sections
 from train import optim as optim_lib
 from train.config import ConfigError, model_kwargs
 from train.families.base import Batch, Export, Family, State, Step
@@ -49,28 +49,8 @@ _COLOR_MODES = ("none", "rct", "lct", "sot")
 
 
 def section() -> ml_collections.ConfigDict:
-    """The `config.swap` defaults (DeepFaceLab SAEHD's)."""
-    s = ml_collections.ConfigDict()
-    s.masked_training = True
-    s.dssim_weight = 10.0
-    s.mse_weight = 10.0
-    s.mask_weight = 10.0
-    s.eyes_mouth_prio = False
-    s.eyes_mouth_weight = 300.0
-    s.random_warp = True
-    s.warp_strength = 1.0
-    s.flip_a = False
-    s.flip_b = True
-    s.color_transfer = "none"
-    s.ema_decay = 0.0
-    s.eval_ssim_window = 11
-    s.init_from = ""
-    s.reinit = ()
-    s.gan_power = 0.0
-    s.gan_patch_size = 0
-    s.gan_dims = 16
-    s.true_face_power = 0.0
-    return s
+    """The `config.swap` defaults (DeepFaceLab SAEHD's), defined in `train.sections`."""
+    return sections.swap()
 
 
 def dssim_windows(resolution: int) -> tuple[tuple[int, float], ...]:

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from train import losses, parallel
+from train import losses, parallel, sections
 from train import optim as optim_lib
 from train.config import model_kwargs
 from train.families.base import Batch, Export, Family, State, Step
@@ -28,13 +28,8 @@ METRICS = ("elbo", "iwae", "psnr")
 
 
 def section() -> ml_collections.ConfigDict:
-    """The `config.vae` defaults."""
-    s = ml_collections.ConfigDict()
-    s.beta = 1.0
-    s.kl_warmup_steps = 0
-    s.iwae_samples = 5000
-    s.iwae_chunk = 50000
-    return s
+    """The `config.vae` defaults, defined in `train.sections`."""
+    return sections.vae()
 
 
 def kl_divergence(mean: jax.Array, logvar: jax.Array) -> jax.Array:

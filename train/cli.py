@@ -82,6 +82,14 @@ def fail(error: errors.ZooError | str) -> NoReturn:
     sys.exit(BAD_INPUT_STATUS)
 
 
+def run_flags() -> flags.FlagValues:
+    """The parsed flags of a CLI that reads a run (`--workdir` required), with logging set up."""
+    setup_logging()
+    if not flags.FLAGS.workdir:
+        fail("--workdir is required (the directory `python -m train` wrote)")
+    return flags.FLAGS
+
+
 def check_run_dir(workdir: str | pathlib.Path) -> None:
     """Raise WorkdirError unless `workdir` holds a run (its config.json), so a typo never reaches a library."""
     workdir = pathlib.Path(workdir)

@@ -63,10 +63,7 @@ def _write_report(out: pathlib.Path, report: dict[str, Any], setup: Any, state: 
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    cli.setup_logging()
-    f = flags.FLAGS
-    if not f.workdir:
-        cli.fail("--workdir is required (the directory `python -m train` wrote)")
+    f = cli.run_flags()
     evaluate(f.workdir, f.step, f.metrics, f.num_examples, f.out, echo=True)
 
 

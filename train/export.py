@@ -37,10 +37,7 @@ def export_run(workdir: str | pathlib.Path, step: int | None = None,
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    cli.setup_logging()
-    f = flags.FLAGS
-    if not f.workdir:
-        cli.fail("--workdir is required (the directory `python -m train` wrote)")
+    f = cli.run_flags()
     print(export_run(f.workdir, f.step, f.out))
 
 

@@ -125,10 +125,7 @@ def timelapse(workdir: str | pathlib.Path, output: str | pathlib.Path | None = N
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    cli.setup_logging()
-    f = flags.FLAGS
-    if not f.workdir:
-        cli.fail("--workdir is required (the directory `python -m train` wrote)")
+    f = cli.run_flags()
     print(timelapse(f.workdir, f.output, f.fps, f.caption), flush=True)
 
 

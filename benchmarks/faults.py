@@ -7,8 +7,9 @@ preview every 6) trains without interruption. Each trial trains the same config 
 SIGKILLs it (a third of single-process trials twice: the resumed run is killed again) and resumes it
 to the end. Its final checkpoint (params, optimiser state and data position) must equal the
 reference's bit for bit, and no checkpoint finalised before a kill may later be missing or
-quarantined. Kill points are found by watching the workdir rather than by sleeping, so a slow,
-shared machine still lands them. Trial kinds, in turn:
+quarantined. Evaluations that never got a record are counted (one killed after its checkpoint was
+finalised is not rerun). Kill points are found by watching the workdir rather than by sleeping, so a
+slow, shared machine still lands them. Trial kinds, in turn:
 
 - save: while an asynchronous checkpoint save is in flight (its `<step>.orbax-checkpoint-tmp-*`
   directory exists), at once or up to 50 ms later;
@@ -514,12 +515,17 @@ def run_to_end(workdir: pathlib.Path, plan: Plan, log: pathlib.Path, multihost: 
 
 def judge(workdir: pathlib.Path, reference: dict[str, np.ndarray], plan: Plan, kills: list[Kill], rcs: list[int],
           log: pathlib.Path) -> dict:
-    """A trial's verdict: exact final state, and checkpoints finalised before a kill that went missing or aside."""
+    """A trial's verdict: exact final state, and checkpoints finalised before a kill that went missing or aside.
+
+    Evaluations with no record are reported too: one killed after its checkpoint was finalised is never rerun.
+    """
     before = set().union(*(k.finalised for k in kills))
     moved = quarantined(workdir)
     moved_steps = {int(n.split("-")[0]) for n in moved}
     lost = sorted((before - finalised(workdir)) | (before & moved_steps))
-    result: dict[str, Any] = {"rcs": rcs, "lost": lost, "quarantined": moved, "tmp_left": sorted(in_flight(workdir))}
+    evaluated = {r["step"] for r in records(workdir, 0) if _has(r, "eval/")}
+    result: dict[str, Any] = {"rcs": rcs, "lost": lost, "quarantined": moved, "tmp_left": sorted(in_flight(workdir)),
+                              "evals_missing": [e for e in plan.evals() if e not in evaluated]}
     if any(rcs):
         result.update(exact=False, error=f"resume exited {rcs}: {log_errors(log)}", log=log_tail(log))
         return result
@@ -813,6 +819,7 @@ def summarise(trials: list[dict], flips: list[dict], cases: dict[str, dict]) -> 
         "kills_during_export": sum(k["landed"] and k["during_export"] for k in kills),
         "kills_multihost": sum(k["kind"].startswith("multihost") for k in kills),
         "trials_killed_twice": sum(len(t["kills"]) > 1 for t in trials),
+        "evaluations_lost": sum(len(t.get("evals_missing", [])) for t in trials),
         "exports": len(exports), "exports_failed": sum(bool(e.get("error")) for e in exports),
         "flips_injected": flips_injected, "flips_detected": flips_detected,
         "flips_undetected_harmless": sum(bool(f.get("harmless")) for f in flips),
@@ -821,10 +828,12 @@ def summarise(trials: list[dict], flips: list[dict], cases: dict[str, dict]) -> 
 
 
 def summary_line(s: dict) -> str:
+    """`N tried / N exact / K checkpoints lost`, then where the kills landed and the other counts."""
     return (f"{s['tried']} tried / {s['exact']} exact / {s['checkpoints_lost']} checkpoints lost; "
             f"{s['kills_landed']} kills ({s['kills_during_save']} during a save, {s['kills_during_eval']} during "
             f"evaluation, {s['kills_during_export']} during an export, {s['kills_multihost']} multi-host); "
-            f"{s['quarantined']} quarantined; exports {s['exports'] - s['exports_failed']}/{s['exports']} ok; "
+            f"{s['quarantined']} quarantined; {s['evaluations_lost']} evaluations never recorded; "
+            f"exports {s['exports'] - s['exports_failed']}/{s['exports']} ok; "
             f"bit flips {s['flips_detected']}/{s['flips_injected']} detected; "
             f"deterministic cases {s['cases_ok']}/{s['cases']} ok")
 

@@ -76,6 +76,7 @@ def test_a_quick_run_reports_exact_resumes_and_consistent_counts(tmp_path):
     assert r["exact"] == sum(bool(t["exact"]) for t in trials)
     assert r["checkpoints_lost"] == sum(len(t["lost"]) for t in trials)
     assert r["quarantined"] == sum(len(t["quarantined"]) for t in trials)
+    assert r["evaluations_lost"] == sum(len(t.get("evals_missing", [])) for t in trials)
     assert r["kills_landed"] >= r["kills_during_save"] and r["kills_landed"] >= r["kills_during_eval"]
     assert r["flips_injected"] == len(r["flips"]) + 1 and r["cases"] == len(r["deterministic"]) == 5
     assert r["summary_line"].startswith(f"1 tried / {r['exact']} exact / {r['checkpoints_lost']} checkpoints lost")

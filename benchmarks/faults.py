@@ -425,24 +425,13 @@ def multihost_kill(workdir: pathlib.Path, plan: Plan, rng: random.Random, log: p
 
 def final_state(workdir: pathlib.Path) -> tuple[int, dict[str, np.ndarray]]:
     """The newest checkpoint's step and every array of it (state leaves, data-iterator files as bytes)."""
-    _, step, state = _runs().load_run(workdir)
+    from train import runs
+
+    _, step, state = runs.load_run(workdir)
     arrays = _state_arrays(state)
     for f in sorted((workdir / "checkpoints" / str(step) / "data").glob("process_*.json")):
         arrays[f"data/{f.name}"] = np.frombuffer(f.read_bytes(), np.uint8)
     return step, arrays
-
-
-def _runs() -> Any:
-    """The module with `build`, `load_config` and `load_run`: `train.runs`, or before it existed their old homes."""
-    try:
-        from train import runs
-    except ImportError:
-        import types
-
-        from train import evaluate, trainer
-
-        return types.SimpleNamespace(build=trainer.build, load_config=evaluate.load_config, load_run=trainer.load_run)
-    return runs
 
 
 def differences(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> list[str]:
@@ -776,7 +765,8 @@ class Bench:
 
     def abstract_state(self) -> Any:
         if self._abstract is None:
-            runs = _runs()
+            from train import runs
+
             self._abstract = runs.build(runs.load_config(self.ref_workdir)).abstract_state
         return self._abstract
 

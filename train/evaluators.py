@@ -101,13 +101,15 @@ def write_preview(path: pathlib.Path, family: Family, state: Any, batch: dict, s
     """Render the family's preview rows to a PNG that carries provenance metadata; return the HxWxC uint8 grid.
 
     Images under 32 px (8x8 digits) are enlarged by an integer factor so the grid is legible. The
-    grid is returned so the caller can log the very pixels of the PNG elsewhere (TensorBoard).
+    grid is returned so the caller can log the very pixels of the PNG elsewhere (TensorBoard). Every
+    process renders (the state spans them all); process 0 alone writes the file.
     """
     images = jax.device_get(compiled(family.preview)(state, batch, eval_key(seed)))
     scale = max(1, 32 // images.shape[1])
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     grid = provenance.to_uint8(provenance.grid(images, family.preview_columns))
-    provenance.save_png(path, grid, meta)
+    if jax.process_index() == 0:
+        provenance.save_png(path, grid, meta)
     return grid
 
 

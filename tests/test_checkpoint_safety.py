@@ -189,3 +189,19 @@ def test_a_stream_started_at_batch_k_is_the_stream_after_k_batches():
     late = iter(pipeline.make_dataset(source, global_batch_size=8, seed=3, start=5))
     for _ in range(3):
         np.testing.assert_equal(next(late), next(full))
+
+
+def test_an_evaluation_lost_to_a_kill_after_its_checkpoint_is_run_on_resume(tmp_path):
+    """The checkpoint is saved before the evaluation; a kill between the two must not lose the evaluation."""
+    import json
+
+    from train import trainer
+
+    workdir = tmp_path / "run"
+    trainer.train(smoke(preview_every=0, eval_every=2, total_steps=2), workdir)
+    log = workdir / "metrics.jsonl"
+    kept = [line for line in log.read_text().splitlines() if not any(k.startswith("eval/") for k in json.loads(line))]
+    log.write_text("\n".join(kept) + "\n")  # what a kill right after the save leaves
+    trainer.train(smoke(preview_every=0, eval_every=2, total_steps=3), workdir)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records if "eval/neg_elbo" in r] == [2, 3]

@@ -64,6 +64,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
     writer = MetricWriter(workdir)
     preview_batch = evaluators.preview_batch(setup.eval_source)
     total = config.total_steps
+    if start and _due(start, config.eval_every, total) and not _logged(workdir, start, "eval/"):
+        log.info("checkpoint %d was saved but the run stopped before evaluating it; evaluating it now", start)
+        _evaluate(setup, runner.get_state(state), writer, start)
     pending: tuple[int, dict, dict] | None = None
     skipped = 0
     bar = tqdm(total=total, initial=start, disable=jax.process_index() != 0, dynamic_ncols=True, desc="train")
@@ -138,6 +141,21 @@ def _evaluate(setup: runs.Setup, state: Any, writer: MetricWriter, step: int) ->
         num_examples=config.eval.num_examples, mesh=setup.runner.mesh if config.parallel.strategy == "jit" else None,
     )
     writer.write(step, results, prefix="eval")
+
+
+def _logged(workdir: pathlib.Path, step: int, prefix: str) -> bool:
+    """Whether `metrics.jsonl` holds a record of `step` with a `prefix` metric (a run's evaluation, say)."""
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return False
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by the kill that interrupted the run
+            continue
+        if record.get("step") == step and any(k.startswith(prefix) for k in record):
+            return True
+    return False
 
 
 def _due(done: int, every: int, total: int) -> bool:

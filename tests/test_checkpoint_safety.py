@@ -80,6 +80,7 @@ def test_an_update_to_nonfinite_parameters_is_never_checkpointed(tmp_path):
     assert not (tmp_path / "run" / "checkpoints" / "1").exists()
 
 
+@pytest.mark.slow  # 30 s: a second full smoke run; the fast step keeps under 15 min on 2 cores
 def test_skip_nonfinite_keeps_the_old_state_and_counts_the_skips(tmp_path):
     import jax
 
@@ -115,7 +116,7 @@ def _truncate(step_dir: pathlib.Path) -> None:
             f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
 
 
-@pytest.mark.parametrize("damage", [_flip_a_bit, _truncate])
+@pytest.mark.parametrize("damage", [_flip_a_bit, pytest.param(_truncate, marks=pytest.mark.slow)])
 def test_a_damaged_checkpoint_is_quarantined_with_one_line_and_the_run_falls_back(trained, tmp_path, caplog, capfd,
                                                                                   damage):
     from train import trainer
@@ -165,6 +166,7 @@ def test_checksums_catch_one_changed_value_and_nonfinite_arrays_are_refused(tmp_
         checkpoint.verify(poisoned, None, 3)
 
 
+@pytest.mark.slow  # 35 s: two resumes, one with a worker process; the fast step keeps under 15 min on 2 cores
 def test_another_worker_count_resumes_exactly_where_the_run_left_off(trained, tmp_path, caplog):
     """grain's saved position is per worker count; the stream instead restarts at batch `step`, the same batches."""
     from train import trainer
@@ -191,6 +193,7 @@ def test_a_stream_started_at_batch_k_is_the_stream_after_k_batches():
         np.testing.assert_equal(next(late), next(full))
 
 
+@pytest.mark.slow  # 30 s: two runs with evaluation; the fast step keeps under 15 min on 2 cores
 def test_an_evaluation_lost_to_a_kill_after_its_checkpoint_is_run_on_resume(tmp_path):
     """The checkpoint is saved before the evaluation; a kill between the two must not lose the evaluation."""
     import json

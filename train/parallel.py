@@ -109,7 +109,7 @@ class Runner:
 
         The wrapper sets `state["step"]` to step + 1; metrics come back as replicated scalars (the
         first replica's copy under pmap, where all are equal), plus `metrics[FINITE]`: whether each
-        array of the updated state (`state_names` order) is finite, reduced inside the step so the
+        array of the updated state (leaf order, `step` left out) is finite, reduced inside the step so the
         trainer can refuse to checkpoint a poisoned state without another pass over it.
         `skip_nonfinite` keeps the old state (step still advances) when any flag is false. The input
         state is donated, so its buffers hold the new state; `donate=False` keeps it alive
@@ -124,8 +124,8 @@ class Runner:
             finite = jnp.stack([jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
                                 for x in jax.tree.leaves(new_state)])
             if skip_nonfinite:
-                new_state = jax.tree.map(lambda new, old: jnp.where(finite.all(), new, old), new_state,
-                                         _without_step(state))
+                ok = finite.all()
+                new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, _without_step(state))
             return dict(new_state, step=step + 1), dict(metrics, **{FINITE: finite})
 
         if self.strategy == "jit":
@@ -144,12 +144,6 @@ class Runner:
             return state, jax.tree.map(lambda m: m[0], metrics)
 
         return run
-
-
-def state_names(state: Any) -> list[str]:
-    """The path of each array `metrics[FINITE]` flags, in its order ("params/G/conv/kernel")."""
-    return [jax.tree_util.keystr(path, simple=True, separator="/")
-            for path, _ in jax.tree_util.tree_leaves_with_path(_without_step(state))]
 
 
 def _without_step(state: dict) -> dict:

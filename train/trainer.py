@@ -60,7 +60,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
     skip = config.optim.skip_nonfinite
     steps = {name: (runner.compile_step(s.fn, setup.root_key, i, skip_nonfinite=skip), s.every,
                     f"{name}/" if s.prefix is None else s.prefix) for i, (name, s) in enumerate(family.steps.items())}
-    state_names = parallel.state_names(setup.abstract_state)
+    state_names = [name for name in checkpoint.layout(setup.abstract_state) if name != "step"]  # FINITE's order
     writer = MetricWriter(workdir)
     preview_batch = evaluators.preview_batch(setup.eval_source)
     total = config.total_steps
@@ -182,7 +182,8 @@ def _resume_check(config: ml_collections.ConfigDict, setup: runs.Setup, workdir:
     def check(step: int, meta: dict, saved: checkpoint.Layout) -> bool:
         old = meta.get("config") or {}
         changes = config_lib.changed_fields(old, new) if old else []
-        state_changes = [c for c in changes if config_lib.defines_state(c[0], old) or config_lib.defines_state(c[0], new)]
+        state_changes = [c for c in changes
+                         if config_lib.defines_state(c[0], old) or config_lib.defines_state(c[0], new)]
         layout_changes = _layout_changes(saved, wanted)
         if state_changes or layout_changes:
             fields = changes if layout_changes else state_changes

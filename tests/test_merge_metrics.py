@@ -5,7 +5,7 @@ import pytest
 
 from data.faces import dlib_models
 from train.metrics import merge as mm
-from zoo.errors import DataError
+from zoo.errors import ConfigError, DataError
 
 DEST, OTHER = "bbaf2n.mpg", "lbax4n.mpg"
 REFERENCE_FRAMES, HELD_OUT_FRAMES = (0, 12, 24), (50, 62, 74)
@@ -245,3 +245,61 @@ def test_landmark_error_of_a_frame_shifted_by_k_pixels(grid, centroids, analyzer
 def test_reference_frames_without_a_face_are_refused(analyzer):
     with pytest.raises(DataError, match="no face found"):
         mm.identity_centroid(np.zeros((2, 64, 64, 3), np.uint8), analyzer)
+
+
+
+# ---------------------------------------------------------------- the benchmark, with a stand-in merge
+
+
+def test_frame_ranges_and_merge_options_parse():
+    from benchmarks import merge_quality as bench
+
+    assert bench.parse_range("50:75") == slice(50, 75) and bench.parse_range(":10") == slice(None, 10)
+    assert bench.parse_range(None) == slice(None)
+    for bad in ("50", "a:b", "-1:5", "1:2:3"):
+        with pytest.raises(ConfigError, match="frame range"):
+            bench.parse_range(bad)
+    assert bench.parse_options(["color=rct", "erode=20"]) == {"color": "rct", "erode": 20}
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        bench.parse_options(["erode"])
+
+
+def _run_benchmark(monkeypatch, tmp_path, argv, merge) -> dict:
+    """benchmarks.merge_quality's main() on argv with `merge` standing in for train.merge; its JSON read back."""
+    import json
+    import sys
+
+    from benchmarks import merge_quality as bench
+
+    monkeypatch.setattr(bench, "merge_clip", merge)
+    out = tmp_path / "result.json"
+    monkeypatch.setattr(sys, "argv", ["merge_quality", "--export", str(tmp_path / "model.safetensors"), *argv,
+                                      "--ref-count", "3", "--json", str(out)])
+    bench.main()
+    return json.loads(out.read_text())
+
+
+def test_benchmark_scores_the_merge_and_the_copy_baseline(shared_data, analyzer, monkeypatch, tmp_path):
+    grid_dir = shared_data / "grid"
+    if not (grid_dir / DEST).is_file() or not (grid_dir / OTHER).is_file():
+        pytest.skip("GRID videos not found")
+    from benchmarks import merge_quality as bench
+
+    def blank_faces(model, frames, direction, options, out_dir):
+        """A stand-in merge that greys out each face box: a merge that lost the face."""
+        masks = _face_masks(frames, analyzer)
+        merged = np.where(masks[..., None] > 0, np.uint8(128), frames)
+        return bench.Merged(merged, masks.astype(np.float32) / 255, {"stand_in": "grey box", **options})
+
+    argv = ["--dest", str(grid_dir / DEST), "--dest-frames", "72:75", "--target-ref", str(grid_dir / DEST),
+            "--target-frames", "0:40", "--source-ref", str(grid_dir / OTHER), "--merge-option", "color=rct"]
+    result = _run_benchmark(monkeypatch, tmp_path, argv, blank_faces)
+    table = result["metrics"]
+    assert result["dest"]["frames"] == "72:75" and result["target_ref"]["used"] == 3
+    assert result["merge"] == {"stand_in": "grey box", "color": "rct"}
+    assert table["detection_rate"] == {"merge": 0.0, "copy": 1.0}
+    assert table["background_psnr"] == {"merge": np.inf, "copy": np.inf}
+    assert table["temporal_change_merged"]["merge"] == 0.0 < table["temporal_change_merged"]["copy"]
+    assert table["id_retrieval"]["copy"] == 0.0 and np.isnan(table["id_retrieval"]["merge"])
+    with pytest.raises(ConfigError, match="shares 10 frames"):
+        _run_benchmark(monkeypatch, tmp_path, [*argv[:3], "30:75", *argv[4:]], blank_faces)

@@ -80,13 +80,32 @@ def check_image(image: Any, name: str = "image") -> np.ndarray:
     return image
 
 
-class FaceAnalyzer:
-    """Detects faces, places 68 landmarks and computes identity embeddings with dlib's shipped models."""
+@functools.cache
+def load_cnn_detector() -> Any:
+    """dlib's CNN (MMOD) face detector from face_recognition_models, read once per process."""
+    dlib, models = _import_dlib()
+    return dlib.cnn_face_detection_model_v1(models.cnn_face_detector_model_location())
 
-    def __init__(self) -> None:
+
+DETECTORS = ("hog", "cnn")
+
+
+class FaceAnalyzer:
+    """Detects faces, places 68 landmarks and computes identity embeddings with dlib's shipped models.
+
+    detector="hog" (default) is dlib's HOG frontal detector; "cnn" is its MMOD CNN detector, which finds
+    rotated, profile and poorly lit faces HOG misses, at 20-60x the CPU time (a 360x288 GRID frame here:
+    0.6 s without upsampling and 2.5 s with one doubling, against HOG's 0.03 s).
+    """
+
+    def __init__(self, detector: str = "hog") -> None:
         """Load (or reuse) the models; raises ImportError with the install command when dlib is missing."""
+        if detector not in DETECTORS:
+            raise ValueError(f"detector {detector!r} is not one of {', '.join(DETECTORS)}")
         self._models = load_models()
         self._dlib, _ = _import_dlib()
+        self.detector = detector
+        self._cnn = load_cnn_detector() if detector == "cnn" else None
 
     def _rectangle(self, image: np.ndarray, box: ArrayLike | None) -> Any:
         """A dlib rectangle for the box, or for the whole image when box is None."""
@@ -101,14 +120,17 @@ class FaceAnalyzer:
         return self._dlib.rectangle(left, top, right, bottom)
 
     def detect(self, image: np.ndarray, upsample: int = 1) -> np.ndarray:
-        """Boxes [K, 4] int64 (left, top, right, bottom) of the frontal faces the HOG detector finds.
+        """Boxes [K, 4] int64 (left, top, right, bottom) of the faces the detector finds.
 
         upsample doubles the image that many times first, so faces under ~80 px are found at a cost in time.
         """
         check_image(image)
         if upsample < 0:
             raise ValueError(f"upsample must be >= 0; got {upsample}")
-        found = self._models.detector(image, int(upsample))
+        if self._cnn is not None:
+            found = [d.rect for d in self._cnn(image, int(upsample))]
+        else:
+            found = self._models.detector(image, int(upsample))
         return np.array([(r.left(), r.top(), r.right(), r.bottom()) for r in found], dtype=np.int64).reshape(-1, 4)
 
     def largest_face(self, image: np.ndarray, upsample: int = 1) -> np.ndarray | None:

@@ -173,12 +173,12 @@ def frame_change(frames: ArrayLike, masks: ArrayLike) -> float:
     if len(clip) < 2:
         raise DataError(f"temporal change needs at least 2 frames; got {len(clip)}")
     inside = _masks(masks, clip.shape)
-    region = inside[1:] | inside[:-1]
-    count = int(region.sum()) * clip.shape[-1]
-    if count == 0:
-        return float("nan")
-    change = np.abs(np.diff(clip.astype(np.int16), axis=0)).sum(axis=-1)
-    return float(change[region].sum() / count)
+    total, count = 0, 0
+    for t in range(len(clip) - 1):
+        region = inside[t] | inside[t + 1]
+        change = np.abs(clip[t + 1][region].astype(np.int16) - clip[t][region])
+        total, count = total + int(change.sum(dtype=np.int64)), count + change.size
+    return total / count if count else float("nan")
 
 
 def temporal_stability(dest_frames: ArrayLike, merged_frames: ArrayLike, blend_masks: ArrayLike) -> dict[str, float]:
@@ -222,13 +222,16 @@ def background_psnr(
     dest, merged = _clip_pair(dest_frames, merged_frames)
     _masks(blend_masks, dest.shape)
     outside = outside_mask(blend_masks, dilate)
-    diff = (dest.astype(np.int32) - merged.astype(np.int32))[outside]
+    squares, count, worst = 0, 0, 0
+    for d, m, keep in zip(dest, merged, outside):
+        diff = d[keep].astype(np.int32) - m[keep]
+        squares, count = squares + int(np.square(diff).sum(dtype=np.int64)), count + diff.size
+        worst = max(worst, int(np.abs(diff).max(initial=0)))
     fraction = float(outside.mean())
-    if diff.size == 0:
+    if count == 0:
         return {"background_psnr": float("nan"), "background_max_abs": float("nan"), "background_fraction": fraction}
-    mse = float(np.mean(np.square(diff, dtype=np.float64)))
-    psnr = float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-    return {"background_psnr": psnr, "background_max_abs": float(np.abs(diff).max()), "background_fraction": fraction}
+    psnr = float("inf") if squares == 0 else float(10 * np.log10(255.0**2 * count / squares))
+    return {"background_psnr": psnr, "background_max_abs": float(worst), "background_fraction": fraction}
 
 
 def merge_metrics(

@@ -29,7 +29,7 @@ import secrets
 import shutil
 import subprocess
 from fractions import Fraction
-from typing import Iterable, Iterator, Mapping, NamedTuple
+from typing import Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -192,11 +192,12 @@ def _temporary(path: pathlib.Path) -> pathlib.Path:
 
 def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: float | Fraction,
               audio_from: str | os.PathLike | None = None, crf: int = 18, title: str = "",
-              manifest: Mapping[str, object] | None = None) -> Written:
+              manifest: Mapping[str, object] | Callable[[], Mapping[str, object]] | None = None) -> Written:
     """Encode `frames` (RGB uint8, one size) as H.264 MP4 with `audio_from`'s audio, metadata and a sidecar manifest.
 
     Nothing takes `path`'s name until the file is complete and probes with every frame; an exception raised
-    by `frames` (the merge failing halfway) propagates after the temporary file is removed.
+    by `frames` (the merge failing halfway) propagates after the temporary file is removed. `manifest` may
+    be a function, called once every frame is written, so counts made while writing can go in.
     """
     import imageio_ffmpeg
 
@@ -240,7 +241,8 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: flo
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _sidecar(path, {"Title": title, "Frames": written, "fps": str(rate), "Audio": plan, **(manifest or {})})
+    _sidecar(path, lambda: {"Title": title, "Frames": written, "fps": str(rate), "Audio": plan,
+                            **(manifest() if callable(manifest) else manifest or {})})
     return Written(path, written, plan)
 
 
@@ -259,10 +261,10 @@ def _checked(frame: np.ndarray, shape: tuple[int, ...], index: int) -> np.ndarra
     return frame
 
 
-def _sidecar(path: pathlib.Path, record: Mapping[str, object]) -> None:
+def _sidecar(path: pathlib.Path, record: Callable[[], Mapping[str, object]]) -> None:
     """`<path>.json` beside a finished output; if that fails the output goes too (no file without its manifest)."""
     try:
-        provenance.write_manifest(path, record)
+        provenance.write_manifest(path, record())
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -1,0 +1,130 @@
+"""The `aligned:DIR[;size=N]` source: faces written by `python -m data.faces extract`, with their masks.
+
+Each example is {"image": uint8 [S,S,3], "label": int64, "mask": uint8 [S,S,1], "em_mask": uint8 [S,S,1]},
+the fields data/synthetic's faces carry with masks=1, so `masked_training` and `eyes_mouth_prio` read
+real faces exactly as synthetic ones. "mask" is the landmark hull (forehead included for whole_face and
+head), "em_mask" the eyes and mouth, 255 = inside. S is the extraction's size, or size=N: faces are
+resized with OpenCV (INTER_AREA to shrink, bicubic to enlarge) and masks bilinearly, so mask edges become
+soft (values between 0 and 255), as synthetic masks' anti-aliased edges are.
+
+Label = the index of the face's source (the video, or for an image folder each image file) among the
+extraction's sorted sources: a one-video extraction is all label 0. Splits follow the other sources: the
+records in index order (frame order), "test" = every 10th (0, 10, 20, ...), "train" = the rest, "all" =
+every one. As with video:, neighbouring frames fall in both splits, so "test" measures reconstruction
+of seen footage, not of an unseen clip; extract a held-out clip into its own directory for that.
+
+Faces are decoded from their PNGs on access (about 2 ms a 256 px face and its masks), so an extraction
+of any length costs no memory up front. (`python -m data.local_tfds` writes images and labels only, so
+packing an aligned set into array_record would drop its masks today.)
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from data.base import SourceInfo, check_index
+from data.faces.extract import EXTRACT_HINT, INDEX, MASKS, read_index
+from zoo.errors import DataError
+
+SPEC_FORMS = {
+    "aligned:<dir>[;size=N]": "faces extracted by `python -m data.faces extract` with their masks (mask, em_mask); "
+    "label = source video/image index; size=N resizes; test = every 10th face",
+}
+TEST_EVERY = 10
+
+
+def _resize(array: np.ndarray, size: int, mask: bool) -> np.ndarray:
+    import cv2
+
+    if array.shape[0] == size:
+        return array
+    interpolation = cv2.INTER_LINEAR if mask else cv2.INTER_AREA if size < array.shape[0] else cv2.INTER_CUBIC
+    return cv2.resize(array, (size, size), interpolation=interpolation)
+
+
+class AlignedSource:
+    """Random access to an extraction's faces and masks (see the module docstring for every rule)."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, size: int | None = None, split: str = "train"):
+        from data.media import _check_size, _split_positions
+
+        self.directory = pathlib.Path(directory)
+        self.size = _check_size(size)
+        _split_positions(0, split)  # checks the split's name before any reading
+        records = read_index(self.directory)
+        if not records:
+            raise DataError(f"aligned {self.directory}: {INDEX} lists no faces; re-run `{EXTRACT_HINT}`")
+        sizes = sorted({int(r["size"]) for r in records})
+        if self.size is None and len(sizes) > 1:
+            raise DataError(f"aligned {self.directory}: faces of several sizes ({', '.join(map(str, sizes))}); "
+                            f"pass size=N (aligned:{self.directory};size=N) to resize them all")
+        self.sources = sorted({r["source"] for r in records})
+        label_of = {s: k for k, s in enumerate(self.sources)}
+        positions = _split_positions(len(records), split)
+        self.records = [records[p] for p in positions]
+        if not self.records:
+            raise DataError(f"aligned {self.directory}: no faces in split {split!r} ({len(records)} in all)")
+        missing = [r["file"] for r in self.records if not (self.directory / r["file"]).is_file()]
+        if missing:
+            raise DataError(f"aligned {self.directory}: {len(missing)} face file(s) of {INDEX} are missing, e.g. "
+                            f"{missing[0]}; the extraction is incomplete: re-run `{EXTRACT_HINT}` into a new directory")
+        self._labels = np.asarray([label_of[r["source"]] for r in self.records], np.int64)
+        side = self.size or sizes[0]
+        self.info = SourceInfo(name=self.directory.resolve().name, image_shape=(side, side, 3),
+                               num_classes=len(self.sources), num_examples=len(self.records))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _read(self, path: pathlib.Path, mode: str) -> np.ndarray:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert(mode), dtype=np.uint8)
+        except Exception as e:  # Pillow's many exception types for a damaged file
+            raise DataError(f"aligned {self.directory}: cannot read {path} ({type(e).__name__}: {e}); the "
+                            f"extraction is damaged: re-run `{EXTRACT_HINT}` into a new directory") from e
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i = check_index(index, len(self))
+        rec = self.records[i]
+        side = self.info.image_shape[0]
+        image = _resize(self._read(self.directory / rec["file"], "RGB"), side, mask=False)
+        mask = _resize(self._read(self.directory / MASKS / rec["file"], "L"), side, mask=True)
+        em_mask = _resize(self._read(self.directory / MASKS / f"em_{rec['file']}", "L"), side, mask=True)
+        return {"image": image, "label": self._labels[i], "mask": mask[..., None], "em_mask": em_mask[..., None]}
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels per item as int64 [N]."""
+        return self._labels.copy()
+
+    def fingerprint(self) -> str:
+        """Changes when the extraction (its index) or the size changes; cheap (one file's stats)."""
+        from data.media import _stat_digest
+
+        return _stat_digest([self.directory / INDEX], f"aligned\0{self.size}")
+
+    def __repr__(self) -> str:
+        return f"AlignedSource({self.info})"
+
+
+def from_spec(rest: str, split: str = "train") -> AlignedSource:
+    """The source an `aligned:` spec names; `rest` is the text after the colon, e.g. "faces/A;size=128"."""
+    path, *items = rest.split(";")
+    if not path.strip():
+        raise DataError(f"aligned:{rest}: no directory; the format is {next(iter(SPEC_FORMS))}")
+    options: dict[str, Any] = {}
+    for item in filter(str.strip, items):
+        key, eq, value = (s.strip() for s in item.partition("="))
+        if key != "size" or not eq:
+            raise DataError(f"aligned:{rest}: bad option {item!r}; aligned takes size=N only")
+        try:
+            options["size"] = int(value)
+        except ValueError:
+            raise DataError(f"aligned:{rest}: size={value!r} is not an integer") from None
+    return AlignedSource(path.strip(), split=split, **options)

@@ -19,6 +19,8 @@ only where the data has labels) and `source.info`. Spec forms (see `list_sources
                            test = the rest, all = every image) or SVHN-style (`X` HxWxCxN, `y`, 10 -> 0).
   tfds:<name>[:split]      a TFDS dataset prepared as array_record, read with `tfds.data_source`
                            (no TensorFlow). A split in the spec overrides the `split` argument.
+  aligned:<dir>[;size=N]   faces written by `python -m data.faces extract`, with "mask" and "em_mask"
+                           (data/faces/aligned.py).
 """
 from __future__ import annotations
 
@@ -89,6 +91,10 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
         from data import synthetic
 
         return synthetic.from_spec(rest, split)
+    if kind == "aligned" and rest:
+        from data.faces import aligned
+
+        return aligned.from_spec(rest, split)
     raise DataError(f"unknown data spec {spec!r}; use one of: {', '.join(list_sources())}\n"
                     "`python -m data list` describes each form and the datasets found on this machine.")
 
@@ -96,8 +102,9 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
 def list_sources() -> dict[str, str]:
     """Spec forms `get_source` accepts, each with a one-line description, for help texts and the CLI."""
     from data import media
+    from data.faces import aligned
 
-    return {**_SPEC_FORMS, **media.SPEC_FORMS}
+    return {**_SPEC_FORMS, **media.SPEC_FORMS, **aligned.SPEC_FORMS}
 
 
 def local_datasets(root: str | os.PathLike[str] | None = None) -> list[str]:

@@ -75,7 +75,7 @@ class MergeOptions:
 
 
 def scale_matrix(matrix: np.ndarray, factor: float) -> np.ndarray:
-    """The alignment matrix for a crop `factor` times larger, pixel centres kept (p' = factor * p + (factor - 1) / 2)."""
+    """The alignment matrix for a crop `factor` times larger, pixel centres kept: p' = factor * p + (factor - 1) / 2."""
     matrix = np.asarray(matrix, np.float64)
     return np.concatenate([matrix[:, :2] * factor, matrix[:, 2:] * factor + (factor - 1) / 2], axis=1)
 

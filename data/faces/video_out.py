@@ -90,7 +90,7 @@ _AUDIO = re.compile(r"Stream #\d+:\d+.*?: Audio: (\w+)")
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Frames, fps, size, audio and container metadata of a video; DataError naming the file if ffmpeg cannot read it."""
+    """Frames, fps, size, audio and container metadata of a video; DataError naming the file when ffmpeg cannot."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError(f"video {path} does not exist (or is not a file); check the --input path")

@@ -1,5 +1,8 @@
 """Merge-quality metrics against independent computations: formulas on constructed clips, dlib on real GRID frames."""
 import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -264,42 +267,89 @@ def test_frame_ranges_and_merge_options_parse():
         bench.parse_options(["erode"])
 
 
-def _run_benchmark(monkeypatch, tmp_path, argv, merge) -> dict:
-    """benchmarks.merge_quality's main() on argv with `merge` standing in for train.merge; its JSON read back."""
+def _run_benchmark(monkeypatch, tmp_path, argv, merge=None) -> dict:
+    """benchmarks.merge_quality's main() on argv (`merge` standing in for train.merge if given); its JSON read back."""
     import json
     import sys
 
     from benchmarks import merge_quality as bench
 
-    monkeypatch.setattr(bench, "merge_clip", merge)
+    if merge is not None:
+        monkeypatch.setattr(bench, "merge_clip", merge)
     out = tmp_path / "result.json"
-    monkeypatch.setattr(sys, "argv", ["merge_quality", "--export", str(tmp_path / "model.safetensors"), *argv,
-                                      "--ref-count", "3", "--json", str(out)])
+    monkeypatch.setattr(sys, "argv", ["merge_quality", *argv, "--ref-count", "3", "--json", str(out)])
     bench.main()
     return json.loads(out.read_text())
 
 
-def test_benchmark_scores_the_merge_and_the_copy_baseline(shared_data, analyzer, monkeypatch, tmp_path):
+def _grid_args(shared_data, dest_frames="72:75") -> list[str]:
     grid_dir = shared_data / "grid"
     if not (grid_dir / DEST).is_file() or not (grid_dir / OTHER).is_file():
         pytest.skip("GRID videos not found")
+    return ["--dest", str(grid_dir / DEST), "--dest-frames", dest_frames, "--target-ref", str(grid_dir / DEST),
+            "--target-frames", "0:40", "--source-ref", str(grid_dir / OTHER)]
+
+
+def test_benchmark_scores_a_merge_the_copy_baseline_and_both_encoded(shared_data, analyzer, monkeypatch, tmp_path):
     from benchmarks import merge_quality as bench
 
-    def blank_faces(model, frames, direction, options, out_dir):
+    def grey_faces(model, clip, direction, options):
         """A stand-in merge that greys out each face box: a merge that lost the face."""
-        masks = _face_masks(frames, analyzer)
-        merged = np.where(masks[..., None] > 0, np.uint8(128), frames)
+        masks = _face_masks(clip.frames, analyzer)
+        merged = np.where(masks[..., None] > 0, np.uint8(128), clip.frames)
         return bench.Merged(merged, masks.astype(np.float32) / 255, {"stand_in": "grey box", **options})
 
-    argv = ["--dest", str(grid_dir / DEST), "--dest-frames", "72:75", "--target-ref", str(grid_dir / DEST),
-            "--target-frames", "0:40", "--source-ref", str(grid_dir / OTHER), "--merge-option", "color=rct"]
-    result = _run_benchmark(monkeypatch, tmp_path, argv, blank_faces)
+    argv = ["--export", str(tmp_path / "unused.safetensors"), *_grid_args(shared_data), "--merge-option", "color=rct"]
+    result = _run_benchmark(monkeypatch, tmp_path, argv, grey_faces)
     table = result["metrics"]
     assert result["dest"]["frames"] == "72:75" and result["target_ref"]["used"] == 3
     assert result["merge"] == {"stand_in": "grey box", "color": "rct"}
-    assert table["detection_rate"] == {"merge": 0.0, "copy": 1.0}
-    assert table["background_psnr"] == {"merge": np.inf, "copy": np.inf}
+    assert set(table["frames"]) == {"merge", "copy", "merge_encoded", "copy_encoded"}
+    assert table["detection_rate"] == {"merge": 0.0, "copy": 1.0, "merge_encoded": 0.0, "copy_encoded": 1.0}
+    psnr = table["background_psnr"]
+    assert psnr["merge"] == psnr["copy"] == np.inf
+    assert 35 < psnr["copy_encoded"] < 70 and abs(psnr["merge_encoded"] - psnr["copy_encoded"]) < 1.0, psnr
     assert table["temporal_change_merged"]["merge"] == 0.0 < table["temporal_change_merged"]["copy"]
     assert table["id_retrieval"]["copy"] == 0.0 and np.isnan(table["id_retrieval"]["merge"])
     with pytest.raises(ConfigError, match="shares 10 frames"):
-        _run_benchmark(monkeypatch, tmp_path, [*argv[:3], "30:75", *argv[4:]], blank_faces)
+        _run_benchmark(monkeypatch, tmp_path, [*argv[:5], "30:75", *argv[6:]], grey_faces)
+
+
+class IdentitySwap(nn.Module):
+    """A swap model that swaps nothing, `swap(x) = (x, ones)`: its merge must give back the destination."""
+
+    resolution: int = 64
+
+    def setup(self):
+        self.gain = self.param("gain", nn.initializers.ones, ())
+
+    def __call__(self, x_src, x_dst):
+        return {"src": self.swap(x_src), "dst": self.swap(x_dst)}
+
+    def swap(self, x, direction="b2a"):
+        return x * self.gain, jnp.ones(x.shape[:-1] + (1,), x.dtype)
+
+    def example_inputs(self):
+        x = jnp.zeros((1, self.resolution, self.resolution, 3), jnp.float32)
+        return x, x
+
+
+def test_benchmark_merges_through_train_merge(shared_data, analyzer, monkeypatch, tmp_path):
+    from zoo import pretrained, registry
+
+    monkeypatch.setitem(registry._MODELS, "test_merge_metrics_identity", IdentitySwap)
+    module = IdentitySwap()
+    params = module.init(jax.random.key(0), *module.example_inputs())["params"]
+    export = pretrained.export(tmp_path / "identity.safetensors", "test_merge_metrics_identity", {"resolution": 64},
+                               params)
+    argv = ["--export", str(export), *_grid_args(shared_data), "--merge-option", "mask=hull",
+            "--merge-option", "color=none", "--no-encode"]
+    result = _run_benchmark(monkeypatch, tmp_path, argv)
+    table, merge = result["metrics"], result["merge"]
+    assert merge["model"] == "test_merge_metrics_identity" and merge["faces"] == 3
+    assert merge["options"]["mask"] == "hull" and merge["frames_without_a_face"] == []
+    assert set(table["frames"]) == {"merge", "copy"}
+    assert table["background_psnr"]["merge"] == np.inf and 0 < table["background_fraction"]["merge"] < 1
+    assert table["detection_rate"]["merge"] == 1.0 and table["id_retrieval"]["merge"] == 0.0
+    assert table["landmark_error"]["merge"] < 0.05  # only the round trip through a 64 px crop blurs the face
+    assert 0.5 < table["temporal_change_ratio"]["merge"] < 1.5

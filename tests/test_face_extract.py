@@ -169,6 +169,17 @@ def test_aligned_source_yields_faces_and_masks_at_any_size(extraction):
     np.testing.assert_array_equal(native[0]["mask"][..., 0], iio.imread(out / extract.MASKS / first["file"]))
 
 
+def test_aligned_source_labels_each_video_or_image_folder(grid_frames, tmp_path):
+    for person, k in (("p1", 0), ("p2", 40)):
+        (tmp_path / "people" / person).mkdir(parents=True)
+        iio.imwrite(tmp_path / "people" / person / f"{k}.png", grid_frames[k])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", extract.SmallFaceWarning)
+        extract.extract(tmp_path / "people", tmp_path / "out", extract.Options(size=64), progress=False)
+    source = get_source(f"aligned:{tmp_path / 'out'}", "all")
+    assert source.info.num_classes == 2 and [int(source[i]["label"]) for i in range(2)] == [0, 1]
+
+
 def test_aligned_source_without_an_index_says_to_run_the_extract_command(tmp_path):
     with pytest.raises(DataError, match="python -m data.faces extract"):
         get_source(f"aligned:{tmp_path}")

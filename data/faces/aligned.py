@@ -7,8 +7,9 @@ head), "em_mask" the eyes and mouth, 255 = inside. S is the extraction's size, o
 resized with OpenCV (INTER_AREA to shrink, bicubic to enlarge) and masks bilinearly, so mask edges become
 soft (values between 0 and 255), as synthetic masks' anti-aliased edges are.
 
-Label = the index of the face's source (the video, or for an image folder each image file) among the
-extraction's sorted sources: a one-video extraction is all label 0. Splits follow the other sources: the
+Label = the index of the face's group among the extraction's sorted groups, a group being the source
+video, or for images the folder holding the image: a one-video extraction, or one of a flat folder of
+photos, is all label 0; a folder with one sub-folder per person gets one label per person. Splits follow the other sources: the
 records in index order (frame order), "test" = every 10th (0, 10, 20, ...), "train" = the rest, "all" =
 every one. As with video:, neighbouring frames fall in both splits, so "test" measures reconstruction
 of seen footage, not of an unseen clip; extract a held-out clip into its own directory for that.
@@ -31,9 +32,17 @@ from zoo.errors import DataError
 
 SPEC_FORMS = {
     "aligned:<dir>[;size=N]": "faces extracted by `python -m data.faces extract` with their masks (mask, em_mask); "
-    "label = source video/image index; size=N resizes; test = every 10th face",
+    "label = source video (or image folder) index; size=N resizes; test = every 10th face",
 }
 TEST_EVERY = 10
+
+
+def _group(source: str) -> str:
+    """What a label stands for: the video a face came from, or the folder of the image it came from."""
+    from data.media import VIDEO_EXTENSIONS
+
+    path = pathlib.Path(source)
+    return source if path.suffix.lower() in VIDEO_EXTENSIONS else str(path.parent)
 
 
 def _resize(array: np.ndarray, size: int, mask: bool) -> np.ndarray:
@@ -61,8 +70,8 @@ class AlignedSource:
         if self.size is None and len(sizes) > 1:
             raise DataError(f"aligned {self.directory}: faces of several sizes ({', '.join(map(str, sizes))}); "
                             f"pass size=N (aligned:{self.directory};size=N) to resize them all")
-        self.sources = sorted({r["source"] for r in records})
-        label_of = {s: k for k, s in enumerate(self.sources)}
+        self.groups = sorted({_group(r["source"]) for r in records})
+        label_of = {g: k for k, g in enumerate(self.groups)}
         positions = _split_positions(len(records), split)
         self.records = [records[p] for p in positions]
         if not self.records:
@@ -71,10 +80,10 @@ class AlignedSource:
         if missing:
             raise DataError(f"aligned {self.directory}: {len(missing)} face file(s) of {INDEX} are missing, e.g. "
                             f"{missing[0]}; the extraction is incomplete: re-run `{EXTRACT_HINT}` into a new directory")
-        self._labels = np.asarray([label_of[r["source"]] for r in self.records], np.int64)
+        self._labels = np.asarray([label_of[_group(r["source"])] for r in self.records], np.int64)
         side = self.size or sizes[0]
         self.info = SourceInfo(name=self.directory.resolve().name, image_shape=(side, side, 3),
-                               num_classes=len(self.sources), num_examples=len(self.records))
+                               num_classes=len(self.groups), num_examples=len(self.records))
 
     def __len__(self) -> int:
         return len(self.records)

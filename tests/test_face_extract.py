@@ -187,6 +187,18 @@ def test_aligned_source_without_an_index_says_to_run_the_extract_command(tmp_pat
         get_source(f"aligned:{tmp_path};width=3")
 
 
+def test_a_damaged_index_is_refused_line_by_line(extraction, tmp_path):
+    good = json.loads((extraction[0] / extract.INDEX).read_text().splitlines()[0])
+    for damage, expected in (({"size": "big"}, "size"), ({"file": "../escape.png"}, "plain file name"),
+                             ({"matrix": [[1, 0], [0, 1]]}, "matrix"), ({"face_type": "half"}, "face_type")):
+        (tmp_path / extract.INDEX).write_text(json.dumps(good) + "\n" + json.dumps({**good, **damage}) + "\n")
+        with pytest.raises(DataError, match=rf"line 2: .*{expected}"):
+            get_source(f"aligned:{tmp_path}")
+    (tmp_path / extract.INDEX).write_text("[1, 2]\n")
+    with pytest.raises(DataError, match="line 1"):
+        extract.read_index(tmp_path)
+
+
 # ---------------------------------------------------------------- frames with several faces, the CNN detector
 
 

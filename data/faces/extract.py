@@ -180,10 +180,30 @@ def read_index(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 missing = [k for k in FIELDS if k not in rec]
                 if missing:
                     raise ValueError(f"missing {', '.join(missing)}")
-            except ValueError as e:
+                _check_record(rec)
+            except (ValueError, TypeError) as e:
                 raise DataError(f"{path}, line {number}: not an extraction record ({e}); re-run the extraction") from e
             records.append(rec)
     return records
+
+
+_SHAPES = {"matrix": (2, 3), "landmarks": (68, 2), "landmarks_aligned": (68, 2), "box": (4,)}
+
+
+def _check_record(rec: dict[str, Any]) -> None:
+    """Raise ValueError unless a record's fields have the types and shapes the extraction writes."""
+    file = rec["file"]
+    if not isinstance(file, str) or pathlib.PurePath(file).name != file or file.startswith("."):
+        raise ValueError(f"file {file!r} is not a plain file name inside the directory")
+    for key in _INT_FIELDS:
+        if isinstance(rec[key], bool) or not isinstance(rec[key], int) or rec[key] < 0:
+            raise ValueError(f"{key} {rec[key]!r} is not a non-negative integer")
+    if rec["face_type"] not in align.FACE_TYPES or not isinstance(rec["source"], str):
+        raise ValueError(f"face_type {rec['face_type']!r} or source {rec['source']!r} is not valid")
+    for key, shape in _SHAPES.items():
+        value = np.asarray(rec[key], dtype=np.float64)
+        if value.shape != shape or not np.all(np.isfinite(value)):
+            raise ValueError(f"{key} is not {' x '.join(map(str, shape))} finite numbers")
 
 
 # ----------------------------------------------------------------------------------------------

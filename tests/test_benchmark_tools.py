@@ -119,3 +119,12 @@ def test_the_gpu_plan_runs_the_compared_steps_first_in_every_form():
     runs = gpu.plan(["vae_conv64", "df64", "dcgan64"], dtypes, forms, ["df64", "dcgan64"])
     assert runs[:8] == [(m, d, f) for m in ("df64", "dcgan64") for d in dtypes for f in forms]
     assert runs[8:] == [("vae_conv64", "float32", "auto"), ("vae_conv64", "bfloat16", "auto")]
+
+
+def test_the_iwae_benchmark_counts_the_decoders_gemm_flops_and_times_the_evaluator():
+    from benchmarks import iwae
+
+    # 784-200-200-50 decoder: 50x200 + 200x200 + 200x784 multiply-adds per latent sample.
+    assert iwae.decoder_flops(3, 7) == 2 * 3 * 7 * (50 * 200 + 200 * 200 + 200 * 784)
+    out = iwae.measure(images=2, k=8, chunk=8, repeats=1)
+    assert out["seconds"] > 0 and out["decoder_gflop_per_s"] > 0

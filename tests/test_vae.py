@@ -56,6 +56,14 @@ def test_kl_matches_monte_carlo_of_the_densities():
     assert float(vae_family.kl_divergence(jnp.zeros(3), jnp.zeros(3))) == 0.0
 
 
+def test_softplus_matches_log1p_exp_and_its_gradient_is_the_sigmoid_everywhere():
+    x = jnp.asarray([-100.0, -20.0, -1.5, -1e-3, 0.0, 1e-3, 2.0, 30.0, 100.0], jnp.float32)
+    want = np.logaddexp(0.0, np.asarray(x, np.float64))
+    np.testing.assert_allclose(likelihoods.softplus(x), want, rtol=1e-6, atol=1e-30)
+    grad = jax.vmap(jax.grad(likelihoods.softplus))(x)
+    np.testing.assert_allclose(grad, 1 / (1 + np.exp(-np.asarray(x, np.float64))), rtol=1e-6, atol=1e-30)
+
+
 def test_bernoulli_and_gaussian_match_scipy():
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(2, 4, 4, 1)).astype(np.float32)

@@ -83,7 +83,7 @@ def vae() -> ml_collections.ConfigDict:
     s.beta = 1.0
     s.kl_warmup_steps = 0
     s.iwae_samples = 5000
-    s.iwae_chunk = 50000
+    s.iwae_chunk = 5000  # decoded rows per call: 5,000 ran 1.8x the GEMM peak's time, 50,000 5x (benchmarks/iwae.py)
     return s
 
 

@@ -11,6 +11,9 @@ DeepFaceLab-style pretraining: `:pretrain` trains on 20 other synthetic people o
     python -m train --config configs/swap_df_synthetic.py --workdir runs/swap_ft \
         --config.swap.init_from=runs/swap_pre/export/swap_df-3000.safetensors --config.swap.reinit="('inter',)"
 
+`:narrow` (ae 40, e/d 10, mask 5: 1.24M params, a 4.9 MB float32 file) is the DF model the pretrained
+catalogue bundles as `swap_df_synthetic_narrow`; the default widths (7.6M params, 30 MB) exceed its 5 MB limit.
+
 Identity A (src) is synthetic person 0 and B (dst) person 1, each 2,000 renders with random
 expression and pose plus face and eyes/mouth masks; the test split holds other expressions and
 poses, and its swaps have a ground truth (B rendered with A's expression and pose), so
@@ -51,7 +54,11 @@ def get_config(arg: str | None = None):
     c.checkpoint.every = 500
     c.eval.batch_size = 64
     c.eval.metrics = ("recon", "swap_truth")
-    return sections.apply_variant(c, arg, {"smoke": _smoke, "pretrain": _pretrain})
+    return sections.apply_variant(c, arg, {"smoke": _smoke, "pretrain": _pretrain, "narrow": _narrow})
+
+
+def _narrow(c):
+    c.model.ae_dims, c.model.e_dims, c.model.d_dims, c.model.d_mask_dims = 40, 10, 10, 5
 
 
 def _pretrain(c):

@@ -9,10 +9,11 @@
 (--workdir W instead of --export merges with W's newest checkpoint, --step N with another.)
 
 The destination clip (--dest, a video or a folder of frames, cut to --dest-frames START:STOP) is
-merged in memory by `train.merge` (dlib detection, the model's --direction swap: b2a, DeepFaceLab's,
-renders the destination's faces as the source person; --merge-option takes train.merge's mask, erode,
-blur, color, blend, face_type and batch). Every metric of `train.metrics.merge` is then computed
-through the same function for four clips against the destination frames, with the merge's blend masks:
+merged in memory by `train.merge.merged_frames_with_masks` (dlib detection, the model's --direction
+swap: b2a, DeepFaceLab's, renders the destination's faces as the source person; --merge-option takes
+train.merge's mask, erode, blur, color, blend, face_type and batch), which yields each merged frame
+with the blend mask it was merged with. Every metric of `train.metrics.merge` is then computed through
+the same function for four clips against the destination frames, with those masks:
 - merge: the merged frames as the merge made them, before any encoding (background must be exact: inf);
 - copy: the baseline, the destination unchanged;
 - merge_encoded, copy_encoded: both after a libx264 round trip at --crf (train.merge's encoder and
@@ -36,14 +37,13 @@ untouched background is inf) are written as JSON's Infinity/NaN extensions, whic
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import pathlib
 import tempfile
 import time
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -153,29 +153,6 @@ def parse_options(items: list[str]) -> dict[str, Any]:
     return options
 
 
-@contextlib.contextmanager
-def recorded_masks() -> Iterator[list[np.ndarray]]:
-    """The frame blend mask of each `data.faces.merge.merge_frame` call made inside the block, in call order.
-
-    `train.merge.merged_frames` yields the merged frames alone; the background and temporal metrics need
-    the masks they were blended with, so they are taken from the call that made them, unchanged.
-    """
-    from data.faces import merge as merging
-
-    original, masks = merging.merge_frame, []
-
-    def recording(*args: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
-        frame, mask = original(*args, **kwargs)
-        masks.append(mask)
-        return frame, mask
-
-    merging.merge_frame = recording
-    try:
-        yield masks
-    finally:
-        merging.merge_frame = original
-
-
 def merge_clip(model: dict[str, Any], clip: Clip, direction: str, options: dict[str, Any]) -> Merged:
     """The one call into `train.merge`: the clip merged with the model (detected by dlib), and its blend masks.
 
@@ -200,15 +177,8 @@ def merge_clip(model: dict[str, Any], clip: Clip, direction: str, options: dict[
     footage = merge.Footage("video", iter(clip.frames), [f"{clip.path.stem}_{n:06d}" for n in clip.numbers],
                             DEFAULT_FPS, None, [clip.path], [(clip.path.name, int(n)) for n in clip.numbers])
     stats = merge.Stats()
-    frames, masks = [], []
     start = time.perf_counter()
-    with recorded_masks() as recorded:
-        for frame in merge.merged_frames(footage, find, loaded, direction, merge_options, batch, stats):
-            if len(recorded) > 1:
-                raise RuntimeError("train.merge.merged_frames merged several frames before yielding one: "
-                                   "merge_clip can no longer pair frames with their masks")
-            frames.append(np.array(frame, np.uint8))
-            masks.append(recorded.pop() if recorded else np.zeros(frame.shape[:2], np.float32))
+    merged = list(merge.merged_frames_with_masks(footage, find, loaded, direction, merge_options, batch, stats))
     seconds = time.perf_counter() - start
     info = {"model": loaded.name, "model_sha256": loaded.sha256, "model_origin": loaded.origin,
             "face_type": face_type, "batch": batch, "options": dataclasses.asdict(merge_options),
@@ -217,7 +187,8 @@ def merge_clip(model: dict[str, Any], clip: Clip, direction: str, options: dict[
             "seconds_detect": round(stats.detect_s, 2), "seconds_swap": round(stats.swap_s, 2),
             "seconds_first_swap_with_compilation": round(stats.first_swap_s, 2),
             "seconds_merge": round(stats.merge_s, 2)}
-    return Merged(np.stack(frames), np.stack(masks).astype(np.float32), info)
+    return Merged(np.stack([m.frame for m in merged]), np.stack([m.mask for m in merged]).astype(np.float32),
+                  info)
 
 
 def through_codec(frames: np.ndarray, path: pathlib.Path, crf: int, fps: float, provenance: dict[str, Any]) -> np.ndarray:

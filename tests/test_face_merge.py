@@ -388,6 +388,48 @@ def test_an_extraction_is_reused_with_the_same_result(identity_export, grid_clip
                                       np.asarray(Image.open(tmp_path / "b" / name)))
 
 
+class WhiteSwap(IdentitySwap):
+    """A swap model that renders every face plain white: each merged pixel then shows the mask it was blended with."""
+
+    def swap(self, x, direction="b2a"):
+        return jnp.ones_like(x) * self.gain, jnp.ones(x.shape[:-1] + (1,), x.dtype)
+
+
+def test_each_merged_frame_comes_with_the_mask_it_was_blended_with(grid_clip):
+    """merged_frames_with_masks pairs every frame with its own blend mask, faceless frames inside a batch too."""
+    from data.faces.dlib_models import FaceAnalyzer
+
+    grid = frames_of(grid_clip)
+    grey = np.full_like(grid[0], 128)
+    frames = [grid[0], grey, grid[5], grid[10], grey, grid[14]]
+    module = WhiteSwap()
+    model = merge_cli.SwapModel(module, module.init(jax.random.key(0), *module.example_inputs())["params"],
+                                "white", {}, "-", "test")
+    footage = merge_cli.Footage("folder", iter(frames), [f"f{i}" for i in range(len(frames))], 25.0, None,
+                                [pathlib.Path("frames")], [(f"f{i}.png", 0) for i in range(len(frames))])
+    stats = merge_cli.Stats()
+    options = merge.MergeOptions(mask="hull", color="none", blur=20)
+    merged = list(merge_cli.merged_frames_with_masks(footage, merge_cli.detector_lookup("whole_face", 128, False),
+                                                     model, "b2a", options, 4, stats))
+    assert len(merged) == len(frames) and stats.no_face == [1, 4] and stats.faces == 4
+    analyzer = FaceAnalyzer()
+    for i, (frame, (out, mask)) in enumerate(zip(frames, merged)):
+        chex.assert_shape(mask, frame.shape[:2])
+        assert mask.dtype == np.float32 and 0 <= mask.min() and mask.max() <= 1
+        # alpha blending plain white by this mask: 0 keeps the input byte, 1 gives 255, between mixes linearly
+        expected = np.where(mask[..., None] > 0, np.rint(frame + mask[..., None] * (255.0 - frame)), frame)
+        np.testing.assert_array_equal(out[mask == 0], frame[mask == 0])
+        assert np.abs(out.astype(float) - expected).max() <= 1, i  # the warped white face is 255 up to float error
+        if i in (1, 4):
+            assert not mask.any()
+        else:  # dlib's own box around the face: its centre blended fully, the frame's corners untouched
+            left, top, right, bottom = analyzer.detect(frame)[0]
+            assert mask[(top + bottom) // 2, (left + right) // 2] == 1.0 and 0.0 < mask.mean() < 0.5
+            assert mask[0, 0] == mask[-1, -1] == 0.0
+    # each frame's mask is its own: the face moves between frames 0, 5, 10 and 14, so the masks differ
+    assert all((merged[a].mask != merged[b].mask).any() for a, b in ((0, 2), (2, 3), (3, 5)))
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 

@@ -353,3 +353,29 @@ def test_benchmark_merges_through_train_merge(shared_data, analyzer, monkeypatch
     assert table["detection_rate"]["merge"] == 1.0 and table["id_retrieval"]["merge"] == 0.0
     assert table["landmark_error"]["merge"] < 0.05  # only the round trip through a 64 px crop blurs the face
     assert 0.5 < table["temporal_change_ratio"]["merge"] < 1.5
+
+
+class WhiteSwap(IdentitySwap):
+    """A swap model that renders every face plain white: each merged pixel shows the mask it was blended with."""
+
+    def swap(self, x, direction="b2a"):
+        return jnp.ones_like(x) * self.gain, jnp.ones(x.shape[:-1] + (1,), x.dtype)
+
+
+def test_merge_clip_pairs_each_frame_with_its_blend_mask(grid, monkeypatch, tmp_path):
+    from benchmarks import merge_quality as bench
+    from zoo import pretrained, registry
+
+    monkeypatch.setitem(registry._MODELS, "test_merge_metrics_white", WhiteSwap)
+    module = WhiteSwap()
+    params = module.init(jax.random.key(0), *module.example_inputs())["params"]
+    export = pretrained.export(tmp_path / "white.safetensors", "test_merge_metrics_white", {"resolution": 64}, params)
+    numbers = np.array(HELD_OUT_FRAMES)
+    clip = bench.Clip(tmp_path / DEST, grid[DEST][numbers], numbers)
+    merged = bench.merge_clip({"export": str(export)}, clip, "b2a", {"mask": "hull", "color": "none", "blur": 20})
+    chex.assert_shape(merged.masks, clip.frames.shape[:3])
+    assert merged.info["faces"] == 3 and merged.masks.dtype == np.float32
+    alpha = merged.masks[..., None]
+    expected = np.where(alpha > 0, np.rint(clip.frames + alpha * (255.0 - clip.frames)), clip.frames)
+    assert np.abs(merged.frames.astype(float) - expected).max() <= 1  # the warped white face is 255 up to float error
+    assert all(0.0 < m.mean() < 0.5 for m in merged.masks)

@@ -213,9 +213,21 @@ class Stats:
     merge_s: float = 0.0
 
 
-def merged_frames(footage: Footage, find: Callable[[int, np.ndarray], list[Any]], model: SwapModel,
-                  direction: str, options: merging.MergeOptions, batch: int, stats: Stats) -> Iterator[np.ndarray]:
-    """Each input frame with its faces swapped and merged, in order; DataError at the end if no frame had a face."""
+class MergedFrame(NamedTuple):
+    """A merged frame and the blend mask it was merged with, in frame coordinates."""
+
+    frame: np.ndarray  # uint8 [H, W, 3]
+    mask: np.ndarray  # float32 [H, W] in [0, 1], the max over the frame's faces; 0 where the input's bytes are kept
+
+
+def merged_frames_with_masks(footage: Footage, find: Callable[[int, np.ndarray], list[Any]], model: SwapModel,
+                             direction: str, options: merging.MergeOptions, batch: int,
+                             stats: Stats) -> Iterator[MergedFrame]:
+    """Each input frame with its faces swapped and merged, and its blend mask; DataError at the end if none had one.
+
+    The mask is what the background and temporal merge metrics (`train.metrics.merge`) score against; a
+    frame without a face comes with an all-zero mask.
+    """
     swap = face_swap.make_swap(model.module, chunk=batch)
     indexed = enumerate(footage.frames)
     while chunk := list(itertools.islice(indexed, batch)):
@@ -233,20 +245,28 @@ def merged_frames(footage: Footage, find: Callable[[int, np.ndarray], list[Any]]
         for (index, frame), faces in zip(chunk, found):
             began = time.perf_counter()
             if faces:
-                frame, _ = merging.merge_frame(frame, faces, rgb[at:at + len(faces)], masks[at:at + len(faces)],
-                                               options)
+                frame, mask = merging.merge_frame(frame, faces, rgb[at:at + len(faces)], masks[at:at + len(faces)],
+                                                  options)
                 at += len(faces)
             else:
+                mask = np.zeros(frame.shape[:2], np.float32)
                 stats.no_face.append(index)
             stats.faces += len(faces)
             stats.frames += 1
             stats.merge_s += time.perf_counter() - began
-            yield frame
+            yield MergedFrame(frame, mask)
         stats.detect_s += detected - start
     if stats.frames and not stats.faces:
         where = footage.files[0] if footage.kind == "video" else footage.files[0].parent
         raise DataError(f"no face found in any of the {stats.frames} frames of {where}; pass footage that shows a "
                         "face (frontal, at least ~80 px across), or an --extraction of it")
+
+
+def merged_frames(footage: Footage, find: Callable[[int, np.ndarray], list[Any]], model: SwapModel,
+                  direction: str, options: merging.MergeOptions, batch: int, stats: Stats) -> Iterator[np.ndarray]:
+    """The frames of `merged_frames_with_masks` alone: what the video or PNG writer takes."""
+    for merged in merged_frames_with_masks(footage, find, model, direction, options, batch, stats):
+        yield merged.frame
 
 
 def provenance_record(args: argparse.Namespace, model: SwapModel, footage: Footage, options: merging.MergeOptions,

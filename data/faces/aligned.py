@@ -1,5 +1,10 @@
 """The `aligned:DIR[;size=N]` source: faces written by `python -m data.faces extract`, with their masks.
 
+`aligned:VIDEO[;size=N;face_type=T;every=K]` names a video file instead: it is extracted once into the
+zoo's cache at size N (default 256), face type T (default whole_face) and every K-th frame (default 1),
+and served from there (data/faces/cached.py says where, how the entry is keyed and how it stays whole);
+`workers=N` spreads a long video's first extraction over N processes.
+
 Each example is {"image": uint8 [S,S,3], "label": int64, "mask": uint8 [S,S,1], "em_mask": uint8 [S,S,1]},
 the fields data/synthetic's faces carry with masks=1, so `masked_training` and `eyes_mouth_prio` read
 real faces exactly as synthetic ones. "mask" is the landmark hull (forehead included for whole_face and
@@ -33,6 +38,8 @@ from zoo.errors import DataError
 SPEC_FORMS = {
     "aligned:<dir>[;size=N]": "faces extracted by `python -m data.faces extract` with their masks (mask, em_mask); "
     "label = source video (or image folder) index; size=N resizes; test = every 10th face",
+    "aligned:<video>[;size=N;face_type=T;every=K]": "the same from a video file, extracted once into the zoo's "
+    "cache ($ZOO_CACHE/aligned) at size N (256), face type T (whole_face), every K-th frame (1), then reused",
 }
 TEST_EVERY = 10
 
@@ -123,17 +130,28 @@ class AlignedSource:
 
 
 def from_spec(rest: str, split: str = "train") -> AlignedSource:
-    """The source an `aligned:` spec names; `rest` is the text after the colon, e.g. "faces/A;size=128"."""
+    """The source an `aligned:` spec names; `rest` is the text after the colon, e.g. "faces/A;size=128".
+
+    A video file is extracted into the cache first (once: later builds find it), here in the process that
+    builds the source, so grain's workers get the finished extraction and never run dlib.
+    """
     path, *items = rest.split(";")
-    if not path.strip():
+    path = path.strip()
+    if not path:
         raise DataError(f"aligned:{rest}: no directory; the format is {next(iter(SPEC_FORMS))}")
+    if pathlib.Path(path).is_file():
+        from data.faces import cached
+
+        return AlignedSource(cached.extraction(path, **cached.spec_options(rest, items)), split=split)
     options: dict[str, Any] = {}
     for item in filter(str.strip, items):
         key, eq, value = (s.strip() for s in item.partition("="))
         if key != "size" or not eq:
-            raise DataError(f"aligned:{rest}: bad option {item!r}; aligned takes size=N only")
+            video_only = " (face_type, every and workers apply to a video file)" if key in (
+                "face_type", "every", "workers") else ""
+            raise DataError(f"aligned:{rest}: bad option {item!r}; aligned:DIR takes size=N only{video_only}")
         try:
             options["size"] = int(value)
         except ValueError:
             raise DataError(f"aligned:{rest}: size={value!r} is not an integer") from None
-    return AlignedSource(path.strip(), split=split, **options)
+    return AlignedSource(path, split=split, **options)

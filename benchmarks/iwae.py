@@ -13,8 +13,7 @@ ratio counts against the implementation.
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,16 +31,6 @@ def decoder_flops(images: int, k: int) -> int:
     return 2 * images * k * sum(a * b for a, b in zip(widths, widths[1:]))
 
 
-def _best(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def measure(images: int, k: int, chunk: int, repeats: int) -> dict[str, Any]:
     """Seconds for the k-sample NLL of `images` images, and the decoder GFLOP/s that implies."""
     import jax
@@ -56,7 +45,9 @@ def measure(images: int, k: int, chunk: int, repeats: int) -> dict[str, Any]:
     params = model.init(jax.random.key(0), x[:1], jnp.zeros((1, LATENT)))["params"]
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(1), i))(jnp.arange(images))
     nll = jax.jit(lambda p, x, keys: vae_family.importance_weighted_nll(model, p, x, keys, k, chunk))
-    seconds = _best(lambda: nll(params, x, keys).block_until_ready(), repeats)
+    run = lambda: nll(params, x, keys).block_until_ready()  # noqa: E731
+    run()
+    seconds = min(peak.timed(run) for _ in range(repeats))
     return {"seconds": round(seconds, 3), "decoder_gflop_per_s": round(decoder_flops(images, k) / seconds / 1e9, 1)}
 
 

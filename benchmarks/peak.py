@@ -24,11 +24,11 @@ from benchmarks import common
 
 def _best_gflops(fn: Callable[[], Any], n: int, repeats: int) -> float:
     fn()
-    best = min(_timed(fn) for _ in range(repeats))
+    best = min(timed(fn) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
 
 
-def _timed(fn: Callable[[], Any]) -> float:
+def timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start

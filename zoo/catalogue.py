@@ -36,6 +36,8 @@ class Metric:
     subset: str
     protocol: str
     slow: bool = False  # re-measured by the slow test step (pytest -m slow), not on every run
+    num_examples: int = 0  # evaluate the first n examples of the evaluation split (0: all of it)
+    overrides: tuple[tuple[str, Any], ...] = ()  # config fields the protocol sets, e.g. (("gan.eval_samples", 1000),)
 
     def line(self) -> str:
         """'name = value ± tolerance unit on subset (evaluator: protocol)', one line for `show`."""

@@ -29,6 +29,7 @@ def _best_gflops(fn: Callable[[], Any], n: int, repeats: int) -> float:
 
 
 def timed(fn: Callable[[], Any]) -> float:
+    """Seconds one call of fn takes (wall clock: what a user waits)."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start

@@ -1,18 +1,29 @@
-"""DeepFaceLab's default SAEHD model (LIAE-UD) on your own aligned faces, for a GPU.
+"""DeepFaceLab's default SAEHD model (LIAE-UD) on two people's faces extracted from your footage, for a GPU.
 
-    python -m train --config configs/swap_liae_faces.py --workdir runs/liae128 \
-        --config.data.source='folder:faces/A;size=128' --config.data.source_b='folder:faces/B;size=128'
-    python -m train --config configs/swap_liae_faces.py:256 ...      # 256 px, DFL's "-d" doubling
+    python -m data.faces extract --input src.mp4 --output faces/A      # A: the person pasted in (DFL's src)
+    python -m data.faces extract --input dst.mp4 --output faces/B      # B: the footage's person (dst)
+    python -m train --config configs/swap_liae_faces.py --workdir runs/liae128
+    python -m train --config configs/swap_liae_faces.py:256 --workdir runs/liae256   # 256 px, DFL's "-d" doubling
+    python -m train.merge --workdir runs/liae128 --input dst.mp4 --output swapped.mp4
 
-`faces/A` (src) and `faces/B` (dst) hold aligned face crops, one person each (every 10th image is
-held out). SAEHD's defaults: ae_dims 256, e_dims 64, d_dims 64, d_mask_dims 22, AdaBelief at
-5e-5 with gradient clipping, random warp, dst flips, masked training when the images carry masks
-(folders carry none yet, so the whole crop is the face). bf16 compute with f32 parameters.
+Each extraction (a video, or a folder of photos; whole_face crops at 256 px by default, with hull and
+eyes/mouth masks) is read as `aligned:faces/A;size=128`, resized to the model; every 10th face is held
+out. `--config.data.source='aligned:src.mp4;size=128'` skips the explicit step: the video is extracted
+once into the zoo's cache on first use.
+
+SAEHD's defaults: ae_dims 256, e_dims 64, d_dims 64, d_mask_dims 22, AdaBelief at 5e-5 with gradient
+clipping, random warp, dst flips, bf16 compute with f32 parameters. The loss is SAEHD's (`config.swap`'s
+defaults, train/families/swap.py): masked training (10 x DSSIM with a res/11.6 window, plus res/23.2
+from 256 px up, and 10 x MSE, both inside the softened face mask), 10 x MSE of the predicted mask
+against the hull, and eyes/mouth priority on (300 x L1 inside the eyes and mouth); no GAN (DFL's
+default). `configs/swap_df_faces.py` is the same with the DF architecture.
+
+`:smoke` trains a few steps on two synthetic people with masks, so it needs no footage.
 """
 from train import sections
 
-FACES_A = "folder:faces/A;size=128"
-FACES_B = "folder:faces/B;size=128"
+FACES_A = "aligned:faces/A;size=128"
+FACES_B = "aligned:faces/B;size=128"
 SYNTHETIC = "synthetic_faces:ids={};n=40;size=64;seed={};masks=1"
 
 
@@ -20,6 +31,9 @@ def get_config(arg: str | None = None):
     c = sections.base_config()
     c.family = "swap"
     c.swap = sections.swap()
+    c.swap.masked_training = True
+    c.swap.eyes_mouth_prio = True
+    c.swap.random_warp = True
     c.model = sections.model_section("swap_liae", resolution=128, opts="ud", dtype="bfloat16")
     c.data.source, c.data.source_b = FACES_A, FACES_B
     c.data.worker_count = 8

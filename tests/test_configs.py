@@ -31,6 +31,7 @@ def test_smoke_variant_trains_and_evaluates(name, tmp_path, monkeypatch):
     from zoo import pretrained
 
     monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))  # aligned:VIDEO sources extract into the cache
     config = config_lib.load(f"configs/{name}:smoke")
     _skip_without_data(config)
     workdir = tmp_path / "run"

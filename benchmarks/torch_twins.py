@@ -8,7 +8,7 @@ extra: nothing else imports torch). Each twin builds its nets from an entry of
 |------------|--------------------------------------------------|-------------|-------------------------------------|--------------------------|
 | vae_conv64 | train.config.base_config()'s VAE (vae_conv)      | 128         | Adam 1e-3                           | 8,563,811                |
 | df64       | configs/swap_df_synthetic.py (swap_df)           | 16 A + 16 B | Adam 1e-3, 100 warm-up, clip norm 1 | 7,616,410                |
-| df128      | configs/swap_df_grid.py (swap_df)                | 8 A + 8 B   | AdaBelief 2e-4, 100 warm-up, clip 1 | 13,226,154               |
+| df128      | configs/swap_df_grid.py:centre (swap_df)         | 8 A + 8 B   | AdaBelief 2e-4, 100 warm-up, clip 1 | 13,226,154               |
 | dcgan64    | configs/dcgan_celeba64.py (dcgan_g, dcgan_d)     | 128         | Adam 2e-4, b1 0.5, one per net      | G 3,576,704, D 2,765,568 |
 
 | twin       | model fields, input                                                    | step and loss                                     |

@@ -49,7 +49,7 @@ SPECS: dict[str, Spec] = {
         dict(masked_training=False, dssim_weight=10.0, mse_weight=10.0, mask_weight=10.0, eyes_mouth_prio=True,
              eyes_mouth_weight=300.0, **_SWAP_OFF), masks=True),
     "df128": Spec(
-        "swap", "configs/swap_df_grid.py", "swap_df",
+        "swap", "configs/swap_df_grid.py:centre", "swap_df",
         dict(resolution=128, opts="ud", ae_dims=128, e_dims=32, d_dims=32, d_mask_dims=8), (128, 128, 3), 8,
         dict(_ADAM, name="adabelief", learning_rate=2e-4, warmup_steps=100, grad_clip_norm=1.0),
         dict(masked_training=False, dssim_weight=10.0, mse_weight=10.0, mask_weight=0.0, eyes_mouth_prio=False,

@@ -2,10 +2,24 @@
 
 Importing it never edits the environment; `zoo.xla_cpu.apply()` sets the XLA:CPU flag the
 zoo's steps are fastest with, which the command-line entry points call and scripts may.
-"""
-from zoo import gan, swap, vae  # noqa: F401  (registers the GAN, swap and VAE models)
-from zoo import xla_cpu  # noqa: F401  (public: `zoo.xla_cpu.apply()`; importing it applies nothing)
-from zoo.catalogue import list_pretrained
-from zoo.registry import create_model, list_models, register
 
+Importing it imports nothing else either: the public names below, and the submodules (`zoo.swap`,
+`zoo.xla_cpu`, ...), load on first use (`zoo.lazy`), so `zoo.errors` or `zoo.files` alone cost no JAX.
+The registry loads the built-in model files (GAN, swap, VAE) when it is first asked for a model.
+"""
+from typing import TYPE_CHECKING
+
+from zoo import lazy
+
+_EXPORTS = {
+    "create_model": "zoo.registry",
+    "list_models": "zoo.registry",
+    "list_pretrained": "zoo.catalogue",
+    "register": "zoo.registry",
+}
 __all__ = ["create_model", "list_models", "list_pretrained", "register"]
+__getattr__, __dir__ = lazy.attributes(globals(), _EXPORTS)
+
+if TYPE_CHECKING:
+    from zoo.catalogue import list_pretrained
+    from zoo.registry import create_model, list_models, register

@@ -2,8 +2,10 @@
 
 Modeled on timm's registry: a model file registers a linen module class (or a factory with
 the same fields) under a name; `create_model` calls it with keyword overrides or, with
-`pretrained=True`, loads a published checkpoint of it (`zoo.catalogue`). Explicit imports in
-`zoo/__init__.py` fill the registry, so nothing is found by string import paths.
+`pretrained=True`, loads a published checkpoint of it (`zoo.catalogue`). The built-in model files
+(gan, swap, vae) are imported by every lookup here before it answers, so `zoo.list_models()` is complete
+however the registry was reached, while `import zoo` alone imports no model and no JAX. Those imports
+are explicit, so nothing is found by string import paths.
 """
 from __future__ import annotations
 
@@ -17,6 +19,11 @@ if TYPE_CHECKING:
     from zoo.pretrained import PretrainedModel
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def _load_builtin() -> None:
+    """Import the zoo's model files, which register their models (once: later calls find them imported)."""
+    from zoo import gan, swap, vae  # noqa: F401
 
 
 def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -33,6 +40,7 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
 
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted registered model names matching a shell-style pattern, e.g. "vae_*"."""
+    _load_builtin()
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
@@ -69,5 +77,6 @@ def model_fields(name: str) -> tuple[str, ...]:
 
 def _check_name(name: str) -> None:
     """Raise a ValueError listing the registered models if `name` is not one."""
+    _load_builtin()
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")

@@ -24,11 +24,15 @@ Work is split across processes: the parent decodes (ffmpeg) and hands frames (or
 paths) to a pool of `workers` processes, each with its own dlib models (they cannot be pickled), which
 detect, align, mask and write the PNGs, and return the records. The pool uses multiprocessing's spawn
 context, never a bare fork (JAX forbids forking a process it runs in; tests/test_forks.py). A spawned
-worker starts in 2-5 s of CPU, mostly importing JAX, which the `data` and `zoo` packages import on the way
-to this module; on a short clip that costs more than a second worker saves. Measured on this project's
-2-core machine while other jobs kept its load average at 7-9, one 75-frame GRID clip at 256 px whole_face:
-workers=1 took 6.3-7.0 s (11-12 frames/s; 13.6 frames/s after the first frame), workers=2 16.8-19.5 s
-(4-4.5 frames/s; 8.4-9.5 frames/s after 9-11 s of start-up). The summary reports both rates.
+worker imports no JAX (the `data` and `zoo` packages load their public names on first use;
+tests/test_import_graph.py checks it): it starts in about 2 s of CPU, the interpreter, OpenCV and dlib's
+models (importing JAX through those packages used to add 3 s). On a short clip a second worker still
+costs more than it saves on a loaded machine. Measured on this project's 2-core machine while other jobs
+kept its load average at 8.4-9.7, one 75-frame GRID clip at 256 px whole_face, `python -m data.faces
+extract` run twice each, interleaved with the code before the lazy packages: workers=1 took 8.6-8.9 s
+wall (before: 9.6-11.7 s, the parent importing JAX too), 9.1-9.4 frames/s in the summary; workers=2
+12.5-13.8 s wall (before: 21.3-25.8 s), 5.8-6.4 frames/s after 4.9-5.3 s of start-up (before: 3.4-4.1
+frames/s after 9.0-10.7 s). The summary reports both rates.
 
 Bad input: a path that does not exist, a folder with no images, a video ffmpeg cannot open, or an input
 where no frame shows a face is a DataError naming the file and the fix, and leaves nothing behind. An

@@ -26,6 +26,8 @@ from typing import Callable, Literal, Mapping
 import grain
 import numpy as np
 
+from data import base
+
 __all__ = [
     "MASK_FIELDS",
     "WARP_JITTER",
@@ -50,7 +52,7 @@ WARP_JITTER = 0.24
 
 ColorMode = Literal["none", "rct", "lct", "sot"]
 
-MASK_FIELDS = ("mask", "em_mask")
+MASK_FIELDS = base.MASK_FIELDS
 """Example fields SwapAugment treats as single-channel masks that follow the target image."""
 
 

@@ -16,6 +16,8 @@ import numpy as np
 from zoo.errors import DataError
 
 SPLITS = ("train", "test", "all")
+MASK_FIELDS = ("mask", "em_mask")
+"""Per-pixel masks a face source may carry beside "image" (uint8 [H, W, 1], 255 = inside): the face, eyes and mouth."""
 
 
 class DataNotFoundError(DataError, FileNotFoundError):
@@ -114,7 +116,11 @@ class ArraySource:
 
 
 class TfdsSource:
-    """A TFDS array_record data source mapped to {"image", "label"}, so TFDS data needs no TensorFlow."""
+    """A TFDS array_record data source mapped to {"image", "label"} and any `MASK_FIELDS` it has, without TensorFlow.
+
+    The masks are what `data.local_tfds` writes for a face source that has them (aligned:, synthetic_faces
+    with masks=1), so `masked_training` reads a packed set as it reads the original.
+    """
 
     def __init__(self, name: str, data_source: Any, dataset_info: Any):
         self._source = data_source
@@ -125,6 +131,7 @@ class TfdsSource:
                 "only image datasets are supported"
             )
         self._has_label = "label" in features
+        self._masks = tuple(k for k in MASK_FIELDS if k in features)
         shape = tuple(features["image"].shape)
         if len(shape) == 2:
             shape = (*shape, 1)
@@ -144,6 +151,9 @@ class TfdsSource:
         example: dict[str, Any] = {"image": image}
         if self._has_label:
             example["label"] = np.int64(record["label"])
+        for key in self._masks:
+            mask = np.asarray(record[key], dtype=np.uint8)
+            example[key] = mask[..., None] if mask.ndim == 2 else mask
         return example
 
     def __repr__(self) -> str:

@@ -7,10 +7,13 @@ then use the spec `tfds:my_faces` (with `data_dir=DIR` when DIR is not the defau
 
 What is written: a `tfds.core.GeneratorBasedBuilder` subclass made for the source's image shape, with
 features `image: Tensor((H, W, C), uint8)` (not `tfds.features.Image`, whose PNG encoding needs
-TensorFlow) and, when the source has labels, `label: ClassLabel(num_classes)` (int64). Examples keep the
-source's order (`disable_shuffling=True`), so record i of a split is item i of that split's source.
-Files: <data_dir>/<name>/1.0.0/<name>-<split>.array_record-*, dataset_info.json, features.json and
-metadata.json (which records the builder, the source spec and a fingerprint).
+TensorFlow), when the source has labels `label: ClassLabel(num_classes)` (int64), and when it has masks
+(an `aligned:` extraction, `synthetic_faces` with masks=1) `mask` and `em_mask: Tensor((H, W, 1), uint8)`,
+so an extraction written once is read back, as `tfds:<name>`, with the masks `masked_training` and
+`eyes_mouth_prio` need. Examples keep the source's order (`disable_shuffling=True`), so record i of a
+split is item i of that split's source. Files: <data_dir>/<name>/1.0.0/<name>-<split>.array_record-*,
+dataset_info.json, features.json and metadata.json (which records the builder, the source spec, the
+fields written and a fingerprint).
 
 Splits: a spec string is opened once per split (`get_source(spec, split)`; folder:/video: specs through
 `data.media.from_spec`): train = all but every 10th item, test = every 10th. A Source object is divided
@@ -19,10 +22,13 @@ TFDS's own split="all" (or "train+test").
 
 Rebuilding: a dataset already built from the same input is not rewritten (`build` returns its path at
 once). The fingerprint covers the spec or source description, the splits, the shape and, for folder:/
-video: specs, every input file's path, size and mtime (for other Source objects, the content of up to
-16 evenly spaced items per split). When the fingerprint differs, `build` refuses with FileExistsError
-unless `overwrite=True` (`--overwrite`), which deletes that version directory and writes it again;
-the same input gives the same records. A directory not written by this module is never deleted.
+video: specs, every input file's path, size and mtime (for a spec naming a file or directory, aligned:
+included, every file under it; for other Source objects, the content of up to 16 evenly spaced items per
+split, masks included). When the fingerprint differs, `build` refuses with FileExistsError unless
+`overwrite=True` (`--overwrite`), which deletes that version directory and writes it again; the same
+input gives the same records. A dataset written before masks were kept (its metadata names no fields)
+from a source that has masks is refused the same way, since it lacks them. A directory not written by
+this module is never deleted.
 
 Needs tensorflow-datasets, array_record and importlib_resources (etils.epath imports it lazily when a
 builder class is created); TensorFlow is not needed.
@@ -45,7 +51,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from data import media
-from data.base import Source, SourceInfo, TfdsSource, check_index, tfds_data_dir
+from data.base import MASK_FIELDS, Source, SourceInfo, TfdsSource, check_index, tfds_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +94,7 @@ def _spec_fingerprint(spec: str) -> str:
     kind, _, rest = spec.partition(":")
     if kind in ("folder", "video") and rest:
         return f"{spec}\0{media.spec_fingerprint(kind, rest)}"
-    path = pathlib.Path(rest.split(":")[0]) if rest else None
+    path = pathlib.Path(re.split("[:;]", rest)[0]) if rest else None  # aligned:DIR;size=N names DIR
     files: list[pathlib.Path] = []
     if path is not None and path.is_file():
         files = [path]
@@ -108,7 +114,19 @@ def _content_fingerprint(source: Source) -> str:
         example = source[i]
         digest.update(np.ascontiguousarray(example["image"]).tobytes())
         digest.update(str(example.get("label")).encode())
+        for key in _mask_fields(example):
+            digest.update(key.encode() + np.ascontiguousarray(example[key]).tobytes())
     return digest.hexdigest()[:16]
+
+
+def _mask_fields(example: Mapping[str, Any]) -> tuple[str, ...]:
+    """The `MASK_FIELDS` an example carries, in their order."""
+    return tuple(k for k in MASK_FIELDS if k in example)
+
+
+def _has_masks(factories: Mapping[str, Callable[[], Source]]) -> bool:
+    """Whether the first item of any split carries masks (opens each split's source)."""
+    return any(len(src) and _mask_fields(src[0]) for src in (make() for make in factories.values()))
 
 
 def _resolve(
@@ -165,11 +183,13 @@ def _read_metadata(version_dir: pathlib.Path) -> dict[str, Any]:
         return {}
 
 
-def _builder_class(name: str, sources: dict[str, Source], info: SourceInfo, has_label: bool, metadata: dict):
+def _builder_class(name: str, sources: dict[str, Source], info: SourceInfo, has_label: bool,
+                   masks: tuple[str, ...], metadata: dict):
     """A GeneratorBasedBuilder subclass for these sources (unregistered: read back from files)."""
     import tensorflow_datasets as tfds
 
     shape = tuple(int(d) for d in info.image_shape)
+    mask_shape = (*shape[:2], 1)
 
     def _info(self):
         features = {"image": tfds.features.Tensor(shape=shape, dtype=np.uint8)}
@@ -179,6 +199,8 @@ def _builder_class(name: str, sources: dict[str, Source], info: SourceInfo, has_
                 if info.num_classes
                 else tfds.features.Tensor(shape=(), dtype=np.int64)
             )
+        for key in masks:
+            features[key] = tfds.features.Tensor(shape=mask_shape, dtype=np.uint8)
         return tfds.core.DatasetInfo(
             builder=self,
             description=f"Built by {BUILT_BY} from {metadata['source']}.",
@@ -206,6 +228,15 @@ def _builder_class(name: str, sources: dict[str, Source], info: SourceInfo, has_
             record = {"image": image}
             if has_label:
                 record["label"] = int(example["label"])
+            for key in masks:
+                if key not in example:
+                    raise ValueError(f"{split} item {i} has no {key!r}, but item 0 has; every item needs its masks")
+                mask = np.asarray(example[key])
+                mask = mask[..., None] if mask.ndim == 2 else mask
+                if mask.dtype != np.uint8 or mask.shape != mask_shape:
+                    raise ValueError(f"{split} item {i}: {key} {mask.dtype} {mask.shape}, but the dataset's masks are "
+                                     f"uint8 {mask_shape} (255 = inside), the image's height and width")
+                record[key] = mask
             yield i, record
 
     def body(ns: dict[str, Any]) -> None:
@@ -251,16 +282,18 @@ def build(
             raise FileExistsError(
                 f"{version_dir} holds a dataset not written by {BUILT_BY}; choose another name or data_dir"
             )
-        if existing.get("fingerprint") == fingerprint:
+        same = existing.get("fingerprint") == fingerprint
+        lacks_masks = same and "fields" not in existing and _has_masks(factories)
+        if same and not lacks_masks:
             log.info("%s is already built from %s (fingerprint %s); not rewriting", version_dir, description,
                      fingerprint)
             return version_dir
         if not overwrite:
-            raise FileExistsError(
-                f"{version_dir} was built from different input ({existing.get('source')!r}, fingerprint "
-                f"{existing.get('fingerprint')}; now {description!r}, {fingerprint}). Pass overwrite=True "
-                "(--overwrite) to replace it, or choose another name"
-            )
+            why = ("was built from this input before masks were kept, so it lacks the source's masks" if lacks_masks
+                   else f"was built from different input ({existing.get('source')!r}, fingerprint "
+                   f"{existing.get('fingerprint')}; now {description!r}, {fingerprint})")
+            raise FileExistsError(f"{version_dir} {why}. Pass overwrite=True (--overwrite) to replace it, or choose "
+                                  "another name")
         log.warning("overwriting %s (was %s)", version_dir, existing.get("source"))
         shutil.rmtree(version_dir)
 
@@ -276,6 +309,9 @@ def build(
     has_label = {("label" in ex) for ex in first.values()}
     if len(has_label) > 1:
         raise ValueError("some splits have labels and some do not")
+    masks = {_mask_fields(ex) for ex in first.values()}
+    if len(masks) > 1:
+        raise ValueError(f"the splits' first items carry different masks ({sorted(masks)}); give every split the same")
     num_classes = max((i.num_classes or 0 for i in infos), default=0) or None
     info = SourceInfo(name=name, image_shape=next(iter(shapes)), num_classes=num_classes,
                       num_examples=sum(len(s) for s in sources.values()))
@@ -284,8 +320,9 @@ def build(
         "source": description,
         "fingerprint": fingerprint,
         "num_examples": {split: len(src) for split, src in sources.items()},
+        "fields": ["image", *(["label"] if has_label == {True} else []), *next(iter(masks))],
     }
-    builder_cls = _builder_class(name, sources, info, has_label == {True}, metadata)
+    builder_cls = _builder_class(name, sources, info, has_label == {True}, next(iter(masks)), metadata)
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="local_tfds_") as downloads:
         builder = builder_cls(data_dir=str(data_dir), file_format="array_record")
@@ -313,8 +350,9 @@ def load(name: str, data_dir: str | os.PathLike[str] | None = None, split: str =
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m data.local_tfds",
-        description="Write a data spec (folder:, video:, digits, idx:, npz:, mat:, ...) as a local array_record "
-        "TFDS dataset, read afterwards with the spec tfds:<name> and no TensorFlow.",
+        description="Write a data spec (folder:, video:, aligned:, digits, idx:, npz:, mat:, ...) as a local "
+        "array_record TFDS dataset, read afterwards with the spec tfds:<name> and no TensorFlow (an aligned: "
+        "extraction keeps its mask and em_mask).",
     )
     parser.add_argument("--source", required=True, help="data spec, e.g. 'folder:faces;size=128' or "
                         "'video:../shared/data/grid;size=64;stride=2'")

@@ -132,3 +132,89 @@ def test_grid_video_dataset(shared_data, tmp_path):
         read_back = local_tfds.load("grid_small", tmp_path, split)
         assert read_back.info.num_classes == 6
         _assert_same(read_back, original)
+
+
+@pytest.fixture(scope="module")
+def grid_extraction(shared_data, tmp_path_factory) -> pathlib.Path:
+    """Every 8th frame (10 frames) of a GRID video extracted at 48 px in this process (dlib finds a face in each)."""
+    pytest.importorskip("dlib", reason="the faces extra (dlib) extracts the faces: pip install -e '.[faces]'")
+    from data.faces import extract
+
+    out = tmp_path_factory.mktemp("aligned") / "faces"
+    extract.extract(shared_data / "grid" / "bbaf2n.mpg", out, extract.Options(size=48), every=8, workers=1,
+                    progress=False)
+    return out
+
+
+@pytest.mark.parametrize("size", [None, 32])
+def test_an_aligned_extraction_is_read_back_with_its_masks(grid_extraction, tmp_path, size):
+    import chex
+
+    from data.faces import extract
+
+    spec = f"aligned:{grid_extraction}" + (f";size={size}" if size else "")
+    side = size or 48
+    path = local_tfds.build(spec, "grid_faces", tmp_path)
+    assert json.loads((path / "metadata.json").read_text())["fields"] == ["image", "label", "mask", "em_mask"]
+    for split in ("train", "test"):
+        original = get_source(spec, split)
+        packed = get_source("tfds:grid_faces", split, data_dir=str(tmp_path))
+        assert len(packed) == len(original) == {"train": 9, "test": 1}[split]
+        for i in range(len(original)):
+            want, got = original[i], packed[i]
+            assert sorted(got) == sorted(want) == ["em_mask", "image", "label", "mask"]
+            chex.assert_shape([got["mask"], got["em_mask"]], (side, side, 1))
+            for key in ("image", "mask", "em_mask"):
+                assert got[key].dtype == np.uint8 and np.array_equal(got[key], want[key]), (split, i, key)
+            assert int(got["label"]) == int(want["label"]) == 0
+            assert 0 < got["em_mask"].mean() < got["mask"].mean() < 255  # eyes and mouth inside the face
+    if size is None:  # the extractor's own mask files, read here with Pillow alone
+        first = extract.read_index(grid_extraction)[0]  # test item 0
+        test = get_source("tfds:grid_faces", "test", data_dir=str(tmp_path))[0]
+        for key, name in (("mask", first["file"]), ("em_mask", f"em_{first['file']}")):
+            np.testing.assert_array_equal(test[key][..., 0], np.asarray(Image.open(grid_extraction / "masks" / name)))
+
+
+def test_a_dataset_written_before_masks_were_kept_is_not_reused(grid_extraction, tmp_path):
+    spec = f"aligned:{grid_extraction}"
+    path = local_tfds.build(spec, "grid_faces", tmp_path, splits=("test",))
+    metadata = json.loads((path / "metadata.json").read_text())
+    del metadata["fields"]  # what a build before masks were kept wrote
+    (path / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(FileExistsError, match="before masks were kept"):
+        local_tfds.build(spec, "grid_faces", tmp_path, splits=("test",))
+    local_tfds.build(spec, "grid_faces", tmp_path, splits=("test",), overwrite=True)
+    assert "mask" in get_source("tfds:grid_faces", "test", data_dir=str(tmp_path))[0]
+    folder = _write_faces(tmp_path / "plain", per_class=2)  # no masks: an old dataset is still what it should be
+    plain = local_tfds.build(f"folder:{folder};size=8", "plain_faces", tmp_path, splits=("train",))
+    metadata = json.loads((plain / "metadata.json").read_text())
+    assert metadata["fields"] == ["image", "label"]
+    del metadata["fields"]
+    (plain / "metadata.json").write_text(json.dumps(metadata))
+    assert local_tfds.build(f"folder:{folder};size=8", "plain_faces", tmp_path, splits=("train",)) == plain
+
+
+def test_synthetic_faces_keep_their_masks_and_the_fingerprint_covers_them(tmp_path):
+    spec = "synthetic_faces:ids=0-1;n=3;size=16;masks=1"
+    source = get_source(spec, "train")
+    path = local_tfds.build({"train": source}, "synthetic_masked", tmp_path)
+    packed = local_tfds.load("synthetic_masked", tmp_path)
+    assert len(packed) == len(source) == 6
+    for i in range(len(source)):
+        for key in ("image", "mask", "em_mask"):
+            np.testing.assert_array_equal(packed[i][key], source[i][key])
+    assert local_tfds.build({"train": source}, "synthetic_masked", tmp_path) == path  # the same input is reused
+
+    class MasksChanged:
+        """The same source with every face mask inverted: only the masks differ."""
+
+        info = source.info
+
+        def __len__(self):
+            return len(source)
+
+        def __getitem__(self, i):
+            return {**source[i], "mask": 255 - source[i]["mask"]}
+
+    with pytest.raises(FileExistsError, match="different input"):
+        local_tfds.build({"train": MasksChanged()}, "synthetic_masked", tmp_path)

@@ -36,7 +36,10 @@ def test_video_source_starts_ffmpeg_without_a_python_fork(shared_data, forks):
 @pytest.mark.slow  # about a minute on 2 cores: a real training run
 def test_swap_grid_smoke_run_prints_no_fork_warning(shared_data, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"}
-    command = [sys.executable, "-m", "train", "--config", "configs/swap_df_grid.py:smoke", "--workdir", str(tmp_path)]
+    env["ZOO_CACHE"] = str(tmp_path / "cache")  # a fresh cache, so the run extracts its aligned: faces
+    command = [sys.executable, "-m", "train", "--config", "configs/swap_df_grid.py:smoke", "--workdir",
+               str(tmp_path / "run")]
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert FORK_WARNING not in proc.stderr, proc.stderr[-3000:]
+    assert len(list((tmp_path / "cache" / "aligned").iterdir())) == 2, "the run did not extract both videos"

@@ -346,7 +346,9 @@ def _loadmat(path: pathlib.Path) -> dict[str, Any]:
 
     try:
         return loadmat(path)
-    except (MatReadError, ValueError, TypeError, IndexError, OSError, EOFError, struct.error, zlib.error) as error:
+    # UnboundLocalError: scipy's Cython reader (_mio5_utils) hits it on some damaged headers (tests/test_fuzz.py)
+    except (MatReadError, ValueError, TypeError, IndexError, OSError, EOFError, struct.error, zlib.error,
+            UnboundLocalError) as error:
         raise DataError(f"mat:{path}: not a readable MATLAB .mat file ({type(error).__name__}: {error}); "
                         "check the path, or save the file again with scipy.io.savemat") from error
 

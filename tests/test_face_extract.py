@@ -197,6 +197,9 @@ def test_a_damaged_index_is_refused_line_by_line(extraction, tmp_path):
     (tmp_path / extract.INDEX).write_text("[1, 2]\n")
     with pytest.raises(DataError, match="line 1"):
         extract.read_index(tmp_path)
+    (tmp_path / extract.INDEX).write_bytes(json.dumps(good).encode() + b"\n\xfb" + json.dumps(good).encode())
+    with pytest.raises(DataError, match="line 2: .*utf-8"):  # a damaged byte, found by tests/test_fuzz.py
+        extract.read_index(tmp_path)
 
 
 # ---------------------------------------------------------------- frames with several faces, the CNN detector

@@ -173,12 +173,12 @@ def read_index(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"{directory}: no {INDEX}, so it is not a face extraction; make one with `{EXTRACT_HINT}`")
     records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
+    with open(path, "rb") as f:  # decoded line by line, so a damaged byte is named with its line
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = json.loads(raw.decode("utf-8"))
                 if not isinstance(rec, dict):
                     raise ValueError(f"a JSON {type(rec).__name__}, not an object")
                 missing = [k for k in FIELDS if k not in rec]

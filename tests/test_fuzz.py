@@ -3,7 +3,7 @@
 The one property, for each reader: any input either works or raises a `zoo.errors.ZooError` whose message
 is not empty, never a library exception (KeyError, struct.error, zipfile.BadZipFile, a pickle, JSON or
 Pillow error...), because the CLIs print a ZooError as a message and treat anything else as a bug.
-Targets: data source specs, config overrides (the check, the `--config.x=value` flags and the
+Targets: data source specs (aligned: extractions and their index.jsonl included), config overrides (the check, the `--config.x=value` flags and the
 benchmarks' `--set`), safetensors exports, torch state dicts (zip and legacy) and the image-folder and
 video readers, each fed mutations of a valid input. Seeds are fixed (`derandomize`) so a failure
 reproduces; the examples tried per target and their outcomes are printed at the end of the module.
@@ -135,6 +135,40 @@ def _write_video(path: pathlib.Path, frames: int = 8, side: int = 32) -> None:
     writer.close()
 
 
+def _write_extraction(directory: pathlib.Path, faces: int = 3, size: int = 16) -> None:
+    """A small valid face extraction (index.jsonl, face and mask PNGs) written by the extractor's own functions.
+
+    The faces are warped from random frames with the canonical template's landmarks, so dlib is not needed:
+    the aligned: reader sees exactly what `python -m data.faces extract` writes.
+    """
+    import json
+
+    from data.faces import align, extract, masks
+
+    rng = np.random.default_rng(0)
+    records = []
+    for k in range(faces):
+        landmarks = align.template("whole_face") * 40 + [12 + k, 10]
+        matrix = align.alignment_matrix(landmarks, "whole_face", size)
+        aligned = align.transform_points(landmarks, matrix)
+        face = extract.Face(box=np.array([10, 8, 54, 56]), landmarks=landmarks.astype(np.float32), matrix=matrix,
+                            face_type="whole_face", size=size,
+                            image=align.warp_face(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), matrix, size),
+                            landmarks_aligned=aligned, mask=masks.hull_mask(aligned, size, "whole_face"),
+                            em_mask=masks.eyes_mouth_mask(aligned, size))
+        records.append(extract.record(face, extract.face_name("clip", k, 0), str(directory / "clip.mpg"), k, 0))
+        extract.write_face(directory, face, records[-1])
+    (directory / extract.INDEX).write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """$ZOO_CACHE in a module tmp dir: a spec may name a file the zoo derives something from into its cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOO_CACHE", str(tmp_path_factory.mktemp("zoo_cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
     """One small valid file or folder per source kind, under a module tmp dir."""
@@ -159,7 +193,10 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"id{k % 2}" / f"{k}.png")
     video = root / "clip.mpg"
     _write_video(video)
-    return {"idx": idx, "npz": npz, "mat": mat, "folder": folder, "video": video, "root": root}
+    aligned = root / "aligned"
+    (aligned / "masks").mkdir(parents=True)
+    _write_extraction(aligned)
+    return {"idx": idx, "npz": npz, "mat": mat, "folder": folder, "video": video, "aligned": aligned, "root": root}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,6 +214,7 @@ def _valid_specs(inputs: dict[str, pathlib.Path]) -> list[str]:
             f"mat:{inputs['mat']}", f"folder:{inputs['folder']};size=8", f"folder:{inputs['folder']};strict=1",
             f"video:{inputs['video']};stride=3", f"video:{inputs['video']};size=8;max_frames=2",
             "synthetic_faces:ids=0,1;n=10;size=64", "synthetic_faces:ids=0-2;n=3;size=16;seed=1;masks=1",
+            f"aligned:{inputs['aligned']}", f"aligned:{inputs['aligned']};size=8", f"aligned:{inputs['aligned']};size=24",
             "tfds:mnist:test", "tfds:ffhq", "tfds:no_such_dataset"]
 
 
@@ -195,14 +233,14 @@ def spec_text(draw: st.DrawFn, valid: list[str], paths: list[str]) -> str:
             spec = _replace_number(spec, draw(st.sampled_from(NUMBERS)), draw(st.integers(0, 8)))
         elif op == "option":
             key = draw(st.sampled_from(("size", "stride", "max_frames", "strict", "ids", "n", "seed", "masks",
-                                        "SIZE", "", "x")))
+                                        "face_type", "every", "SIZE", "", "x")))
             spec += draw(st.sampled_from((";", ";;", ":", ""))) + key + draw(st.sampled_from(("=", "", "=="))) + \
                 draw(st.sampled_from(NUMBERS))
         elif op == "delete":
             spec = spec[:at] + spec[at + draw(st.integers(1, 12)):]
         elif op == "kind":
             kind = draw(st.sampled_from(("digits", "idx", "npz", "mat", "folder", "video", "synthetic_faces",
-                                         "tfds", "", "IDX", "folder ")))
+                                         "aligned", "tfds", "", "IDX", "folder ")))
             spec = kind + ":" + spec.partition(":")[2]
         else:
             spec = spec.partition(":")[0] + ":" + draw(st.sampled_from(paths)) + draw(
@@ -236,7 +274,7 @@ def _open_spec(spec: str, split: str, data_dir: str) -> None:
 def test_data_source_specs(inputs):
     valid = _valid_specs(inputs)
     root = inputs["root"]
-    paths = [str(inputs[k]) for k in ("idx", "npz", "mat", "folder", "video")] + [
+    paths = [str(inputs[k]) for k in ("idx", "npz", "mat", "folder", "video", "aligned")] + [
         str(root / "missing"), str(root), "", "/dev/null", str(inputs["folder"] / "id0" / "0.png")]
     splits = st.sampled_from(("train", "test", "all", "valid", "", "train[:5]", "TRAIN"))
     data_dir = str(root / "tfds")
@@ -265,7 +303,8 @@ def _data_files(inputs: dict[str, pathlib.Path]) -> dict[str, tuple[str, str, in
             str(inputs["root"] / "idx_gz" / "train-images-idx3-ubyte.gz"): ("idx:{dir}", "train-images-idx3-ubyte.gz",
                                                                             32),
             str(inputs["npz"]): ("npz:{dir}/small.npz", "small.npz", 64),
-            str(inputs["mat"]): ("mat:{dir}/faces.mat", "faces.mat", 160)}
+            str(inputs["mat"]): ("mat:{dir}/faces.mat", "faces.mat", 160),
+            str(inputs["aligned"] / "index.jsonl"): ("aligned:{dir}", "index.jsonl", 256)}
 
 
 def _open_damaged(original: pathlib.Path, form: str, name: str, data: bytes, split: str) -> Callable[[], None]:

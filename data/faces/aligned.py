@@ -14,14 +14,14 @@ soft (values between 0 and 255), as synthetic masks' anti-aliased edges are.
 
 Label = the index of the face's group among the extraction's sorted groups, a group being the source
 video, or for images the folder holding the image: a one-video extraction, or one of a flat folder of
-photos, is all label 0; a folder with one sub-folder per person gets one label per person. Splits follow the other sources: the
-records in index order (frame order), "test" = every 10th (0, 10, 20, ...), "train" = the rest, "all" =
+photos, is all label 0; a folder with one sub-folder per person gets one label per person. Splits follow
+the other sources: the records in index order (frame order), "test" = every 10th (0, 10, 20, ...), "train" = the rest, "all" =
 every one. As with video:, neighbouring frames fall in both splits, so "test" measures reconstruction
 of seen footage, not of an unseen clip; extract a held-out clip into its own directory for that.
 
 Faces are decoded from their PNGs on access (about 2 ms a 256 px face and its masks), so an extraction
-of any length costs no memory up front. (`python -m data.local_tfds` writes images and labels only, so
-packing an aligned set into array_record would drop its masks today.)
+of any length costs no memory up front. For faster reading, `python -m data.local_tfds` packs an aligned
+set into array_record once, masks included.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Merge quality of a swap model on a held-out destination clip, beside the copy baseline (issue 13, item 5).
 
-    python -m benchmarks merge_quality --export runs/swap_df_faces/export/MODEL-STEP.safetensors \\
-        --dest ../shared/data/grid/bbaf2n.mpg --dest-frames 50:75 \\
-        --target-ref ../shared/data/grid/bbaf2n.mpg --target-frames 0:50 \\
-        --source-ref ../shared/data/grid/lbax4n.mpg \\
+    python -m benchmarks merge_quality --export runs/grid_aligned/export.safetensors \\
+        --dest ../shared/data/grid/lbax4n.mpg --dest-frames 50:75 \\
+        --target-ref ../shared/data/grid/lbax4n.mpg --target-frames 0:50 \\
+        --source-ref ../shared/data/grid/bbaf2n.mpg \\
         [--direction b2a] [--merge-option color=rct --merge-option blend=seamless] [--json merge_quality.json]
 
 (--workdir W instead of --export merges with W's newest checkpoint, --step N with another.)
@@ -22,14 +22,14 @@ The source and target identities are the mean dlib embeddings of --ref-count eve
 --source-ref and --target-ref (the destination's own person); the target reference must not share
 frames with the destination clip, which the benchmark refuses when both come from one file.
 
-The README's run (done with this module): two GRID speakers, the source lbax4n and the destination
-bbaf2n, each extracted with `python -m data.faces extract` from frames the merge never sees (for the
-destination, its first 50 frames: extract a copy cut with `ffmpeg -i bbaf2n.mpg -frames:v 50 -c copy`,
-written outside the repository), DF-UD at 128 px trained on the two aligned sets (A the source's faces,
-B the destination's, so b2a renders the destination as the source), then the command above on the
-held-out frames 50-74 with the run's export. Nothing made from these people's faces is
-committed: the JSON carries numbers only, and the merged video is kept only where --keep names a file
-(outside the repository; it carries train.merge's provenance: container comment and a JSON manifest).
+The README's run (done with this module, the command above): two GRID speakers, the source bbaf2n (A, all
+75 frames) and the destination lbax4n (B, its first 50 frames: a copy cut with ffmpeg's
+`select=lt(n\\,50)`, written outside the repository), each extracted with `python -m data.faces extract`,
+DF-UD at 128 px trained on the two aligned sets (`configs/swap_df_grid.py` with the two `aligned:DIR`
+sources), then the merge of lbax4n's held-out frames 50-74, b2a (rendered as bbaf2n). Nothing made from
+these people's faces is committed: the JSON carries numbers only, and the merged video is kept only where
+--keep names a file (outside the repository; it carries train.merge's provenance: container comment and a
+JSON manifest).
 
 JSON: `metrics` maps each metric to {row: value} for the rows above; non-finite values (background PSNR of an
 untouched background is inf) are written as JSON's Infinity/NaN extensions, which Python reads back.

@@ -115,6 +115,30 @@ _DIGITS_PROTOCOL = ("train.evaluators.run_metrics, family vae, configs/vae_digit
 _MNIST_PROTOCOL = ("train.evaluators.run_metrics, family vae, configs/vae_mnist.py:local seed 0: each test image "
                    "binarised once and its noise drawn from keys folded from its index")
 
+_FASHION_DATA = ("Fashion-MNIST from Debian's dataset-fashion-mnist idx files: train 60,000, test 10,000, "
+                 "resized 28 -> 32 (Lanczos)")
+_FASHION_LICENCE = "weights Apache-2.0 (this project); Fashion-MNIST MIT (Zalando Research)"
+_GAN_RANGE = "a standard-normal latent; the output is 32x32x1 in [-1, 1] (tanh), shown as (x + 1) / 2"
+_GAN_PROTOCOL = ("{n} samples (fixed seed) vs the first {n} test images, both quantised to uint8, through "
+                 "domain_fashion_mnist (README: GANs and sample quality); KID's subsets of 1,000 (at 1,000 samples "
+                 "the whole set); precision/recall k = 3")
+_GAN_UNITS = {"fid": "FID (domain features)", "kid": "KID (domain features)", "precision": "fraction",
+              "recall": "fraction", "inception_score": "IS (domain classifier)"}
+_GAN_TOLERANCES = {"fid": 0.1, "kid": 0.01, "precision": 0.01, "recall": 0.01, "inception_score": 0.05}
+
+
+def _gan_metrics(fast: tuple[float, ...], full: tuple[float, ...]) -> tuple[Metric, ...]:
+    """FID, KID, precision, recall and IS under the README's protocol: 1,000 samples (fast) and 10,000 (slow)."""
+    out = []
+    for values, n, slow in ((fast, 1000, False), (full, 10_000, True)):
+        protocol = _GAN_PROTOCOL.format(n=f"{n:,}")
+        subset = f"fashion_mnist:test, first {n:,}; {n:,} samples"
+        for (name, unit), value in zip(_GAN_UNITS.items(), values):
+            out.append(Metric(name, "fid", value, _GAN_TOLERANCES[name], unit, subset, protocol, slow=slow,
+                              num_examples=n, overrides=(("gan.eval_samples", n),)))
+    return tuple(out)
+
+
 REGISTRY: dict[str, Entry] = {
     "vae_digits": Entry(
         sha256="bd4ae8efd7867a052c963cf7655c53cb0ca4d04b488fd24d6657c65a09c6d0ad",
@@ -159,6 +183,22 @@ REGISTRY: dict[str, Entry] = {
             licence="weights Apache-2.0 (this project); MNIST CC BY-SA 3.0 (Y. LeCun, C. Cortes, C. Burges)",
             family="vae",
             network="vae",
+        ),
+    ),
+    "dcgan_fashion_mnist": Entry(
+        sha256="443b9accaf0938d9c3f1f0ef4134d65459f251386d45ea41953b85893bb27d0f",
+        bundled="dcgan_fashion_mnist.safetensors",
+        description="DCGAN generator (ngf 64, 1.07M params, batch-norm statistics included), Fashion-MNIST at 32 px",
+        card=Card(
+            config="configs/dcgan_fashion_mnist.py",
+            data=_FASHION_DATA,
+            steps=4000,
+            metrics=_gan_metrics(fast=(8.98, 0.208, 0.645, 0.698, 4.51), full=(9.43, 0.300, 0.511, 0.619, 4.57)),
+            input_shape=(100,),
+            value_range=_GAN_RANGE,
+            licence=_FASHION_LICENCE,
+            family="gan",
+            network="G",
         ),
     ),
 }

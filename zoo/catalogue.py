@@ -201,6 +201,22 @@ REGISTRY: dict[str, Entry] = {
             network="G",
         ),
     ),
+    "sngan_fashion_mnist": Entry(
+        sha256="c75572a213f9f89b3c31c9a188662af3d2e5fb9717b6dc05945c8e1eeadb0748",
+        bundled="sngan_fashion_mnist.safetensors",
+        description="SNGAN ResNet generator (ngf 32, 125k params; hinge loss), Fashion-MNIST at 32 px",
+        card=Card(
+            config="configs/sngan_fashion_mnist.py",
+            data=_FASHION_DATA,
+            steps=1800,
+            metrics=_gan_metrics(fast=(32.15, 1.091, 0.542, 0.243, 3.60), full=(33.41, 1.217, 0.408, 0.189, 3.62)),
+            input_shape=(128,),
+            value_range=_GAN_RANGE,
+            licence=_FASHION_LICENCE,
+            family="gan",
+            network="G",
+        ),
+    ),
 }
 
 CONVERTERS: dict[str, Converter] = {}

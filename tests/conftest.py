@@ -33,6 +33,17 @@ def shared_data() -> pathlib.Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def analyzer():
+    """dlib's shared face analyzer (data.faces.dlib_models.FaceAnalyzer), or a skip carrying the install command."""
+    from data.faces import dlib_models
+
+    try:
+        return dlib_models.FaceAnalyzer()
+    except ImportError as e:
+        pytest.skip(str(e))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _absl_flags_parsed():
     """grain's worker processes read absl flags; pytest never parses them."""

@@ -134,15 +134,6 @@ def test_missing_dlib_names_the_install_command(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> dlib_models.FaceAnalyzer:
-    """The shared analyzer, or a skip carrying the install command."""
-    try:
-        return dlib_models.FaceAnalyzer()
-    except ImportError as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
 def grid(shared_data, analyzer) -> dict[str, dict[str, np.ndarray]]:
     """Per GRID speaker: a few decoded frames (in memory only), their largest face box, landmarks and embedding."""
     import imageio.v3 as iio

@@ -11,12 +11,11 @@ import subprocess
 
 import chex
 import cv2
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from swap_stubs import IdentitySwap, WhiteSwap, export_stub
 
 from data import augment, provenance
 from data.faces import merge, video_out
@@ -257,33 +256,9 @@ def test_bad_options_are_config_errors(field, value):
 # real CLI in-process on GRID footage, with dlib detection (data.faces.extract.find_faces) at 128 px.
 
 
-class IdentitySwap(nn.Module):
-    """A swap model that swaps nothing: `swap(x) = (x, ones)`, with one parameter so an export holds something."""
-
-    resolution: int = 128
-
-    def setup(self):
-        self.gain = self.param("gain", nn.initializers.ones, ())
-
-    def __call__(self, x_src, x_dst):
-        return {"src": self.swap(x_src), "dst": self.swap(x_dst)}
-
-    def swap(self, x, direction="b2a"):
-        return x * self.gain, jnp.ones(x.shape[:-1] + (1,), x.dtype)
-
-    def example_inputs(self):
-        x = jnp.zeros((1, self.resolution, self.resolution, 3), jnp.float32)
-        return x, x
-
-
 @pytest.fixture
 def identity_export(tmp_path, monkeypatch) -> pathlib.Path:
-    from zoo import pretrained, registry
-
-    monkeypatch.setitem(registry._MODELS, "test_identity_swap", IdentitySwap)
-    module = IdentitySwap()
-    params = module.init(jax.random.key(0), *module.example_inputs())["params"]
-    return pretrained.export(tmp_path / "identity.safetensors", "test_identity_swap", {"resolution": 128}, params)
+    return export_stub(monkeypatch, IdentitySwap, "test_identity_swap", 128, tmp_path / "identity.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -388,13 +363,6 @@ def test_an_extraction_is_reused_with_the_same_result(identity_export, grid_clip
                                       np.asarray(Image.open(tmp_path / "b" / name)))
 
 
-class WhiteSwap(IdentitySwap):
-    """A swap model that renders every face plain white: each merged pixel then shows the mask it was blended with."""
-
-    def swap(self, x, direction="b2a"):
-        return jnp.ones_like(x) * self.gain, jnp.ones(x.shape[:-1] + (1,), x.dtype)
-
-
 def test_each_merged_frame_comes_with_the_mask_it_was_blended_with(grid_clip):
     """merged_frames_with_masks pairs every frame with its own blend mask, faceless frames inside a batch too."""
     from data.faces.dlib_models import FaceAnalyzer
@@ -402,7 +370,7 @@ def test_each_merged_frame_comes_with_the_mask_it_was_blended_with(grid_clip):
     grid = frames_of(grid_clip)
     grey = np.full_like(grid[0], 128)
     frames = [grid[0], grey, grid[5], grid[10], grey, grid[14]]
-    module = WhiteSwap()
+    module = WhiteSwap(resolution=128)
     model = merge_cli.SwapModel(module, module.init(jax.random.key(0), *module.example_inputs())["params"],
                                 "white", {}, "-", "test")
     footage = merge_cli.Footage("folder", iter(frames), [f"f{i}" for i in range(len(frames))], 25.0, None,

@@ -1,12 +1,9 @@
 """Merge-quality metrics against independent computations: formulas on constructed clips, dlib on real GRID frames."""
 import chex
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from swap_stubs import IdentitySwap, WhiteSwap, export_stub
 
-from data.faces import dlib_models
 from train.metrics import merge as mm
 from zoo.errors import ConfigError, DataError
 
@@ -169,15 +166,6 @@ def test_bad_inputs_are_data_errors():
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> dlib_models.FaceAnalyzer:
-    """The shared analyzer, or a skip carrying the install command."""
-    try:
-        return dlib_models.FaceAnalyzer()
-    except ImportError as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
 def grid(shared_data) -> dict[str, np.ndarray]:
     """Two GRID speakers' videos decoded in memory (never written anywhere)."""
     import imageio.v3 as iio
@@ -315,33 +303,8 @@ def test_benchmark_scores_a_merge_the_copy_baseline_and_both_encoded(shared_data
         _run_benchmark(monkeypatch, tmp_path, [*argv[:5], "30:75", *argv[6:]], grey_faces)
 
 
-class IdentitySwap(nn.Module):
-    """A swap model that swaps nothing, `swap(x) = (x, ones)`: its merge must give back the destination."""
-
-    resolution: int = 64
-
-    def setup(self):
-        self.gain = self.param("gain", nn.initializers.ones, ())
-
-    def __call__(self, x_src, x_dst):
-        return {"src": self.swap(x_src), "dst": self.swap(x_dst)}
-
-    def swap(self, x, direction="b2a"):
-        return x * self.gain, jnp.ones(x.shape[:-1] + (1,), x.dtype)
-
-    def example_inputs(self):
-        x = jnp.zeros((1, self.resolution, self.resolution, 3), jnp.float32)
-        return x, x
-
-
 def test_benchmark_merges_through_train_merge(shared_data, analyzer, monkeypatch, tmp_path):
-    from zoo import pretrained, registry
-
-    monkeypatch.setitem(registry._MODELS, "test_merge_metrics_identity", IdentitySwap)
-    module = IdentitySwap()
-    params = module.init(jax.random.key(0), *module.example_inputs())["params"]
-    export = pretrained.export(tmp_path / "identity.safetensors", "test_merge_metrics_identity", {"resolution": 64},
-                               params)
+    export = export_stub(monkeypatch, IdentitySwap, "test_merge_metrics_identity", 64, tmp_path / "identity.safetensors")
     argv = ["--export", str(export), *_grid_args(shared_data), "--merge-option", "mask=hull",
             "--merge-option", "color=none", "--no-encode"]
     result = _run_benchmark(monkeypatch, tmp_path, argv)
@@ -355,21 +318,9 @@ def test_benchmark_merges_through_train_merge(shared_data, analyzer, monkeypatch
     assert 0.5 < table["temporal_change_ratio"]["merge"] < 1.5
 
 
-class WhiteSwap(IdentitySwap):
-    """A swap model that renders every face plain white: each merged pixel shows the mask it was blended with."""
-
-    def swap(self, x, direction="b2a"):
-        return jnp.ones_like(x) * self.gain, jnp.ones(x.shape[:-1] + (1,), x.dtype)
-
-
 def test_merge_clip_pairs_each_frame_with_its_blend_mask(grid, monkeypatch, tmp_path):
     from benchmarks import merge_quality as bench
-    from zoo import pretrained, registry
-
-    monkeypatch.setitem(registry._MODELS, "test_merge_metrics_white", WhiteSwap)
-    module = WhiteSwap()
-    params = module.init(jax.random.key(0), *module.example_inputs())["params"]
-    export = pretrained.export(tmp_path / "white.safetensors", "test_merge_metrics_white", {"resolution": 64}, params)
+    export = export_stub(monkeypatch, WhiteSwap, "test_merge_metrics_white", 64, tmp_path / "white.safetensors")
     numbers = np.array(HELD_OUT_FRAMES)
     clip = bench.Clip(tmp_path / DEST, grid[DEST][numbers], numbers)
     merged = bench.merge_clip({"export": str(export)}, clip, "b2a", {"mask": "hull", "color": "none", "blur": 20})

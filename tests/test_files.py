@@ -1,4 +1,8 @@
 """atomic_write: the new file appears whole or not at all, and no temporary file is left behind."""
+import os
+import stat
+
+import numpy as np
 import pytest
 
 from zoo.files import atomic_write
@@ -29,3 +33,14 @@ def test_concurrent_writers_get_distinct_temporary_names(tmp_path):
         a.write_text("a")
         b.write_text("b")
     assert (tmp_path / "x").read_text() == "a"  # the last to finish wins, whole
+
+
+def test_atomic_write_gives_files_the_umask_permissions_whatever_the_writer_chose(tmp_path):
+    from safetensors.numpy import save_file
+
+    target = tmp_path / "w.safetensors"
+    with atomic_write(target) as tmp:
+        save_file({"a": np.zeros(2, np.float32)}, str(tmp))  # safetensors creates it 0o600
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

@@ -23,14 +23,25 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
 
     Write to the yielded path with any writer (PIL, safetensors, `write_text`); the rename is atomic on one
     filesystem, so a reader or a killed process sees the old file or the new one. The temporary name is unique
-    (`.NAME.<random>.tmp`), so concurrent writers of one path never share it, and it is created by the writer,
-    so the file gets the usual umask permissions. On error it is removed and the error propagates.
+    (`.NAME.<random>.tmp`), so concurrent writers of one path never share it. The file gets the usual
+    permissions (0o666 less the umask) whatever the writer chose: safetensors creates its files owner-only
+    (0o600), which left exports unreadable to the rest of a group. On error it is removed and the error
+    propagates.
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         yield tmp
+        if tmp.is_file():
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it: POSIX has no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -129,6 +129,7 @@ def test_bad_swap_configs_fail_at_build_with_the_fix(overrides, message):
         runs.build(smoke(**overrides))
 
 
+@pytest.mark.slow  # trains a run first (about 35 s); the fast step stays under 15 min
 def test_swap_truth_names_the_fix_on_data_without_ground_truth(tmp_path):
     from train import evaluate, trainer
 
@@ -186,6 +187,7 @@ def test_one_device_jit8_and_pmap8_reach_the_same_parameters(tmp_path):
         assert_params_close(params_of({"params": one["ema"]}), params_of({"params": other["ema"]}), rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow  # trains a run first (about 35 s); the fast step stays under 15 min
 def test_fine_tuning_starts_from_the_pretrained_export_with_the_inter_reinitialised(tmp_path):
     from train import export, trainer
 

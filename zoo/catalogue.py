@@ -139,6 +139,17 @@ def _gan_metrics(fast: tuple[float, ...], full: tuple[float, ...]) -> tuple[Metr
     return tuple(out)
 
 
+def _fashion_gan(sha256: str, description: str, config: str, *, steps: int, latent_dim: int,
+                 fast: tuple[float, ...], full: tuple[float, ...]) -> Entry:
+    """A bundled Fashion-MNIST generator (`<config stem>.safetensors`): only the run's own facts differ between them."""
+    return Entry(
+        sha256=sha256, bundled=config.rpartition("/")[2].replace(".py", ".safetensors"), description=description,
+        card=Card(config=config, data=_FASHION_DATA, steps=steps, metrics=_gan_metrics(fast, full),
+                  input_shape=(latent_dim,), value_range=_GAN_RANGE, licence=_FASHION_LICENCE, family="gan",
+                  network="G"),
+    )
+
+
 _SWAP_PROTOCOL = ("train.evaluators.run_metrics, family swap, configs/swap_df_synthetic.py:narrow seed 0: each "
                   "swap against the target person rendered with the source's expression and pose; SSIM window 11")
 
@@ -206,38 +217,16 @@ REGISTRY: dict[str, Entry] = {
             network="vae",
         ),
     ),
-    "dcgan_fashion_mnist": Entry(
-        sha256="443b9accaf0938d9c3f1f0ef4134d65459f251386d45ea41953b85893bb27d0f",
-        bundled="dcgan_fashion_mnist.safetensors",
-        description="DCGAN generator (ngf 64, 1.07M params, batch-norm statistics included), Fashion-MNIST at 32 px",
-        card=Card(
-            config="configs/dcgan_fashion_mnist.py",
-            data=_FASHION_DATA,
-            steps=4000,
-            metrics=_gan_metrics(fast=(8.98, 0.208, 0.645, 0.698, 4.51), full=(9.43, 0.300, 0.511, 0.619, 4.57)),
-            input_shape=(100,),
-            value_range=_GAN_RANGE,
-            licence=_FASHION_LICENCE,
-            family="gan",
-            network="G",
-        ),
-    ),
-    "sngan_fashion_mnist": Entry(
-        sha256="c75572a213f9f89b3c31c9a188662af3d2e5fb9717b6dc05945c8e1eeadb0748",
-        bundled="sngan_fashion_mnist.safetensors",
-        description="SNGAN ResNet generator (ngf 32, 125k params; hinge loss), Fashion-MNIST at 32 px",
-        card=Card(
-            config="configs/sngan_fashion_mnist.py",
-            data=_FASHION_DATA,
-            steps=1800,
-            metrics=_gan_metrics(fast=(32.15, 1.091, 0.542, 0.243, 3.60), full=(33.41, 1.217, 0.408, 0.189, 3.62)),
-            input_shape=(128,),
-            value_range=_GAN_RANGE,
-            licence=_FASHION_LICENCE,
-            family="gan",
-            network="G",
-        ),
-    ),
+    "dcgan_fashion_mnist": _fashion_gan(
+        "443b9accaf0938d9c3f1f0ef4134d65459f251386d45ea41953b85893bb27d0f",
+        "DCGAN generator (ngf 64, 1.07M params, batch-norm statistics included), Fashion-MNIST at 32 px",
+        "configs/dcgan_fashion_mnist.py", steps=4000, latent_dim=100,
+        fast=(8.98, 0.208, 0.645, 0.698, 4.51), full=(9.43, 0.300, 0.511, 0.619, 4.57)),
+    "sngan_fashion_mnist": _fashion_gan(
+        "c75572a213f9f89b3c31c9a188662af3d2e5fb9717b6dc05945c8e1eeadb0748",
+        "SNGAN ResNet generator (ngf 32, 125k params; hinge loss), Fashion-MNIST at 32 px",
+        "configs/sngan_fashion_mnist.py", steps=1800, latent_dim=128,
+        fast=(32.15, 1.091, 0.542, 0.243, 3.60), full=(33.41, 1.217, 0.408, 0.189, 3.62)),
     "swap_df_synthetic_narrow": Entry(
         sha256="ca4e40f88912f3b7e8612189cb7cc1cc04075301c9c86eadea3da99a47a52c30",
         bundled="swap_df_synthetic_narrow.safetensors",

@@ -39,7 +39,9 @@ from zoo.errors import WeightsError, ZooError
 FORMAT = "deepfake-zoo.pretrained"
 FORMAT_VERSION = 1
 _COLLECTION_SEP = ":"
-_EXPORTED = ("batch_stats",)  # state collections inference needs; spectral-norm vectors only matter in training
+# State collections inference needs (batch-norm statistics; StyleGAN2's w_avg and noise_const "buffers");
+# spectral-norm vectors only matter in training.
+_EXPORTED = ("batch_stats", "buffers")
 WEIGHTS_DIR = pathlib.Path(__file__).with_name("weights")
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from zoo.errors import WeightsError
 
-__all__ = ["UnsafePickleError", "load_state_dict"]
+__all__ = ["UnsafePickleError", "load_state_dict", "load_storage_bytes"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -284,7 +284,25 @@ def _read_legacy(path: str | os.PathLike) -> Any:
 
     Read from memory: a damaged length field then yields a short read instead of a multi-gigabyte allocation.
     """
-    with _PickleBytes(pathlib.Path(path).read_bytes()) as f:
+    return _read_legacy_bytes(pathlib.Path(path).read_bytes(), path)
+
+
+def load_storage_bytes(data: bytes) -> _Storage:
+    """The storage in `torch.storage._load_from_bytes(data)`: how a plain `pickle.dump` of a tensor holds its bytes.
+
+    `data` is a legacy (non-zip) torch.save stream of that one storage; a stream holding anything else is refused.
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise ValueError(f"_load_from_bytes needs the bytes of a torch.save stream, got {type(data).__name__}")
+    storage = _read_legacy_bytes(bytes(data), "a storage's _load_from_bytes stream")
+    if not isinstance(storage, _Storage):
+        raise ValueError(f"a _load_from_bytes stream holds {type(storage).__name__}, not a storage")
+    return storage
+
+
+def _read_legacy_bytes(data: bytes, path: str | os.PathLike) -> Any:
+    """The unpickled object of a legacy torch.save stream held in memory; `path` names it in errors."""
+    with _PickleBytes(data) as f:
         header = [_Unpickler(f, _no_storage).load() for _ in range(3)]
         if header[0] != _LEGACY_MAGIC or header[1] != _LEGACY_PROTOCOL:
             raise WeightsError(f"{path}: not a PyTorch file (bad magic number or protocol {header[1]!r})")

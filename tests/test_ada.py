@@ -108,6 +108,41 @@ def test_identity_resampling_reproduces_the_image() -> None:
     np.testing.assert_array_equal(_augment(x, 1.0, ada.Pipe(scale=1, scale_std=0.0)), x)
 
 
+def test_filter_gradients_are_autodiff_transposes() -> None:
+    """The hand-written VJPs (each filter's adjoint is the other) against autodiff of the plain forward code."""
+    rng = np.random.default_rng(0)
+    inputs = {ada._upsample_axis: rng.normal(size=(2, 9, 11, 3)), ada._downsample_axis: rng.normal(size=(2, 30, 32, 3))}
+
+    def both(x: jax.Array, ct: jax.Array, f_index: int, axis: int) -> tuple[jax.Array, ...]:
+        f = list(inputs)[f_index]
+        y, custom = jax.vjp(lambda v: f(v, axis), x)
+        _, plain = jax.vjp(lambda v: f.fun(v, axis), x)
+        return y, custom(ct)[0], plain(ct)[0]
+    for i, (f, x) in enumerate(inputs.items()):
+        for axis in (1, 2):
+            shape = list(x.shape)
+            shape[axis] = 2 * shape[axis] + 10 if f is ada._upsample_axis else shape[axis] // 2 - 5
+            ct = rng.normal(size=shape)
+            y, custom, plain = jax.jit(both, static_argnums=(2, 3))(x.astype(np.float32), ct.astype(np.float32), i, axis)
+            chex.assert_shape(y, tuple(shape))
+            np.testing.assert_allclose(custom, plain, atol=1e-5)
+            np.testing.assert_allclose(np.vdot(y, ct), np.vdot(x, custom), rtol=1e-5)
+
+
+def test_second_order_gradients_through_resampling() -> None:
+    """R1 on augmented reals differentiates D's input gradient again: grad of a grad through `augment` works."""
+    x, keys = jnp.asarray(_images(2, 8, 8)), _keys(2, 14)
+    w = jnp.asarray(_images(2, 8, 8, seed=1))
+    pipe = ada.pipe_from_spec("g")
+    r1 = lambda w_: jnp.sum(jax.grad(lambda v: jnp.sum(jnp.tanh(w_ * ada.augment(v, keys, 1.0, pipe))))(x) ** 2)
+    r1_and_grad = jax.jit(jax.value_and_grad(r1))
+    _, g = r1_and_grad(w)
+    chex.assert_tree_all_finite(g)
+    eps, d = 1e-2, jnp.asarray(_images(2, 8, 8, seed=2))
+    fd = (r1_and_grad(w + eps * d)[0] - r1_and_grad(w - eps * d)[0]) / (2 * eps)
+    np.testing.assert_allclose(jnp.vdot(g, d), fd, rtol=2e-2)
+
+
 def test_fractional_translation_matches_the_shifted_wave() -> None:
     n, h, w = 8, 32, 32
     xc, yc = _centred(h, w)
@@ -117,7 +152,7 @@ def test_fractional_translation_matches_the_shifted_wave() -> None:
     g = np.asarray(ada.sample(_keys(n, 3), 1.0, pipe, h, w).geom)
     np.testing.assert_array_equal(g[:, :2, :2], np.broadcast_to(np.eye(2), (n, 2, 2)))
     t = g[:, :2, 2]
-    assert np.abs(t).max() > 2 and np.all(np.abs(t - np.round(t)) > 0.01)  # fractional, some large
+    assert np.abs(t).max() > 2 and np.mean(np.abs(t - np.round(t)) > 0.05) > 0.7  # mostly fractional, some large
     for o, (tx, ty) in zip(out[..., 0], t):
         want = _wave(xc + tx, yc + ty)  # out(q) = in(q + t)
         my, mx = 4 + math.ceil(abs(ty)), 4 + math.ceil(abs(tx))  # away from the reflected border
@@ -231,12 +266,12 @@ def test_saturation_keeps_luma_and_scales_chroma() -> None:
 
 def test_grey_images_are_treated_as_grey_rgb() -> None:
     """C = 1 gives the channel mean of the RGB pipeline on (g, g, g); grey stays grey; luma flip negates."""
-    x1 = _images(16, 8, 8, c=1)
+    x1 = _images(4, 16, 16, c=1)
     x3 = np.repeat(x1, 3, axis=-1)
-    pipe = ada.pipe_from_spec("c")
-    out1, out3 = _augment(x1, 1.0, pipe), _augment(x3, 1.0, pipe)
+    out1, out3 = _augment(x1, 1.0, ada.BGC), _augment(x3, 1.0, ada.BGC)
     np.testing.assert_allclose(out3, np.repeat(out3.mean(-1, keepdims=True), 3, axis=-1), atol=1e-5)
     np.testing.assert_allclose(out1, out3.mean(-1, keepdims=True), atol=1e-5)
+    x1 = _images(16, 8, 8, c=1)
     flip = _augment(x1, 1.0, ada.Pipe(lumaflip=1))
     negated = [np.allclose(o, -xi, atol=1e-6) for o, xi in zip(flip, x1)]
     assert all(n or np.array_equal(o, xi) for n, o, xi in zip(negated, flip, x1)) and 2 <= sum(negated) <= 14

@@ -287,6 +287,23 @@ def test_an_example_depends_only_on_its_key() -> None:
     chex.assert_trees_all_close(ada.augment(x[2:], offset, 0.8), full[2:], atol=1e-6)
 
 
+def test_a_batch_split_over_devices_gives_the_same_images() -> None:
+    """Sharded jit and pmap (each device keying its examples by their global index) reproduce the one-device batch."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.devices()
+    n = 2 * len(devices)
+    x, key = jnp.asarray(_images(n, 8, 8)), jax.random.key(3)
+    ref = ada.augment(x, ada.example_keys(key, n), 0.7)
+    data = NamedSharding(Mesh(np.array(devices), ("data",)), PartitionSpec("data"))
+    sharded = jax.jit(lambda v, k: ada.augment(v, ada.example_keys(k, n), 0.7), in_shardings=(data, None))
+    chex.assert_trees_all_close(sharded(jax.device_put(x, data), key), ref, atol=1e-6)
+    per_device = jax.pmap(lambda v, k: ada.augment(v, ada.example_keys(k, 2, 2 * jax.lax.axis_index("d")), 0.7),
+                          axis_name="d", in_axes=(0, None))
+    got = per_device(x.reshape(len(devices), 2, 8, 8, 3), key).reshape(x.shape)
+    chex.assert_trees_all_close(got, ref, atol=1e-6)
+
+
 def test_gradient_and_one_compilation_for_any_p() -> None:
     x, keys = jnp.asarray(_images(4, 16, 16)), _keys(4, 13)
     g = jax.grad(lambda v: ada.augment(v, keys, 0.5).sum())(x)

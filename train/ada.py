@@ -4,7 +4,8 @@ NeurIPS 2020, arXiv 2006.06676, Appendix B and C), as pure JAX functions.
 With few training images D overfits: it memorises the real set and its logits for real images drift positive. ADA
 applies one stochastic augmentation to every image D sees (real, fake, and the reals inside R1), each op with a
 probability p, and tunes p so that D's overfitting statistic r_t = E[sign(D(x_real))] stays near a target (0.6).
-Because every op is invertible in distribution while p < 1, the augmentations do not leak into G's samples. Written
+Applied with p < 1 every op is invertible in distribution, so G is not pushed to reproduce them (the paper
+finds leaks unlikely while p stays below about 0.8). Written
 from the paper; NVIDIA's code (stylegan2-ada-pytorch) is under a non-commercial licence and only its behaviour and
 constants carry over.
 
@@ -27,7 +28,8 @@ is a 3x3 matrix mapping an output pixel to where it samples the input (its inver
 form an integer matrix applied as one gather with reflection outside the image (numpy's `mode='reflect'`, the edge
 pixel not repeated, as torch's 'reflect' padding that NVIDIA's implementation uses), so an image touched only by
 blit ops is an exact pixel move. The general ops then form one float matrix applied by ONE resampling: reflect-pad by
-size - 1 (the largest margin NVIDIA's code pads by; static here so shapes never depend on the draws), upsample 2x
+size - 1 (the most reflection allows, and the cap of NVIDIA's draw-dependent margin; static here so shapes never depend
+on the draws), upsample 2x
 with the symlet-6 low-pass filter, sample bilinearly, low-pass and downsample 2x with the same filter. The two
 filters are adjoint (orthonormal wavelet), so downsample(upsample(x)) = x and an identity matrix reproduces the image
 to rounding. Doing blits first rather than folding them into the resampling is what makes them exact (sym6 is not
@@ -40,10 +42,11 @@ Greyscale (C = 1): the image is treated as the RGB image (g, g, g) and the outpu
 matrix applied to it. That is exactly brightness and contrast as for RGB, hue and saturation as the identity (grey
 lies on the luma axis), and luma flip as negation g -> -g. Other channel counts are refused by the colour ops.
 
-Randomness and determinism: one PRNG key per example, from which each example draws one random vector with a fixed
-slot per op, so example i's augmentation depends only on its key and p (not on its position, the batch
-size or the other ops in the pipe), and a batch split over devices gives the same images. The draws themselves do not depend on p, only the coin flips do. p may
-be traced (no recompilation as it changes); probabilities use p clipped to [0, 1]; p = 0 returns x bitwise.
+Randomness and determinism: one PRNG key per example, from which it draws one random vector with a fixed slot per op,
+so example i's augmentation depends only on its key and p (not on its position, the batch size or the other ops in the
+pipe), and a batch split over devices gives the same images when each device keys its examples by their global index
+(`example_keys(key, n, offset)`). The draws do not depend on p, only which ops fire does. p may be traced (no
+recompilation as it changes); probabilities use p clipped to [0, 1]; p = 0 returns x bitwise.
 
 The p controller (`adjust_p`): every 4 D steps, p += sign(r_t - target) x batch_images / (ada_kimg x 1000), clamped
 at >= 0 only (as NVIDIA's code; nothing caps it above, the op probabilities saturate at 1). r_t is the mean sign of

@@ -64,7 +64,7 @@ Dtype = Any
 __all__ = ["BUFFERS", "StyleGAN2Discriminator", "StyleGAN2Generator", "channels_at", "modulated_conv"]
 
 BUFFERS = "buffers"
-RESOLUTIONS = tuple(2**i for i in range(5, 11))  # 32 .. 1024
+RESOLUTIONS = tuple(2**i for i in range(3, 11))  # 8 .. 1024 (8 and 16 for tests and toy data)
 _LRELU_GAIN = math.sqrt(2.0)
 _SKIP_GAIN = math.sqrt(0.5)
 _DEMOD_EPS = 1e-8
@@ -75,6 +75,11 @@ _DN = ("NHWC", "HWIO", "NHWC")
 def channels_at(res: int, channel_base: int, channel_max: int) -> int:
     """Feature maps at resolution `res`: min(channel_base // res, channel_max), as NVIDIA's configs size them."""
     return max(1, min(channel_base // res, channel_max))
+
+
+def _wide(x: Array) -> Array:
+    """x in float32 or wider: bf16 blocks hand float32 on, and a float64 model (for exact derivative checks) stays so."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _normalize_2nd_moment(x: Array, eps: float = 1e-8) -> Array:
@@ -95,7 +100,7 @@ def _bias_act(x: Array, bias: Array | None, act: str, gain: float = 1.0, clamp: 
 def _check_resolution(model: str, image_shape: Sequence[int]) -> tuple[int, int]:
     shape = tuple(image_shape)
     if len(shape) != 3 or shape[0] != shape[1] or shape[0] not in RESOLUTIONS or shape[2] < 1:
-        raise ValueError(f"{model} supports square power-of-two images from 32 to 1024 (image_shape (R, R, C), R in "
+        raise ValueError(f"{model} supports square power-of-two images from 8 to 1024 (image_shape (R, R, C), R in "
                          f"{list(RESOLUTIONS)}), got {shape}; resize the data with data.resolution")
     return shape[0], shape[2]
 
@@ -125,8 +130,8 @@ def modulated_conv(x: Array, weight: Array, styles: Array, *, demodulate: bool =
     """
     dcoefs = None
     if demodulate:
-        wsq = jnp.sum(jnp.square(weight.astype(jnp.float32)), axis=(0, 1))  # [I, O]
-        dcoefs = lax.rsqrt(jnp.square(styles.astype(jnp.float32)) @ wsq + _DEMOD_EPS)
+        wsq = jnp.sum(jnp.square(_wide(weight)), axis=(0, 1))  # [I, O]
+        dcoefs = lax.rsqrt(jnp.square(_wide(styles)) @ wsq + _DEMOD_EPS)
     x = x * styles[:, None, None, :].astype(x.dtype)
     w = weight.astype(x.dtype)
     if up:
@@ -155,7 +160,7 @@ class FullyConnected(nn.Module):
         if self.use_bias:
             bias = self.param("bias", lambda k, s: jnp.full(s, self.bias_init, jnp.float32), (self.features,))
             bias = bias * self.lr_mul
-        y = layers.dense_matmul(x.astype(jnp.float32), weight * (self.lr_mul / math.sqrt(fan_in)))
+        y = layers.dense_matmul(_wide(x), weight * (self.lr_mul / math.sqrt(fan_in)))
         return _bias_act(y, bias, self.activation)
 
 
@@ -173,7 +178,7 @@ class MappingNetwork(nn.Module):
     def __call__(self, z: Array | None, onehot: Array | None, update_w_avg: bool = False) -> Array:
         parts = []
         if self.z_dim:
-            parts.append(_normalize_2nd_moment(z.astype(jnp.float32)))
+            parts.append(_normalize_2nd_moment(_wide(z)))
         if self.num_classes:
             parts.append(_normalize_2nd_moment(FullyConnected(self.w_dim, name="embed")(onehot)))
         x = jnp.concatenate(parts, axis=-1)
@@ -245,7 +250,7 @@ class ToRGB(nn.Module):
         weight = self.param("weight", nn.initializers.normal(1.0), (1, 1, fan_in, self.channels))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.channels,))
         x, _ = modulated_conv(x.astype(self.dtype), weight, styles, demodulate=False)
-        return _bias_act(x.astype(jnp.float32), bias, "linear", clamp=self.conv_clamp)
+        return _bias_act(_wide(x), bias, "linear", clamp=self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):
@@ -410,7 +415,7 @@ def _minibatch_std(x: Array, group: int, num_channels: int) -> Array:
     if b % g:
         raise ValueError(f"minibatch stddev needs the batch ({b}) to be a multiple of mbstd_group ({g}); "
                          "change the batch size or gan.discriminator.mbstd_group")
-    y = rearrange(x.astype(jnp.float32), "(n g) h w (f c) -> n g h w f c", g=g, f=num_channels)
+    y = rearrange(_wide(x), "(n g) h w (f c) -> n g h w f c", g=g, f=num_channels)
     y = jnp.sqrt(jnp.var(y, axis=1) + 1e-8)
     y = reduce(y, "n h w f c -> n f", "mean")
     y = repeat(y, "n f -> (n g) h w f", g=g, h=h, w=w)
@@ -477,13 +482,15 @@ class DiscriminatorEpilogue(nn.Module):
     mbstd_group: int
     mbstd_channels: int
     conv_clamp: float = 0.0
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, cmap: Array | None) -> Array:
-        x = x.astype(jnp.float32)
+        x = _wide(x)
         if self.mbstd_group > 0:
             x = _minibatch_std(x, self.mbstd_group, self.mbstd_channels)
-        x = DConv(self.features, 3, conv_clamp=self.conv_clamp, name="conv")(x)
+        x = DConv(self.features, 3, conv_clamp=self.conv_clamp, dtype=jnp.promote_types(self.dtype, jnp.float32),
+                  name="conv")(x)
         x = FullyConnected(self.features, activation="lrelu", name="fc")(rearrange(x, "b h w c -> b (h w c)"))
         if cmap is None:
             return FullyConnected(1, name="out")(x)[:, 0]
@@ -536,7 +543,7 @@ class StyleGAN2Discriminator(nn.Module):
             cmap = MappingNetwork(0, self._channels(4), self.num_classes, self.mapping_layers, w_avg_beta=None,
                                   name="mapping")(None, onehot)
         return DiscriminatorEpilogue(self._channels(4), self.mbstd_group, self.mbstd_channels, self.conv_clamp,
-                                     name="b4")(x, cmap)
+                                     self.dtype, name="b4")(x, cmap)
 
     def _channels(self, res: int) -> int:
         return channels_at(res, self.channel_base, self.channel_max)

@@ -26,6 +26,7 @@ it scores the real image of a pair above the fake (0.5 is a discriminator that c
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pathlib
 from typing import Any, Callable
@@ -36,7 +37,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from train import diffaugment, evaluators, parallel, sections
+from train import ada, diffaugment, evaluators, parallel, sections
 from train import optim as optim_lib
 from train.config import ConfigError, model_kwargs
 from train.families.base import Batch, Export, Family, State, Step
@@ -45,7 +46,7 @@ from zoo import registry
 
 LOSSES = ("non_saturating", "hinge", "wgan_gp")
 METRICS = ("fid",)
-_Z, _LABEL, _AUG_REAL, _AUG_FAKE, _MIX = range(5)  # fold_in tags: one stream per kind of draw
+_Z, _LABEL, _AUG_REAL, _AUG_FAKE, _MIX, _STYLE, _PL = range(7)  # fold_in tags: one stream per kind of draw
 
 
 def section() -> ml_collections.ConfigDict:
@@ -85,7 +86,7 @@ def r1_penalty(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax
     return jnp.mean(jnp.sum(jnp.square(g), axis=tuple(range(1, g.ndim))))
 
 
-def ema_beta(batch_size: int, half_life_images: float) -> float:
+def ema_beta(batch_size: int, half_life_images: Any) -> Any:
     """Per-update EMA decay whose weight halves every `half_life_images` images (StyleGAN's ema_kimg)."""
     return 0.5 ** (batch_size / half_life_images)
 
@@ -117,12 +118,31 @@ def _validate(config: ml_collections.ConfigDict) -> None:
     hp = config.gan
     if hp.loss not in LOSSES:
         raise ConfigError(f"gan.loss = {hp.loss!r}; choose one of {', '.join(LOSSES)}")
-    for field in ("n_critic", "r1_every", "eval_samples", "sample_batch_size", "kid_subsets", "pr_k"):
+    for field in ("n_critic", "r1_every", "pl_every", "pl_batch_shrink", "ada_every", "eval_samples",
+                  "sample_batch_size", "kid_subsets", "pr_k"):
         if hp[field] < 1:
             raise ConfigError(f"gan.{field} = {hp[field]} must be >= 1")
-    for field in ("gp_weight", "r1_gamma", "ema_half_life_images", "d_learning_rate"):
+    for field in ("gp_weight", "r1_gamma", "ema_half_life_images", "ema_rampup", "d_learning_rate", "pl_weight",
+                  "pl_decay", "ada_target", "ada_p", "ada_kimg"):
         if hp[field] < 0:
             raise ConfigError(f"gan.{field} = {hp[field]} must be >= 0 (0 switches it off)")
+    if not 0.0 <= hp.style_mixing <= 1.0:
+        raise ConfigError(f"gan.style_mixing = {hp.style_mixing} is a probability: use 0 .. 1 (StyleGAN2: 0.9)")
+    if hp.pl_weight and config.batch_size % hp.pl_batch_shrink:
+        raise ConfigError(f"gan.pl_batch_shrink = {hp.pl_batch_shrink} must divide batch_size = {config.batch_size}")
+    if (hp.ada_target or hp.ada_p) and hp.diffaugment:
+        raise ConfigError("gan.ada_target/ada_p and gan.diffaugment both augment what D sees; switch one off "
+                          "(ada_target = ada_p = 0, or diffaugment = '')")
+    if hp.ada_target and not hp.ada_kimg:
+        raise ConfigError("gan.ada_kimg = 0: ADA needs the thousands of images over which p may go from 0 to 1 "
+                          "(StyleGAN2-ADA: 500)")
+    if hp.lazy_adam and config.optim.name not in ("adam", "adamw", "adabelief"):
+        raise ConfigError(f"gan.lazy_adam rescales Adam's betas, but optim.name = {config.optim.name!r}; "
+                          "use adam or set gan.lazy_adam = False")
+    try:
+        ada.pipe_from_spec(hp.ada_pipe)
+    except ValueError as e:
+        raise ConfigError(f"gan.ada_pipe: {e}") from e
     d = hp.discriminator
     if hp.loss == "wgan_gp" and d.get("norm") == "batch":
         raise ConfigError(
@@ -139,6 +159,36 @@ def _validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"gan.diffaugment: {e}") from e
 
 
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The config's training hyper-parameters, resolved once, that the compiled steps close over."""
+
+    loss: str
+    gp_weight: float
+    policy: tuple[str, ...]  # DiffAugment ops
+    ada_pipe: Any  # ADA's pipeline when ADA is on, else None
+    ada_p: float  # its initial (or, without a target, fixed) probability
+    mixing_prob: float
+    r1_weight: float  # gamma / 2 times the lazy interval
+    pl_weight: float  # pl_weight times the lazy interval
+    pl_decay: float
+    pl_batch_shrink: int
+    ema_half_life: float  # images; 0 = no EMA
+    ema_rampup: float
+    batch_size: int
+
+
+def recipe(config: ml_collections.ConfigDict) -> Recipe:
+    """The `Recipe` of a validated config."""
+    hp = config.gan
+    return Recipe(loss=hp.loss, gp_weight=hp.gp_weight, policy=diffaugment.parse_policy(hp.diffaugment),
+                  ada_pipe=ada.pipe_from_spec(hp.ada_pipe) if hp.ada_target or hp.ada_p else None, ada_p=hp.ada_p,
+                  mixing_prob=hp.style_mixing,
+                  r1_weight=0.5 * hp.r1_gamma * hp.r1_every, pl_weight=hp.pl_weight * hp.pl_every,
+                  pl_decay=hp.pl_decay, pl_batch_shrink=hp.pl_batch_shrink, ema_half_life=hp.ema_half_life_images,
+                  ema_rampup=hp.ema_rampup, batch_size=config.batch_size)
+
+
 def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Family:
     """The GAN family for `config` on images of `image_shape` (H, W, C)."""
     _validate(config)
@@ -149,19 +199,24 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         kw["dtype"] = jnp.dtype(kw.get("dtype", "float32"))
     nets = {"G": registry.create_model(config.model.name, image_shape=image_shape, **g_kw),
             "D": registry.create_model(hp.discriminator.name, image_shape=image_shape, **d_kw)}
-    policy = diffaugment.parse_policy(hp.diffaugment)
+    if hp.style_mixing or hp.pl_weight:
+        _check_style_generator(config, nets["G"])
+    r = recipe(config)
     tx = optimizers(config)
-    beta = ema_beta(config.batch_size, hp.ema_half_life_images) if hp.ema_half_life_images else 0.0
-    ema = bool(beta)
+    ema = bool(r.ema_half_life)
     sample_fn = functools.partial(sample, nets["G"], ema)
-    steps = {"D": Step(functools.partial(d_step, nets, tx["D"], hp.loss, hp.gp_weight, policy))}
+    steps = {"D": Step(functools.partial(d_step, nets, tx["D"], r))}
     if hp.r1_gamma:
-        r1 = functools.partial(r1_step, nets, tx["D"], 0.5 * hp.r1_gamma * hp.r1_every, policy)
-        steps["D_r1"] = Step(r1, every=hp.r1_every)
-    steps["G"] = Step(functools.partial(g_step, nets, tx["G"], hp.loss, policy, beta), every=hp.n_critic)
+        steps["D_r1"] = Step(functools.partial(r1_step, nets, tx["D"], r), every=hp.r1_every)
+    steps["G"] = Step(functools.partial(g_step, nets, tx["G"], r), every=hp.n_critic)
+    if hp.pl_weight:
+        steps["G_pl"] = Step(functools.partial(pl_step, nets, tx["G"], r), every=hp.pl_every * hp.n_critic)
+    if hp.ada_target:
+        steps["ada"] = Step(functools.partial(ada_step, hp.ada_target, config.batch_size * hp.ada_every,
+                                              hp.ada_kimg), every=hp.ada_every)
     fields = dict(g_kw, dtype=jnp.dtype(g_kw["dtype"]).name, image_shape=list(image_shape))
     return Family(
-        init=functools.partial(init_state, nets, tx, beta, config.data.eval_source or config.data.source),
+        init=functools.partial(init_state, nets, tx, r, config.data.eval_source or config.data.source),
         steps=steps,
         preview=functools.partial(preview, sample_fn),
         preview_columns=8,
@@ -172,18 +227,37 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
     )
 
 
+def _check_style_generator(config: ml_collections.ConfigDict, gen: Any) -> None:
+    """Style mixing and path-length regularisation need a generator with a mapping network (StyleGAN2)."""
+    if not getattr(gen, "per_example_keys", False):
+        raise ConfigError(f"gan.style_mixing and gan.pl_weight need a style-based generator such as stylegan2_g; "
+                          f"model.name = {config.model.name!r} has no mapping network: set both to 0")
+
+
 def optimizers(config: ml_collections.ConfigDict) -> dict[str, optax.GradientTransformation]:
-    """G's and D's optimisers: D may have its own learning rate, and G's schedule counts only G's updates."""
+    """G's and D's optimisers: D may have its own learning rate, and G's schedule counts only G's updates.
+
+    With `gan.lazy_adam`, a net regularised every c steps gets Adam's lr times c/(c+1) and betas to
+    the power c/(c+1) (StyleGAN2, Appendix B), so the extra lazy updates keep the same effective step.
+    """
     hp = config.gan
     g_updates = -(-config.total_steps // hp.n_critic)
+    optim_g = ml_collections.ConfigDict(config.optim.to_dict())
     optim_d = ml_collections.ConfigDict(config.optim.to_dict())
     optim_d.learning_rate = hp.d_learning_rate or config.optim.learning_rate
-    return {"G": optim_lib.make(config.optim, g_updates), "D": optim_lib.make(optim_d, config.total_steps)}
+    if hp.lazy_adam:
+        for optim, every, on in ((optim_d, hp.r1_every, hp.r1_gamma), (optim_g, hp.pl_every, hp.pl_weight)):
+            if on:
+                ratio = every / (every + 1)
+                optim.learning_rate *= ratio
+                optim.b1, optim.b2 = optim.b1**ratio, optim.b2**ratio
+    return {"G": optim_lib.make(optim_g, g_updates), "D": optim_lib.make(optim_d, config.total_steps)}
 
 
-def init_state(nets: dict[str, Any], tx: dict[str, optax.GradientTransformation], beta: float, data_spec: str,
+def init_state(nets: dict[str, Any], tx: dict[str, optax.GradientTransformation], r: Recipe, data_spec: str,
                rng: jax.Array, batch: Batch) -> State:
-    """Fresh params, collections (BN stats, spectral u) and optimiser states of G and D, plus G's EMA when on."""
+    """Fresh params, collections (BN stats, spectral u, w_avg) and optimiser states of G and D, plus the
+    G's EMA, the path-length mean and ADA's p and statistics when those are on."""
     num_classes = nets["G"].num_classes
     if num_classes and "label" not in batch:
         raise ConfigError(f"model.num_classes = {num_classes} but the data {data_spec!r} have no labels; "
@@ -196,7 +270,18 @@ def init_state(nets: dict[str, Any], tx: dict[str, optax.GradientTransformation]
              "opt_state": {name: tx[name].init(p) for name, p in params.items()}}
     if any(collections.values()):
         state["collections"] = {name: c for name, c in collections.items() if c}
-    return state | ({"ema": {"G": params["G"]}} if beta else {})
+    if r.ema_half_life:
+        state["ema"] = {"G": params["G"]}
+    if r.pl_weight:
+        state["pl_mean"] = jnp.float32(0.0)
+    if r.ada_pipe is not None:
+        state["ada"] = ada_state(r.ada_p)
+    return state
+
+
+def ada_state(p: float = 0.0) -> dict[str, jax.Array]:
+    """ADA's augmentation probability and the sign statistic summed since its last adjustment."""
+    return {"p": jnp.float32(p), "sign_sum": jnp.float32(0.0), "steps": jnp.float32(0.0)}
 
 
 def cols(state: State, net: str) -> dict:
@@ -212,12 +297,19 @@ def with_cols(state: State, net: str, new_cols: dict) -> State:
 
 
 def run(net: Any, params: Any, net_cols: dict, x: jax.Array, labels: jax.Array | None,
-        train: bool) -> tuple[jax.Array, dict]:
-    """Apply a network; in training its updated collections (BN stats, spectral u) come back too."""
+        train: bool, **kwargs: Any) -> tuple[jax.Array, dict]:
+    """Apply a network; in training its updated collections (BN stats, spectral u, w_avg) come back too."""
     variables = {"params": params, **net_cols}
     if train and net_cols:
-        return net.apply(variables, x, labels, train=True, mutable=list(net_cols))
-    return net.apply(variables, x, labels, train=train), net_cols
+        return net.apply(variables, x, labels, train=True, mutable=list(net_cols), **kwargs)
+    return net.apply(variables, x, labels, train=train, **kwargs), net_cols
+
+
+def style_kwargs(gen: Any, keys: jax.Array, mixing_prob: float) -> dict[str, Any]:
+    """Per-example keys for a generator that draws its own noise and style mixing (StyleGAN2); {} for the others."""
+    if not getattr(gen, "per_example_keys", False):
+        return {}
+    return {"keys": jax.vmap(lambda k: jax.random.fold_in(k, _STYLE))(keys), "mixing_prob": mixing_prob}
 
 
 def draws(keys: jax.Array, tag: int, fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
@@ -233,16 +325,19 @@ def latents(gen: Any, keys: jax.Array) -> tuple[jax.Array, jax.Array | None]:
     return z, labels
 
 
-def augment(policy: Any, keys: jax.Array, tag: int, x: jax.Array) -> jax.Array:
-    """DiffAugment's `policy` on each image with its own key; x unchanged when there is no policy."""
-    if not policy:
+def augment(r: Recipe, state: State, keys: jax.Array, tag: int, x: jax.Array) -> jax.Array:
+    """What D sees of `x`: ADA's pipeline at the state's p, DiffAugment's policy, or x itself; one key per image."""
+    if r.ada_pipe is not None:
+        return ada.augment(x, jax.vmap(lambda k: jax.random.fold_in(k, tag))(keys), state["ada"]["p"], r.ada_pipe)
+    if not r.policy:
         return x
-    return jax.vmap(lambda k, v: diffaugment.diff_augment(v[None], jax.random.fold_in(k, tag), policy)[0])(keys, x)
+    return jax.vmap(lambda k, v: diffaugment.diff_augment(v[None], jax.random.fold_in(k, tag), r.policy)[0])(keys, x)
 
 
-def real_inputs(policy: Any, num_classes: int, batch: Batch, keys: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+def real_inputs(r: Recipe, state: State, num_classes: int, batch: Batch,
+                keys: jax.Array) -> tuple[jax.Array, jax.Array | None]:
     """The batch's real images in [-1, 1], augmented as D sees them, and their labels for a conditional GAN."""
-    return augment(policy, keys, _AUG_REAL, to_unit(batch["image"])), batch["label"] if num_classes else None
+    return augment(r, state, keys, _AUG_REAL, to_unit(batch["image"])), batch["label"] if num_classes else None
 
 
 def d_loss(d: Any, d_cols: dict, loss_kind: str, gp_weight: float, real: jax.Array, real_labels: jax.Array | None,
@@ -251,7 +346,8 @@ def d_loss(d: Any, d_cols: dict, loss_kind: str, gp_weight: float, real: jax.Arr
     r, new_cols = run(d, params, d_cols, real, real_labels, True)
     f, new_cols = run(d, params, new_cols, fake, fake_labels, True)
     loss = jnp.mean(discriminator_loss(loss_kind, r, f))
-    metrics = {"loss": loss, "real_logit": jnp.mean(r), "fake_logit": jnp.mean(f)}
+    metrics = {"loss": loss, "real_logit": jnp.mean(r), "fake_logit": jnp.mean(f),
+               "real_sign": jnp.mean(jnp.sign(r))}
     if loss_kind == "wgan_gp":
         eps = draws(keys, _MIX, lambda k: jax.random.uniform(k, (1, 1, 1)))
         mix = eps * real + (1.0 - eps) * fake
@@ -261,57 +357,132 @@ def d_loss(d: Any, d_cols: dict, loss_kind: str, gp_weight: float, real: jax.Arr
     return loss, (metrics | {"total_loss": loss}, new_cols)
 
 
-def d_step(nets: dict[str, Any], tx: optax.GradientTransformation, loss_kind: str, gp_weight: float, policy: Any,
+def d_step(nets: dict[str, Any], tx: optax.GradientTransformation, r: Recipe,
            state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
-    """One D update: held-out-from-G real images against fresh fakes, both through the same augmentation."""
+    """One D update: real images against fresh fakes, both through the same augmentation."""
     keys = parallel.example_keys(rng, batch["image"].shape[0])
-    real, real_labels = real_inputs(policy, nets["G"].num_classes, batch, keys)
+    real, real_labels = real_inputs(r, state, nets["G"].num_classes, batch, keys)
     z, fake_labels = latents(nets["G"], keys)
-    fake = jax.lax.stop_gradient(run(nets["G"], state["params"]["G"], cols(state, "G"), z, fake_labels, True)[0])
-    fake = augment(policy, keys, _AUG_FAKE, fake)
-    loss_fn = functools.partial(d_loss, nets["D"], cols(state, "D"), loss_kind, gp_weight, real, real_labels, fake,
+    fake = run(nets["G"], state["params"]["G"], cols(state, "G"), z, fake_labels, True,
+               **style_kwargs(nets["G"], keys, r.mixing_prob))[0]
+    fake = augment(r, state, keys, _AUG_FAKE, jax.lax.stop_gradient(fake))
+    loss_fn = functools.partial(d_loss, nets["D"], cols(state, "D"), r.loss, r.gp_weight, real, real_labels, fake,
                                 fake_labels, keys)
     new, grads, (metrics, new_cols) = optim_lib.descend(state, "D", tx, loss_fn)
     metrics["grad_norm"] = optax.global_norm(grads)
+    if r.ada_pipe is not None:  # E[sign(D(real))], ADA's overfitting heuristic r_t, accumulated until adjusted
+        new["ada"] = dict(new["ada"], sign_sum=new["ada"]["sign_sum"] + metrics["real_sign"],
+                          steps=new["ada"]["steps"] + 1.0)
     return with_cols(new, "D", new_cols), metrics
 
 
-def r1_step(nets: dict[str, Any], tx: optax.GradientTransformation, weight: float, policy: Any,
+def r1_step(nets: dict[str, Any], tx: optax.GradientTransformation, r: Recipe,
             state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
-    """A lazy R1 update of D: `weight` (gamma / 2 times the interval) times R1 on the real batch."""
+    """A lazy R1 update of D: gamma / 2 times the interval times R1 on the (augmented) real batch."""
     keys = parallel.example_keys(rng, batch["image"].shape[0])
-    real, labels = real_inputs(policy, nets["G"].num_classes, batch, keys)
+    real, labels = real_inputs(r, state, nets["G"].num_classes, batch, keys)
     d = nets["D"]
 
     def loss_fn(params):
         penalty = r1_penalty(lambda x: run(d, params, cols(state, "D"), x, labels, True)[0], real)
-        return weight * penalty, {"r1_penalty": penalty}
+        return r.r1_weight * penalty, {"r1_penalty": penalty}
 
     new, _, metrics = optim_lib.descend(state, "D", tx, loss_fn)
     return new, metrics
 
 
-def g_loss(nets: dict[str, Any], state: State, loss_kind: str, policy: Any, keys: jax.Array, z: jax.Array,
+def g_loss(nets: dict[str, Any], state: State, r: Recipe, keys: jax.Array, z: jax.Array,
            labels: jax.Array | None, params: Any) -> tuple[jax.Array, tuple]:
     """G's mean loss on D's verdict of its augmented samples, its metrics and G's updated collections."""
-    fake, new_cols = run(nets["G"], params, cols(state, "G"), z, labels, True)
-    f, _ = run(nets["D"], state["params"]["D"], cols(state, "D"), augment(policy, keys, _AUG_FAKE, fake), labels, True)
-    loss = jnp.mean(generator_loss(loss_kind, f))
+    fake, new_cols = run(nets["G"], params, cols(state, "G"), z, labels, True,
+                         **style_kwargs(nets["G"], keys, r.mixing_prob))
+    f, _ = run(nets["D"], state["params"]["D"], cols(state, "D"), augment(r, state, keys, _AUG_FAKE, fake), labels,
+               True)
+    loss = jnp.mean(generator_loss(r.loss, f))
     return loss, ({"loss": loss, "fake_logit": jnp.mean(f)}, new_cols)
 
 
-def g_step(nets: dict[str, Any], tx: optax.GradientTransformation, loss_kind: str, policy: Any, beta: float,
+def ema_decay(r: Recipe, step: jax.Array) -> jax.Array:
+    """The G EMA's per-update decay: half-life `ema_half_life` images, ramped up to it as StyleGAN2-ADA does.
+
+    With `ema_rampup` the half-life is min(half-life, images seen so far * ema_rampup), so the
+    average forgets its random initialisation quickly early on.
+    """
+    half_life = jnp.float32(r.ema_half_life)
+    if r.ema_rampup:
+        half_life = jnp.minimum(half_life, step.astype(jnp.float32) * r.batch_size * r.ema_rampup)
+    return ema_beta(r.batch_size, jnp.maximum(half_life, 1e-8))
+
+
+def g_step(nets: dict[str, Any], tx: optax.GradientTransformation, r: Recipe,
            state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
-    """One G update, then its EMA with decay `beta` when that is on."""
+    """One G update, then its EMA when that is on."""
     keys = parallel.example_keys(rng, batch["image"].shape[0])
     z, labels = latents(nets["G"], keys)
-    loss_fn = functools.partial(g_loss, nets, state, loss_kind, policy, keys, z, labels)
+    loss_fn = functools.partial(g_loss, nets, state, r, keys, z, labels)
     new, grads, (metrics, new_cols) = optim_lib.descend(state, "G", tx, loss_fn)
     metrics["grad_norm"] = optax.global_norm(grads)
     new = with_cols(new, "G", new_cols)
-    if beta:
+    if r.ema_half_life:
+        beta = ema_decay(r, state["step"])
         new["ema"] = {"G": optax.incremental_update(new["params"]["G"], state["ema"]["G"], 1.0 - beta)}
     return new, metrics
+
+
+def path_length_grads(gen: Any, variables: dict, ws: jax.Array, style_keys: jax.Array,
+                      keys: jax.Array) -> jax.Array:
+    """J_w^T y per example: the gradient of sum(G(w) * y) with respect to the ws, y ~ N(0, I) / sqrt(H W)."""
+    images, vjp = jax.vjp(lambda w: gen.apply(variables, w, style_keys, method=gen.synthesize), ws)
+    (grads,) = vjp(path_length_noise(keys, images.shape[1:]).astype(images.dtype))
+    return grads.astype(jnp.promote_types(grads.dtype, jnp.float32))
+
+
+def path_length_noise(keys: jax.Array, image_shape: tuple[int, ...]) -> jax.Array:
+    """StyleGAN2's projection images y ~ N(0, I) / sqrt(H W), one per example key."""
+    h, w = image_shape[:2]
+    return draws(keys, _PL, lambda k: jax.random.normal(k, image_shape)) / np.sqrt(h * w)
+
+
+def path_lengths(grads: jax.Array) -> jax.Array:
+    """|J_w^T y| [B]: sqrt of the mean over layers of the squared norm over w's dimensions (StyleGAN2, Eq. 4)."""
+    return jnp.sqrt(jnp.mean(jnp.sum(jnp.square(grads), axis=2), axis=1))
+
+
+def pl_step(nets: dict[str, Any], tx: optax.GradientTransformation, r: Recipe,
+            state: State, batch: Batch, rng: jax.Array) -> tuple[State, dict]:
+    """A lazy path-length update of G on every `pl_batch_shrink`-th example: weight * (length - EMA mean)^2.
+
+    Taking every k-th example (not the first B/k) selects the same examples under one device, jit
+    and pmap whenever each device's batch is a multiple of k.
+    """
+    gen = nets["G"]
+    keys = parallel.example_keys(rng, batch["image"].shape[0])[::r.pl_batch_shrink]
+    z, labels = latents(gen, keys)
+    style = style_kwargs(gen, keys, r.mixing_prob)
+
+    def loss_fn(params):
+        variables = {"params": params, **cols(state, "G")}
+        ws = gen.apply(variables, z, labels, method=gen.map_latents)
+        if r.mixing_prob:
+            ws = gen.apply(variables, ws, labels, style["keys"], r.mixing_prob, method=gen.mix)
+        lengths = path_lengths(path_length_grads(gen, variables, ws, style["keys"], keys))
+        pl_mean = state["pl_mean"] + r.pl_decay * (parallel.pmean(jnp.mean(lengths)) - state["pl_mean"])
+        penalty = jnp.mean(jnp.square(lengths - pl_mean))
+        return r.pl_weight * penalty, {"pl_penalty": penalty, "pl_mean": pl_mean}
+
+    new, _, metrics = optim_lib.descend(state, "G", tx, loss_fn)
+    new["pl_mean"] = jax.lax.stop_gradient(metrics["pl_mean"])
+    return new, metrics
+
+
+def ada_step(target: float, batch_images: int, ada_kimg: float, state: State, batch: Batch,
+             rng: jax.Array) -> tuple[State, dict]:
+    """ADA's controller: move p toward the rate at which D's real-image sign statistic meets `target`."""
+    del batch, rng
+    a = state["ada"]
+    r_t = a["sign_sum"] / jnp.maximum(a["steps"], 1.0)
+    p = ada.adjust_p(a["p"], r_t, target=target, batch_images=batch_images, ada_kimg=ada_kimg)
+    return dict(state, ada=ada_state() | {"p": p}), {"p": p, "r_t": r_t}
 
 
 def eval_params(ema: bool, state: State) -> Any:
@@ -322,7 +493,7 @@ def eval_params(ema: bool, state: State) -> Any:
 def sample(gen: Any, ema: bool, state: State, keys: jax.Array) -> jax.Array:
     """Images in [-1, 1] from the evaluation generator, one per key."""
     z, labels = latents(gen, keys)
-    return run(gen, eval_params(ema, state), cols(state, "G"), z, labels, False)[0]
+    return run(gen, eval_params(ema, state), cols(state, "G"), z, labels, False, **style_kwargs(gen, keys, 0.0))[0]
 
 
 def eval_disc(nets: dict[str, Any], sample_fn: Callable[[State, jax.Array], jax.Array],
@@ -369,6 +540,6 @@ def preview(sample_fn: Callable[[State, jax.Array], jax.Array], state: State, ba
 
 
 def export(name: str, fields: dict[str, Any], ema: bool, state: State) -> Export:
-    """G's evaluation params and batch statistics with its registry name and fields, for `zoo.pretrained`."""
-    inference = {c: v for c, v in cols(state, "G").items() if c == "batch_stats"}
+    """G's evaluation params and inference state (batch statistics; StyleGAN2's w_avg and constant noise)."""
+    inference = {c: v for c, v in cols(state, "G").items() if c in ("batch_stats", "buffers")}
     return Export(name, fields, eval_params(ema, state), inference)

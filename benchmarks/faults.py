@@ -539,6 +539,8 @@ def trial(index: int, kind: str, bench: "Bench") -> dict:
         times = 2 if rng.random() < 1 / 3 else 1
         for n in range(times):
             after = max(kills[-1].finalised, default=0) if kills else 0
+            if after >= plan.total:  # the first kill came after the last checkpoint: nothing is left to interrupt
+                break
             this = kind if n == 0 else rng.choice(SINGLE_KINDS)
             kills.append(single_kill(this, workdir, plan, rng, after, root / f"attempt_{n}.log", bench.exports))
     log = root / "resume.log"

@@ -31,6 +31,28 @@ def test_differences_compare_bits_not_values():
     assert faults.differences(a, {"x": a["x"]}) == ["y"]
 
 
+def test_no_second_kill_is_aimed_at_a_run_the_first_kill_left_finished(tmp_path, monkeypatch):
+    """Trial 77 of a 100-trial run: its export kill landed after the last checkpoint, and the second kill then
+    asked for a random step in an empty range; the trial must judge the finished run instead of crashing."""
+    from benchmarks import faults
+
+    plan = faults.Plan(faults.FULL)
+    calls = []
+
+    def fake_kill(kind, workdir, plan_, rng, after, log, exports):
+        calls.append(after)
+        return faults.Kill(kind, plan.total, landed=True, finalised=faults._due_steps(3, plan.total))
+
+    monkeypatch.setattr(faults, "single_kill", fake_kill)
+    monkeypatch.setattr(faults, "run_to_end", lambda *a: 0)
+    monkeypatch.setattr(faults, "judge", lambda *a: {"exact": True})
+    rng = random.Random(0)
+    rng.random = lambda: 0.0  # forces two kills
+    bench = faults.Bench(plan, tmp_path, rng)
+    result = faults.trial(0, "export", bench)
+    assert calls == [0] and len(result["kills"]) == 1 and result["exact"]
+
+
 def test_a_flip_changes_exactly_one_bit_of_the_array_data(tmp_path):
     from benchmarks import faults
 

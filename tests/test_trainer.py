@@ -177,3 +177,23 @@ def test_two_processes_on_loopback_match_the_single_process_run(tmp_path):
     single = [json.loads(line) for line in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
     multi_elbo = next(r["eval/neg_elbo"] for r in evals if "eval/neg_elbo" in r)
     assert multi_elbo == pytest.approx(next(r["eval/neg_elbo"] for r in single if "eval/neg_elbo" in r), rel=1e-4)
+
+
+def test_pace_reports_kimg_and_seconds_per_kimg_without_the_paused_work(monkeypatch):
+    import types
+
+    from train import trainer
+
+    clock = iter([100.0, 101.0, 103.0, 112.0, 112.0, 117.0, 117.0])
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    pace = trainer.Pace(batch_size=64)
+    assert pace.window(3) == {"kimg": 0.192}  # before the window opens: kimg only
+    pace.begin(10)  # t = 100
+    with pace.paused():  # 101 .. 103: a checkpoint, left out
+        pass
+    w = pace.window(30)  # t = 112: 20 steps in 12 - 2 = 10 s
+    assert w["kimg"] == pytest.approx(30 * 64 / 1000)
+    assert w["steps_per_sec"] == pytest.approx(2.0)
+    assert w["sec_per_kimg"] == pytest.approx(10.0 / (20 * 64 / 1000))
+    w = pace.window(40)  # the next window starts where this one ended: t 112 .. 117, 10 steps
+    assert w["steps_per_sec"] == pytest.approx(2.0)

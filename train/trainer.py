@@ -6,11 +6,12 @@ late so the host never waits on the device), preview, evaluate and checkpoint on
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import pathlib
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import ml_collections
@@ -27,6 +28,43 @@ from zoo.errors import CheckpointError, WorkdirError
 log = logging.getLogger(__name__)
 
 Hook = Callable[[int], None]
+
+
+class Pace:
+    """Training throughput over each logging window, previews, checkpoints and evaluations left out.
+
+    Logged as `perf/kimg` (thousands of examples seen), `perf/steps_per_sec` and
+    `perf/sec_per_kimg`, the units GAN papers report (StyleGAN2's s/kimg). The window opens after
+    the first step, so compilation is not counted (`perf/compile_seconds` reports it).
+    """
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self._since: tuple[float, int] | None = None
+        self._paused = 0.0
+
+    def begin(self, step: int) -> None:
+        """Open a window at `step` (steps already done)."""
+        self._since, self._paused = (time.perf_counter(), step), 0.0
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the enclosed work (a preview, a checkpoint, an evaluation) out of the window."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._paused += time.perf_counter() - t
+
+    def window(self, done: int) -> dict[str, float]:
+        """kimg at `done` steps, and the pace since the window opened (which this starts anew)."""
+        out = {"kimg": done * self.batch_size / 1000}
+        if self._since is not None and done > self._since[1]:
+            seconds = time.perf_counter() - self._since[0] - self._paused
+            steps = done - self._since[1]
+            out |= {"steps_per_sec": steps / seconds, "sec_per_kimg": seconds / (steps * self.batch_size / 1000)}
+            self.begin(done)
+        return out
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks: Sequence[Hook] = ()) -> Any:
@@ -72,6 +110,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
     bar = tqdm(total=total, initial=start, disable=jax.process_index() != 0, dynamic_ncols=True, desc="train")
     compile_start = time.time()
     last_metrics: dict[str, float] = {}
+    pace = Pace(config.batch_size)
 
     def flush_pending() -> None:
         nonlocal pending, last_metrics, skipped
@@ -91,6 +130,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
             _check_finite(done, last_metrics)
         if done % config.log_every == 0 or done == total:
             writer.write(done, last_metrics)
+            writer.write(done, pace.window(done), prefix="perf")
         bar.set_postfix({k: f"{v:.4g}" for k, v in list(last_metrics.items())[:4]}, refresh=False)
 
     def canonical():
@@ -111,18 +151,23 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
             if step == start:
                 jax.block_until_ready(state)
                 writer.write(step + 1, {"compile_seconds": time.time() - compile_start}, prefix="perf")
+                pace.begin(step + 1)
             bar.update(1)
             done = step + 1
             if _due(done, config.preview_every, total):
-                grid = evaluators.write_preview(workdir / "previews" / f"{done:08d}.png", family, canonical(),
-                                                preview_batch, config.seed, {"Model": config.model.name, "Step": done})
-                writer.write_image(done, "preview", grid)
+                with pace.paused():
+                    grid = evaluators.write_preview(workdir / "previews" / f"{done:08d}.png", family, canonical(),
+                                                    preview_batch, config.seed,
+                                                    {"Model": config.model.name, "Step": done})
+                    writer.write_image(done, "preview", grid)
             if _due(done, config.checkpoint.every, total):
                 flush_pending()
-                checkpointer.save(done, canonical(), iterator, _meta(config, done, last_metrics))
+                with pace.paused():
+                    checkpointer.save(done, canonical(), iterator, _meta(config, done, last_metrics))
             if _due(done, config.eval_every, total):  # after saving: a failing evaluator never costs training
                 flush_pending()
-                _evaluate(setup, canonical(), writer, done)
+                with pace.paused():
+                    _evaluate(setup, canonical(), writer, done)
             for hook in hooks:
                 hook(done)
         flush_pending()

@@ -98,6 +98,7 @@ def gan() -> ml_collections.ConfigDict:
     s.ema_half_life_images = 0.0
     s.ema_rampup = 0.0
     s.diffaugment = ""
+    s.mirror = False
     s.d_learning_rate = 0.0
     s.style_mixing = 0.0
     s.pl_weight = 0.0

@@ -46,7 +46,7 @@ from zoo import registry
 
 LOSSES = ("non_saturating", "hinge", "wgan_gp")
 METRICS = ("fid",)
-_Z, _LABEL, _AUG_REAL, _AUG_FAKE, _MIX, _STYLE, _PL = range(7)  # fold_in tags: one stream per kind of draw
+_Z, _LABEL, _AUG_REAL, _AUG_FAKE, _MIX, _STYLE, _PL, _MIRROR = range(8)  # fold_in tags: one stream per kind of draw
 
 
 def section() -> ml_collections.ConfigDict:
@@ -166,6 +166,7 @@ class Recipe:
     loss: str
     gp_weight: float
     policy: tuple[str, ...]  # DiffAugment ops
+    mirror: bool  # x-flip half the real images (NVIDIA's --mirror: the data set doubled by its mirror images)
     ada_pipe: Any  # ADA's pipeline when ADA is on, else None
     ada_p: float  # its initial (or, without a target, fixed) probability
     mixing_prob: float
@@ -182,6 +183,7 @@ def recipe(config: ml_collections.ConfigDict) -> Recipe:
     """The `Recipe` of a validated config."""
     hp = config.gan
     return Recipe(loss=hp.loss, gp_weight=hp.gp_weight, policy=diffaugment.parse_policy(hp.diffaugment),
+                  mirror=hp.mirror,
                   ada_pipe=ada.pipe_from_spec(hp.ada_pipe) if hp.ada_target or hp.ada_p else None, ada_p=hp.ada_p,
                   mixing_prob=hp.style_mixing,
                   r1_weight=0.5 * hp.r1_gamma * hp.r1_every, pl_weight=hp.pl_weight * hp.pl_every,
@@ -336,8 +338,13 @@ def augment(r: Recipe, state: State, keys: jax.Array, tag: int, x: jax.Array) ->
 
 def real_inputs(r: Recipe, state: State, num_classes: int, batch: Batch,
                 keys: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-    """The batch's real images in [-1, 1], augmented as D sees them, and their labels for a conditional GAN."""
-    return augment(r, state, keys, _AUG_REAL, to_unit(batch["image"])), batch["label"] if num_classes else None
+    """The batch's real images in [-1, 1] (half of them mirrored with `gan.mirror`), augmented as D sees them, and
+    their labels for a conditional GAN."""
+    x = to_unit(batch["image"])
+    if r.mirror:
+        flip = draws(keys, _MIRROR, jax.random.bernoulli)
+        x = jnp.where(flip[:, None, None, None], jnp.flip(x, axis=2), x)
+    return augment(r, state, keys, _AUG_REAL, x), batch["label"] if num_classes else None
 
 
 def d_loss(d: Any, d_cols: dict, loss_kind: str, gp_weight: float, real: jax.Array, real_labels: jax.Array | None,

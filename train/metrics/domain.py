@@ -5,7 +5,9 @@ download and is a poor fit for digits. This module trains a compact classifier (
 on two CPU cores) from a local copy of the data, caches it as one safetensors file with its
 provenance in the header, and serves its penultimate ReLU activations as features and its softmax
 as class probabilities. The extractor's name carries the sha256 prefix of the weights file, so
-statistics computed with different weights are never compared.
+statistics computed with different weights are never compared. Those pieces (`save_weights`,
+`read_weights`, `match_params`, `cached_weights`, `weights_name`, `as_extractor`) also serve the
+other domain extractors (`domain_faces`), so every such file is written, checked and named alike.
 
 Input handling (`resize = "linear_aa_28"`, a fixed function of the input size): uint8 values are
 scaled to float [0, 1]; RGB is converted to grey by ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B);
@@ -20,7 +22,7 @@ import logging
 import os
 import pathlib
 import time
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -35,6 +37,7 @@ from safetensors.numpy import load_file, save_file
 from data import provenance, sources
 from train.metrics.features import Extractor
 from zoo import files
+from zoo.errors import WeightsError
 from zoo.pretrained import sha256
 
 log = logging.getLogger(__name__)
@@ -89,12 +92,18 @@ def _forward(params: Params, images: jax.Array) -> dict[str, jax.Array]:
     return {"features": features, "probs": jax.nn.softmax(logits)}
 
 
+def as_extractor(forward: Callable[[Params, jax.Array], dict[str, jax.Array]], params: Params, name: str, *,
+                 resize: str, feature_dim: int, num_classes: int, batch_size: int) -> Extractor:
+    """A compiled `forward(params, uint8 images) -> {"features", "probs"}` as an `Extractor` returning NumPy arrays."""
+    return Extractor(name=name, resize=resize, feature_dim=feature_dim, num_classes=num_classes, batch_size=batch_size,
+                     apply=lambda images: {k: np.asarray(v) for k, v in forward(params, images).items()})
+
+
 def _extractor(params: Params, name: str) -> Extractor:
     """The classifier as an `Extractor` named `name` (the caller pins it to a weights file)."""
     model = DomainClassifier()
-    return Extractor(name=name, resize=RESIZE, feature_dim=model.features_dim, num_classes=model.num_classes,
-                     batch_size=EXTRACTOR_BATCH_SIZE,
-                     apply=lambda images: {k: np.asarray(v) for k, v in _forward(params, images).items()})
+    return as_extractor(_forward, params, name, resize=RESIZE, feature_dim=model.features_dim,
+                        num_classes=model.num_classes, batch_size=EXTRACTOR_BATCH_SIZE)
 
 
 def _tfds_dir() -> pathlib.Path:
@@ -204,30 +213,82 @@ def save_weights(path: pathlib.Path, params: Params, metadata: dict[str, Any]) -
     return path
 
 
-def load_weights(path: pathlib.Path, dataset: str | None = None) -> tuple[Params, dict[str, str]]:
-    """Read a weights file, refusing one whose tensor names or shapes (or dataset) do not fit this classifier."""
-    retrain = f"delete {path} to retrain it on first use (or pass the right weights file)"
+def _retrain(path: pathlib.Path) -> str:
+    return f"delete {path} to retrain it on first use (or pass the right weights file)"
+
+
+def read_weights(path: pathlib.Path, dataset: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Flat tensors and header of a domain-extractor file, refusing an unreadable one, another format or dataset."""
     try:
         with safe_open(str(path), framework="numpy") as f:
             header = dict(f.metadata() or {})
         flat = load_file(str(path))
     except Exception as error:  # noqa: BLE001  (any parse failure means: not a weights file)
-        raise ValueError(f"{path} is not a readable safetensors weights file ({error}); {retrain}") from error
+        raise WeightsError(f"{path} is not a readable safetensors weights file ({error}); {_retrain(path)}") from error
     if header.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} file (format={header.get('format')!r}); {retrain}")
+        raise WeightsError(f"{path} is not a {FORMAT} file (format={header.get('format')!r}); {_retrain(path)}")
     if dataset is not None and header.get("dataset") not in (None, dataset):
-        raise ValueError(f"{path} holds domain_{header['dataset']} weights, not domain_{dataset}; {retrain}")
-    expected = jax.eval_shape(DomainClassifier().init, jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 1)))["params"]
+        raise WeightsError(f"{path} holds domain_{header['dataset']} weights, not domain_{dataset}; {_retrain(path)}")
+    return flat, header
+
+
+def match_params(path: pathlib.Path, flat: dict[str, np.ndarray], module: nn.Module,
+                 input_shape: tuple[int, ...], what: str) -> Params:
+    """`flat` tensors as `module`'s params, refusing missing, unexpected or wrongly shaped ones (named with `what`)."""
+    expected = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros(input_shape))["params"]
     want = {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(expected).items()}
     got = {k: tuple(v.shape) for k, v in flat.items()}
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     wrong = [f"{k}: {got[k]} != {want[k]}" for k in sorted(set(want) & set(got)) if got[k] != want[k]]
     if missing or extra or wrong:
-        raise ValueError(
-            f"{path} does not match the domain classifier (v{VERSION}): missing {missing}, unexpected {extra}, "
-            f"wrong shapes {wrong}; {retrain}"
+        raise WeightsError(
+            f"{path} does not match {what}: missing {missing}, unexpected {extra}, wrong shapes {wrong}; "
+            f"{_retrain(path)}"
         )
-    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()}), header
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+
+
+def load_weights(path: pathlib.Path, dataset: str | None = None) -> tuple[Params, dict[str, str]]:
+    """Read a weights file, refusing one whose tensor names or shapes (or dataset) do not fit this classifier."""
+    flat, header = read_weights(path, dataset)
+    params = match_params(path, flat, DomainClassifier(), (1, SIZE, SIZE, 1), f"the domain classifier (v{VERSION})")
+    return params, header
+
+
+def cached_weights(name: str, cache: pathlib.Path, weights: str | None,
+                   train: Callable[[], tuple[Params, dict[str, Any]]], budget: str) -> pathlib.Path:
+    """The weights file of extractor `name`: `weights`, else the cache's, trained by `train()` and written on first use.
+
+    `train` returns the params and the provenance to record (data, seed, steps, held-out scores);
+    the training time and package versions are added here.
+    """
+    path = pathlib.Path(weights) if weights else pathlib.Path(cache) / f"{name}-v{VERSION}.safetensors"
+    if weights and not path.is_file():
+        raise FileNotFoundError(f"{name} weights file {path} does not exist")
+    if not path.is_file():
+        log.warning("no %s weights at %s: training them now (%s), once", name, path, budget)
+        start = time.perf_counter()
+        params, metadata = train()
+        seconds = time.perf_counter() - start
+        save_weights(path, params, {**metadata, "train_seconds": round(seconds, 1), "versions": _versions()})
+        log.warning("trained %s in %.0f s; wrote %s", name, seconds, path)
+    return path
+
+
+def weights_name(name: str, path: pathlib.Path) -> str:
+    """`name@<sha256 prefix of the weights file>`: statistics from different weights never share a name."""
+    return f"{name}@{sha256(path)[:12]}"
+
+
+def _train_with_provenance(dataset: str, seed: int, steps: int) -> tuple[Params, dict[str, Any]]:
+    params, test_accuracy = train_domain_classifier(dataset, seed=seed, steps=steps)
+    log.warning("domain_%s: test accuracy %.4f", dataset, test_accuracy)
+    model = DomainClassifier()
+    return params, {
+        "dataset": dataset, "data": load_data(dataset)[0], "seed": seed, "steps": steps,
+        "batch_size": DEFAULT_BATCH_SIZE, "learning_rate": LEARNING_RATE, "test_accuracy": test_accuracy,
+        "model": {"widths": list(model.widths), "features_dim": model.features_dim, "num_classes": model.num_classes},
+    }
 
 
 def domain_extractor(
@@ -236,24 +297,8 @@ def domain_extractor(
     """The domain_<dataset> extractor: weights from `weights` or the cache, trained and cached on first use."""
     if dataset not in DATASETS:
         raise ValueError(f"no domain extractor for dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    path = pathlib.Path(weights) if weights else pathlib.Path(cache) / f"domain_{dataset}-v{VERSION}.safetensors"
-    if weights and not path.is_file():
-        raise FileNotFoundError(f"domain_{dataset} weights file {path} does not exist")
-    if not path.is_file():
-        steps = DEFAULT_STEPS[dataset] if steps is None else steps
-        log.warning("no domain_%s weights at %s: training them now (%d steps, about two minutes on 2 CPU cores), once",
-                    dataset, path, steps)
-        start = time.perf_counter()
-        params, test_accuracy = train_domain_classifier(dataset, seed=seed, steps=steps)
-        seconds = time.perf_counter() - start
-        model = DomainClassifier()
-        save_weights(path, params, {
-            "dataset": dataset, "data": load_data(dataset)[0], "seed": seed, "steps": steps,
-            "batch_size": DEFAULT_BATCH_SIZE, "learning_rate": LEARNING_RATE, "test_accuracy": test_accuracy,
-            "train_seconds": round(seconds, 1), "versions": _versions(),
-            "model": {"widths": list(model.widths), "features_dim": model.features_dim,
-                      "num_classes": model.num_classes},
-        })
-        log.warning("trained domain_%s in %.0f s: test accuracy %.4f; wrote %s", dataset, seconds, test_accuracy, path)
+    steps = DEFAULT_STEPS[dataset] if steps is None else steps
+    path = cached_weights(f"domain_{dataset}", cache, weights, lambda: _train_with_provenance(dataset, seed, steps),
+                          f"{steps} steps, about two minutes on 2 CPU cores")
     params, _ = load_weights(path, dataset)
-    return _extractor(jax.tree.map(jnp.asarray, params), f"domain_{dataset}@{sha256(path)[:12]}")
+    return _extractor(jax.tree.map(jnp.asarray, params), weights_name(f"domain_{dataset}", path))

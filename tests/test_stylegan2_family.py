@@ -118,6 +118,8 @@ def test_ada_step_moves_p_by_the_controllers_rule_and_resets_the_statistic():
     ({"gan.ada_target": 0.6, "gan.ada_pipe": "bgz"}, "gan.ada_pipe"),
     ({"gan.pl_weight": 2.0, "gan.pl_batch_shrink": 3}, "must divide batch_size"),
     ({"gan.lazy_adam": True, "optim.name": "sgd"}, "rescales Adam"),
+    ({"gan.ppl_sampling": "middle"}, "'end'"),
+    ({"gan.truncation_psi": (0.5, 1.5)}, r"in \[0, 1\]"),
 ])
 def test_bad_stylegan2_recipes_fail_at_build_with_the_fix(overrides, message):
     from train import sections
@@ -189,3 +191,54 @@ def test_stylegan2_trains_and_exports_a_generator_that_loads_with_its_buffers(tm
     expected = loaded.module.apply({"params": state["ema"]["G"], **state["collections"]["G"]}, z, psi=0.7,
                                    noise_mode="const")
     np.testing.assert_allclose(images, expected, atol=1e-6)
+
+
+def _pixel_extractor(n: int):
+    """Features = the image's pixels / 255: a linear extractor, so the path length has a closed form."""
+    from train.metrics.features import Extractor
+
+    return Extractor(name="pixels@test", resize="none", feature_dim=16 * 16 * 3, num_classes=0, batch_size=n,
+                     apply=lambda images: {"features": np.asarray(images, np.float32).reshape(len(images), -1) / 255})
+
+
+def _g_state(**overrides):
+    gen, v = _net("stylegan2_g", latent_dim=8, w_dim=8, mapping_layers=2)
+    v = jax.tree_util.tree_map_with_path(lambda p, a: a + 0.3 if p[-1].key == "noise_strength" else a, v)
+    config = _config(**{"gan.sample_batch_size": 8, **overrides})
+    return gen, {"params": {"G": v["params"]}, "collections": {"G": {"buffers": v["buffers"]}}}, config
+
+
+def test_ppl_equals_the_squared_directional_derivative_of_the_features(monkeypatch):
+    from zoo import layers
+
+    gen, state, config = _g_state(**{"gan.ppl_samples": 8})
+    monkeypatch.setattr(gan.extractors, "get_extractor", lambda name, weights=None: _pixel_extractor(8))
+    out = gan.eval_ppl(config, gen, False, state, None, 0)
+    # Independently: with linear features the distance is |d image / dt|^2 / 255^2 * 127.5^2 at t = 0 (forward mode).
+    keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(gan.evaluators.eval_key(config.seed), gan._PL),
+                                                 j))(jnp.arange(8))
+    v = {"params": state["params"]["G"], **state["collections"]["G"]}
+    z0, _ = gan.latents(gen, keys)
+    z1 = gan.draws(keys, gan._MIX, lambda k: jax.random.normal(k, (8,)))
+    w0, w1 = (gen.apply(v, z, method=gen.map_latents) for z in (z0, z1))
+    with layers.use_forms("plain"):
+        _, tangent = jax.jvp(lambda w: gen.apply(v, w, None, "const", method=gen.synthesize), (w0,), (w1 - w0,))
+    d = np.sum(np.square(np.asarray(tangent, np.float64) * 127.5 / 255), axis=(1, 2, 3))
+    lo, hi = np.percentile(d, 1), np.percentile(d, 99)
+    assert out["ppl_wend_pixels"] == pytest.approx(d[(d >= lo) & (d <= hi)].mean(), rel=0.05)
+    assert "epsilon 0.0001" in out["ppl_protocol"]
+
+
+def test_truncation_sweep_reports_each_psi_and_psi_zero_collapses_diversity(monkeypatch):
+    gen, state, config = _g_state(**{"gan.eval_samples": 16, "gan.truncation_psi": (0.0, 1.0),
+                                     "gan.kid_subset_size": 8, "gan.kid_subsets": 2})
+    extractor = _pixel_extractor(8)
+    real = {"features": np.random.default_rng(0).uniform(0, 1, size=(16, 768)).astype(np.float32)}
+    monkeypatch.setattr(gan, "measurement", lambda c, s, n: (extractor, gan.generative.Protocol(16, 8, 2, 3), real))
+    seen = []
+    real_compare = gan.generative.compare
+    monkeypatch.setattr(gan.generative, "compare", lambda r, f, p: seen.append(f["features"]) or real_compare(r, f, p))
+    out = gan.eval_truncation(config, gen, False, state, None, 0)
+    assert {f"{m}_psi{p}" for m in ("fid", "kid", "precision", "recall") for p in ("0", "1")} <= set(out)
+    spread = [float(np.var(f, axis=0).sum()) for f in seen]
+    assert spread[0] < 0.5 * spread[1], "psi = 0 puts every w at w_avg: only the noise varies"

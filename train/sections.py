@@ -116,6 +116,9 @@ def gan() -> ml_collections.ConfigDict:
     s.extractor_weights = ""
     s.cache_dir = ""
     s.eval_samples = 10_000
+    s.truncation_psi = (0.5, 0.7, 1.0)
+    s.ppl_samples = 10_000
+    s.ppl_sampling = "end"
     s.sample_batch_size = 500
     s.kid_subset_size = 1000
     s.kid_subsets = 100

@@ -118,7 +118,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
     hp = config.gan
     if hp.loss not in LOSSES:
         raise ConfigError(f"gan.loss = {hp.loss!r}; choose one of {', '.join(LOSSES)}")
-    for field in ("n_critic", "r1_every", "pl_every", "pl_batch_shrink", "ada_every", "eval_samples",
+    for field in ("n_critic", "r1_every", "pl_every", "pl_batch_shrink", "ada_every", "eval_samples", "ppl_samples",
                   "sample_batch_size", "kid_subsets", "pr_k"):
         if hp[field] < 1:
             raise ConfigError(f"gan.{field} = {hp[field]} must be >= 1")
@@ -126,6 +126,11 @@ def _validate(config: ml_collections.ConfigDict) -> None:
                   "pl_decay", "ada_target", "ada_p", "ada_kimg"):
         if hp[field] < 0:
             raise ConfigError(f"gan.{field} = {hp[field]} must be >= 0 (0 switches it off)")
+    if hp.ppl_sampling not in ("end", "full"):
+        raise ConfigError(f"gan.ppl_sampling = {hp.ppl_sampling!r}; use 'end' (t = 0, NVIDIA's ppl_wend) or 'full'")
+    if not hp.truncation_psi or any(not 0.0 <= p <= 1.0 for p in hp.truncation_psi):
+        raise ConfigError(f"gan.truncation_psi = {tuple(hp.truncation_psi)}: give psi values in [0, 1], e.g. "
+                          "(0.5, 0.7, 1.0)")
     if not 0.0 <= hp.style_mixing <= 1.0:
         raise ConfigError(f"gan.style_mixing = {hp.style_mixing} is a probability: use 0 .. 1 (StyleGAN2: 0.9)")
     if hp.pl_weight and config.batch_size % hp.pl_batch_shrink:
@@ -225,7 +230,9 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         evaluators={"disc": functools.partial(eval_disc, nets, sample_fn)},
         default_metrics=METRICS,
         export=functools.partial(export, config.model.name, fields, ema),
-        host_evaluators={"fid": functools.partial(eval_fid, config, sample_fn)},
+        host_evaluators={"fid": functools.partial(eval_fid, config, sample_fn),
+                         "truncation": functools.partial(eval_truncation, config, nets["G"], ema),
+                         "ppl": functools.partial(eval_ppl, config, nets["G"], ema)},
     )
 
 
@@ -497,10 +504,11 @@ def eval_params(ema: bool, state: State) -> Any:
     return (state["ema"] if ema else state["params"])["G"]
 
 
-def sample(gen: Any, ema: bool, state: State, keys: jax.Array) -> jax.Array:
-    """Images in [-1, 1] from the evaluation generator, one per key."""
+def sample(gen: Any, ema: bool, state: State, keys: jax.Array, psi: float = 1.0) -> jax.Array:
+    """Images in [-1, 1] from the evaluation generator, one per key; `psi` < 1 truncates a style-based G's ws."""
     z, labels = latents(gen, keys)
-    return run(gen, eval_params(ema, state), cols(state, "G"), z, labels, False, **style_kwargs(gen, keys, 0.0))[0]
+    kwargs = style_kwargs(gen, keys, 0.0) | ({"psi": psi} if psi != 1.0 else {})
+    return run(gen, eval_params(ema, state), cols(state, "G"), z, labels, False, **kwargs)[0]
 
 
 def eval_disc(nets: dict[str, Any], sample_fn: Callable[[State, jax.Array], jax.Array],
@@ -524,6 +532,76 @@ def eval_fid(config: ml_collections.ConfigDict, sample_fn: Callable[[State, jax.
     results = generative.compare(real, fake, protocol)
     protocol_line = generative.describe(protocol, extractor, reference_name(config), len(real["features"]))
     return results | {"protocol": protocol_line}
+
+
+def eval_truncation(config: ml_collections.ConfigDict, gen: Any, ema: bool, state: State, source: Any,
+                    num_examples: int) -> dict[str, Any]:
+    """FID, KID and precision/recall at each `gan.truncation_psi`: the fidelity/diversity trade-off of truncation.
+
+    Lower psi pulls every w toward `w_avg`: precision rises and recall falls (StyleGAN, Karras et al. 2019).
+    Keys are `<metric>_psi<psi>`, one protocol line for the sweep.
+    """
+    hp = config.gan
+    extractor, protocol, real = measurement(config, source, num_examples)
+    out: dict[str, Any] = {}
+    for psi in hp.truncation_psi:
+        sample_fn = functools.partial(sample, gen, ema, psi=float(psi))
+        fake = generative.sample_outputs(extractor, sampler(sample_fn, state, config.seed, hp.sample_batch_size),
+                                         hp.eval_samples)
+        results = generative.compare(real, fake, protocol)
+        out |= {f"{k}_psi{psi:g}": v for k, v in results.items() if k in ("fid", "kid", "precision", "recall")}
+    line = generative.describe(protocol, extractor, reference_name(config), len(real["features"]))
+    return out | {"protocol": f"{line}; truncation psi in {list(hp.truncation_psi)} (cutoff: all layers)"}
+
+
+PPL_EPSILON = 1e-4
+
+
+def eval_ppl(config: ml_collections.ConfigDict, gen: Any, ema: bool, state: State, source: Any,
+             num_examples: int) -> dict[str, Any]:
+    """Perceptual path length in W (StyleGAN, Karras et al. 2019), measured with the config's extractor features.
+
+    For `gan.ppl_samples` pairs (z0, z1) and t (0 for "end" sampling, U(0, 1) for "full"), the
+    squared feature distance between the images at lerp(w0, w1, t) and t + 1e-4, divided by 1e-8,
+    averaged after dropping values outside the 1st-99th percentiles; images are float on the uint8
+    scale (not rounded) and use the constant noise, as NVIDIA's metric. The distance is the extractor's
+    feature space, not LPIPS, so the figure (`ppl_w<sampling>_<extractor>`) ranks runs measured with
+    the same extractor and is not comparable with published PPL.
+    """
+    del source, num_examples
+    hp = config.gan
+    if not getattr(gen, "per_example_keys", False):
+        raise ConfigError(f"the ppl metric needs a style-based generator (stylegan2_g); {config.model.name!r} "
+                          "has no W space")
+    extractor = extractors.get_extractor(hp.extractor, weights=hp.extractor_weights or None)
+    pair_fn = evaluators.compiled(functools.partial(_ppl_pair_images, gen, ema, hp.ppl_sampling))
+    base = jax.random.fold_in(evaluators.eval_key(config.seed), _PL)
+    dists = []
+    for start in range(0, hp.ppl_samples, hp.sample_batch_size):
+        keys = jax.vmap(lambda j: jax.random.fold_in(base, j))(start + jnp.arange(hp.sample_batch_size))
+        a, b = (np.asarray(x) for x in jax.device_get(pair_fn(state, keys)))
+        fa, fb = extractor.unquantised(a)["features"], extractor.unquantised(b)["features"]
+        dists.append(np.sum(np.square(fa.astype(np.float64) - fb), axis=-1) / PPL_EPSILON**2)
+    d = np.concatenate(dists)[:hp.ppl_samples]
+    lo, hi = np.percentile(d, 1), np.percentile(d, 99)
+    name = f"ppl_w{hp.ppl_sampling}_{extractor.name.split('@')[0]}"
+    return {name: float(d[(d >= lo) & (d <= hi)].mean()),
+            "ppl_protocol": f"{hp.ppl_samples} pairs, W space, t {hp.ppl_sampling}, epsilon {PPL_EPSILON:g}, "
+                            f"const noise, squared {extractor.name} feature distance / epsilon^2, 1-99 percentile"}
+
+
+def _ppl_pair_images(gen: Any, ema: bool, sampling: str, state: State, keys: jax.Array) -> tuple[jax.Array, ...]:
+    """Images at lerp(w0, w1, t) and at t + epsilon, on the uint8 scale, for one batch of pair keys."""
+    z0, labels = latents(gen, keys)
+    z1 = draws(keys, _MIX, lambda k: jax.random.normal(k, (gen.latent_dim,)))
+    t = draws(keys, _PL, jax.random.uniform) if sampling == "full" else jnp.zeros(keys.shape[:1])
+    variables = {"params": eval_params(ema, state), **cols(state, "G")}
+    w0, w1 = (gen.apply(variables, z, labels, method=gen.map_latents) for z in (z0, z1))
+    t = t[:, None, None]
+    wa, wb = w0 + t * (w1 - w0), w0 + (t + PPL_EPSILON) * (w1 - w0)
+    images = gen.apply(variables, jnp.concatenate([wa, wb]), None, "const", method=gen.synthesize)
+    images = (images.astype(jnp.float32) + 1.0) * 127.5
+    return images[:keys.shape[0]], images[keys.shape[0]:]
 
 
 def sampler(sample_fn: Callable[[State, jax.Array], jax.Array], state: State, seed: int,

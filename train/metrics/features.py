@@ -42,6 +42,18 @@ class Extractor:
                 f"extractor {self.name!r} takes uint8 images [N, H, W, 1 or 3], got {images.dtype} {images.shape}; "
                 "quantise samples with train.metrics.generative.to_uint8 first"
             )
+        return self._chunked(images)
+
+    def unquantised(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs for float images on the uint8 scale [0, 255], not rounded: for finite differences (the
+        perceptual path length's epsilon step), which quantising would erase. The networks convert their
+        input to float32 first, so a uint8 image and its float copy give the same features."""
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise ValueError(f"extractor {self.name!r} takes images [N, H, W, 1 or 3], got {images.shape}")
+        return self._chunked(images)
+
+    def _chunked(self, images: np.ndarray) -> dict[str, np.ndarray]:
         out = {}
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]

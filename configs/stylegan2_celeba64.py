@@ -19,30 +19,14 @@ KIMG = 10_000
 
 
 def get_config(arg: str | None = None):
-    c = sections.base_config()
-    c.family = "gan"
-    c.gan = sections.gan()
-    wide = dict(channel_base=32768, channel_max=512, conv_clamp=256.0)
-    c.model = sections.model_section("stylegan2_g", latent_dim=512, w_dim=512, mapping_layers=8, **wide)
-    c.gan.discriminator = sections.model_section("stylegan2_d", mbstd_group=4, **wide)
-    c.batch_size = 32
-    c.gan.r1_gamma = 0.0002 * 64**2 / c.batch_size
-    c.gan.r1_every = 16
-    c.gan.style_mixing = 0.9
-    c.gan.pl_weight = 2.0
-    c.gan.pl_every = 4
-    c.gan.lazy_adam = True
-    c.gan.ema_half_life_images = 10_000.0
+    c = sections.stylegan2(resolution=64, batch_size=32, channel_base=32768, conv_clamp=256.0, ema_kimg=10,
+                           learning_rate=0.002)
     c.gan.extractor = "inception_v3_fid"
     c.gan.eval_samples = 10_000
     c.data.source = "tfds:celeb_a"
     c.data.resolution = 64
     c.data.worker_count = 4
     c.total_steps = KIMG * 1000 // c.batch_size
-    c.optim.name = "adam"
-    c.optim.learning_rate = 0.002
-    c.optim.b1 = 0.0
-    c.optim.b2 = 0.99
     c.log_every = 100
     c.preview_every = 5000
     c.eval_every = 50_000
@@ -54,13 +38,7 @@ def get_config(arg: str | None = None):
 
 
 def _smoke(c):
-    sections.smoke(c)
+    sections.stylegan2_smoke(c)
     c.data.source = "synthetic_faces:n=40;size=64"
     c.data.resolution = 0
     c.data.worker_count = 0
-    for net in (c.model, c.gan.discriminator):
-        net.channel_base, net.channel_max = 256, 8
-    c.model.latent_dim = c.model.w_dim = 16
-    c.model.mapping_layers = 2
-    c.eval.metrics = ("disc",)
-    c.gan.eval_samples = 64

@@ -21,30 +21,14 @@ KIMG = 25_000
 
 
 def get_config(arg: str | None = None):
-    c = sections.base_config()
-    c.family = "gan"
-    c.gan = sections.gan()
-    wide = dict(channel_base=16384, channel_max=512, num_bf16_res=4, conv_clamp=256.0)
-    c.model = sections.model_section("stylegan2_g", latent_dim=512, w_dim=512, mapping_layers=8, **wide)
-    c.gan.discriminator = sections.model_section("stylegan2_d", mbstd_group=8, **wide)
-    c.batch_size = 64
-    c.gan.r1_gamma = 1.0
-    c.gan.r1_every = 16
-    c.gan.style_mixing = 0.9
-    c.gan.pl_weight = 2.0
-    c.gan.pl_every = 4
-    c.gan.lazy_adam = True
-    c.gan.ema_half_life_images = 20_000.0
+    c = sections.stylegan2(resolution=256, batch_size=64, channel_base=16384, mbstd_group=8, num_bf16_res=4,
+                           conv_clamp=256.0, r1_gamma=1.0, ema_kimg=20)
     c.gan.mirror = True
     c.gan.extractor = "inception_v3_fid"
     c.gan.eval_samples = 50_000
     c.data.source = "folder:ffhq;size=256"
     c.data.worker_count = 8
     c.total_steps = KIMG * 1000 // c.batch_size
-    c.optim.name = "adam"
-    c.optim.learning_rate = 0.0025
-    c.optim.b1 = 0.0
-    c.optim.b2 = 0.99
     c.log_every = 100
     c.preview_every = 5000
     c.eval_every = 50_000
@@ -59,14 +43,7 @@ def _ada(c):
 
 
 def _smoke(c):
-    sections.smoke(c)
+    sections.stylegan2_smoke(c)
     c.data.source = "synthetic_faces:n=40;size=64"
     c.data.resolution = 0
     c.data.worker_count = 0
-    for net in (c.model, c.gan.discriminator):
-        net.channel_base, net.channel_max, net.num_bf16_res = 256, 8, 1
-    c.model.latent_dim = c.model.w_dim = 16
-    c.model.mapping_layers = 2
-    c.gan.discriminator.mbstd_group = 2
-    c.eval.metrics = ("disc",)
-    c.gan.eval_samples = 64

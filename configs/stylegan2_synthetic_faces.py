@@ -19,31 +19,14 @@ FACES = "synthetic_faces:ids=0-199;n=50;size=64;seed=0"
 
 
 def get_config(arg: str | None = None):
-    c = sections.base_config()
-    c.family = "gan"
-    c.gan = sections.gan()
-    narrow = dict(channel_base=1024, channel_max=64)
-    c.model = sections.model_section("stylegan2_g", latent_dim=64, w_dim=64, mapping_layers=2, **narrow)
-    c.gan.discriminator = sections.model_section("stylegan2_d", mbstd_group=4, **narrow)
-    c.batch_size = 32
-    c.gan.r1_gamma = 0.0002 * 64**2 / c.batch_size
-    c.gan.r1_every = 16
-    c.gan.style_mixing = 0.9
-    c.gan.pl_weight = 2.0
-    c.gan.pl_every = 4
-    c.gan.lazy_adam = True
-    c.gan.ema_half_life_images = c.batch_size * 10 / 32 * 1000
-    c.gan.ema_rampup = 0.05
+    c = sections.stylegan2(resolution=64, batch_size=32, channel_base=1024, channel_max=64, latent_dim=64,
+                           mapping_layers=2, ema_rampup=0.05)
     c.gan.ada_target = 0.6
     c.gan.mirror = True
     c.gan.extractor = "domain_synthetic_faces"
     c.gan.eval_samples = 5000
     c.data.source = FACES
     c.total_steps = 3000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 0.0025
-    c.optim.b1 = 0.0
-    c.optim.b2 = 0.99
     c.log_every = 50
     c.preview_every = 500
     c.eval_every = 3000
@@ -55,10 +38,5 @@ def get_config(arg: str | None = None):
 
 
 def _smoke(c):
-    sections.smoke(c)
+    sections.stylegan2_smoke(c)
     c.data.source = "synthetic_faces:ids=0-3;n=10;size=64;seed=0"
-    c.model.channel_base = c.gan.discriminator.channel_base = 256
-    c.model.channel_max = c.gan.discriminator.channel_max = 8
-    c.model.latent_dim = c.model.w_dim = 16
-    c.eval.metrics = ("disc",)
-    c.gan.eval_samples = 64

@@ -126,6 +126,54 @@ def gan() -> ml_collections.ConfigDict:
     return s
 
 
+def stylegan2(*, resolution: int, batch_size: int, channel_base: int, channel_max: int = 512,
+              latent_dim: int = 512, mapping_layers: int = 8, mbstd_group: int = 4, num_bf16_res: int = 0,
+              conv_clamp: float = 0.0, r1_gamma: float | None = None, ema_kimg: float | None = None,
+              ema_rampup: float = 0.0, learning_rate: float = 0.0025, style_mixing: float = 0.9,
+              pl_weight: float = 2.0) -> ml_collections.ConfigDict:
+    """A GAN config with StyleGAN2-ADA's recipe: what its configurations share, with their own values as arguments.
+
+    Shared: the non-saturating loss, lazy R1 every 16 steps and path length every 4 (batch shrink 2)
+    with Adam's lr and betas rescaled for the intervals, Adam betas (0, 0.99), w_dim = latent_dim.
+    Unset, `r1_gamma` and `ema_kimg` follow NVIDIA's `auto` rules: 0.0002 res^2 / batch and
+    batch * 10 / 32 kimg. The caller adds data, steps and evaluation.
+    """
+    c = base_config()
+    c.family = "gan"
+    c.gan = gan()
+    nets = dict(channel_base=channel_base, channel_max=channel_max, num_bf16_res=num_bf16_res, conv_clamp=conv_clamp)
+    c.model = model_section("stylegan2_g", latent_dim=latent_dim, w_dim=latent_dim, mapping_layers=mapping_layers,
+                            **nets)
+    c.gan.discriminator = model_section("stylegan2_d", mbstd_group=mbstd_group, **nets)
+    c.batch_size = batch_size
+    c.gan.r1_gamma = 0.0002 * resolution**2 / batch_size if r1_gamma is None else r1_gamma
+    c.gan.r1_every = 16
+    c.gan.style_mixing = style_mixing
+    c.gan.pl_weight = pl_weight
+    c.gan.pl_every = 4
+    c.gan.lazy_adam = True
+    c.gan.ema_half_life_images = 1000.0 * (batch_size * 10 / 32 if ema_kimg is None else ema_kimg)
+    c.gan.ema_rampup = ema_rampup
+    c.optim.name = "adam"
+    c.optim.learning_rate = learning_rate
+    c.optim.b1 = 0.0
+    c.optim.b2 = 0.99
+    return c
+
+
+def stylegan2_smoke(config: ml_collections.ConfigDict) -> None:
+    """`smoke`, plus a StyleGAN2 narrow enough to compile and step in seconds; evaluation by D's logits only."""
+    smoke(config)
+    for net in (config.model, config.gan.discriminator):
+        net.channel_base, net.channel_max = 256, 8
+        net.num_bf16_res = min(net.num_bf16_res, 1)
+    config.model.latent_dim = config.model.w_dim = 16
+    config.model.mapping_layers = 2
+    config.gan.discriminator.mbstd_group = min(config.gan.discriminator.mbstd_group, 2)
+    config.eval.metrics = ("disc",)
+    config.gan.eval_samples = 64
+
+
 def swap() -> ml_collections.ConfigDict:
     """The `config.swap` defaults (DeepFaceLab SAEHD's)."""
     s = ml_collections.ConfigDict()

@@ -141,6 +141,7 @@ def _run(model, v, *args, method=None, mutable=False, **kw):
     return jax.jit(fn)(v, *args)
 
 
+@pytest.mark.slow  # compiles the whole network (several seconds each on 2 cores)
 def test_num_ws_and_output_shape():
     model, v = _g()
     assert model.num_ws == 6  # 2 log2(16) - 2
@@ -150,6 +151,7 @@ def test_num_ws_and_output_shape():
     chex.assert_type(out, jnp.float32)
 
 
+@pytest.mark.slow  # compiles the whole network (several seconds each on 2 cores)
 def test_w_avg_tracks_the_mean_w_as_an_ema_and_truncation_pulls_toward_it():
     model, v = _g()
     beta = model.w_avg_beta
@@ -174,6 +176,7 @@ def test_w_avg_tracks_the_mean_w_as_an_ema_and_truncation_pulls_toward_it():
                                   np.asarray(v["buffers"]["mapping"]["w_avg"]))
 
 
+@pytest.mark.slow  # compiles the whole network (several seconds each on 2 cores)
 def test_style_mixing_uses_a_second_w_from_the_crossover_on():
     model, v = _g()
     z = jax.random.normal(jax.random.PRNGKey(1), (16, 16))
@@ -193,6 +196,7 @@ def test_style_mixing_uses_a_second_w_from_the_crossover_on():
     np.testing.assert_array_equal(untouched, ws)
 
 
+@pytest.mark.slow  # compiles the whole network (several seconds each on 2 cores)
 def test_an_examples_image_depends_on_its_own_key_not_on_the_batch():
     model, v = _g()
     z = jax.random.normal(jax.random.PRNGKey(1), (6, 16))
@@ -219,6 +223,7 @@ def test_minibatch_stddev_groups_consecutive_examples():
         stylegan2._minibatch_std(jnp.asarray(x[:6]), 4, 1)
 
 
+@pytest.mark.slow  # compiles the whole network (several seconds each on 2 cores)
 def test_discriminator_conditional_and_unconditional_logits():
     d, v = _init("stylegan2_d", **SMALL_D)
     x = jnp.asarray(np.random.default_rng(6).uniform(-1, 1, size=(8, 16, 16, 3)), jnp.float32)
@@ -230,6 +235,7 @@ def test_discriminator_conditional_and_unconditional_logits():
         dc.apply(vc, x)
 
 
+@pytest.mark.slow  # compiles the whole network (several seconds each on 2 cores)
 def test_bf16_top_resolutions_stay_close_to_float32():
     model, v = _g()
     bf = registry.create_model("stylegan2_g", **(SMALL_G | dict(num_bf16_res=2, conv_clamp=256.0)))

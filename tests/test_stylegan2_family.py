@@ -37,6 +37,7 @@ def _directional(f, x, u, eps=1e-5):
     return (float(f(x + eps * u)) - float(f(x - eps * u))) / (2 * eps)
 
 
+@pytest.mark.slow  # compiles the networks (and their derivatives) for several seconds
 def test_path_length_gradient_matches_finite_differences():
     with jax.enable_x64(True):
         gen, v = _float64("stylegan2_g", latent_dim=8, w_dim=8, mapping_layers=2)
@@ -56,6 +57,7 @@ def test_path_length_gradient_matches_finite_differences():
         np.testing.assert_allclose(gan.path_lengths(grads), np.sqrt((g**2).sum(2).mean(1)), rtol=1e-12)
 
 
+@pytest.mark.slow  # compiles the networks (and their derivatives) for several seconds
 def test_r1_gradient_of_the_stylegan2_discriminator_matches_finite_differences():
     with jax.enable_x64(True):
         d, v = _float64("stylegan2_d", mbstd_group=2)
@@ -208,6 +210,7 @@ def _g_state(**overrides):
     return gen, {"params": {"G": v["params"]}, "collections": {"G": {"buffers": v["buffers"]}}}, config
 
 
+@pytest.mark.slow  # compiles the networks (and their derivatives) for several seconds
 def test_ppl_equals_the_squared_directional_derivative_of_the_features(monkeypatch):
     from zoo import layers
 
@@ -229,6 +232,7 @@ def test_ppl_equals_the_squared_directional_derivative_of_the_features(monkeypat
     assert "epsilon 0.0001" in out["ppl_protocol"]
 
 
+@pytest.mark.slow  # compiles the networks (and their derivatives) for several seconds
 def test_truncation_sweep_reports_each_psi_and_psi_zero_collapses_diversity(monkeypatch):
     gen, state, config = _g_state(**{"gan.eval_samples": 16, "gan.truncation_psi": (0.0, 1.0),
                                      "gan.kid_subset_size": 8, "gan.kid_subsets": 2})

@@ -27,10 +27,17 @@ def _domain(dataset: str) -> Callable[[pathlib.Path, str | None], Extractor]:
     return build
 
 
+def _synthetic_faces(cache: pathlib.Path, weights: str | None) -> Extractor:
+    from train.metrics import domain_faces
+
+    return domain_faces.faces_extractor(cache, weights)
+
+
 EXTRACTORS: dict[str, Callable[[pathlib.Path, str | None], Extractor]] = {
     "inception_v3_fid": _inception,
     "domain_mnist": _domain("mnist"),
     "domain_fashion_mnist": _domain("fashion_mnist"),
+    "domain_synthetic_faces": _synthetic_faces,
 }
 
 

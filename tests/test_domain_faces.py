@@ -185,3 +185,14 @@ def test_wrong_weights_files_are_refused_with_the_fix(trained, tmp_path):
         domain_faces.load_weights(tmp_path / "bare.safetensors")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         domain_faces.faces_extractor(tmp_path, str(tmp_path / "missing.safetensors"))
+
+
+@pytest.mark.slow
+def test_default_training_reaches_its_recorded_scores(tmp_path):
+    """The registry's default (800 steps, 200 people): measured 142 s, identity 1.000, R^2 0.83-0.96 but smile/brow."""
+    extractor = get_extractor("domain_synthetic_faces", cache=tmp_path)
+    header = _header(tmp_path / "domain_synthetic_faces-v1.safetensors")
+    r2 = json.loads(header["test_r2"])
+    print(f"domain_synthetic_faces: identity accuracy {header['test_accuracy']}, R^2 {r2}, {header['train_seconds']} s")
+    assert json.loads(header["test_accuracy"]) >= 0.99 and extractor.num_classes == 200
+    assert min(v for k, v in r2.items() if k not in ("smile", "brow_raise")) > 0.75

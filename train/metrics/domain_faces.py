@@ -5,13 +5,15 @@ need a feature network that sees what makes those images differ, and Inception-v
 The renderer knows every image's identity, expression and pose, so this module trains a compact CNN
 to classify identity among a fixed set of people and, from the same features, to regress the
 expression and pose: the features (the penultimate ReLU layer) then separate people and also encode
-what a generator must vary within one person. With `Recipe`'s defaults it trained in 142 s on two
-shared CPU cores (load average 4; 800 steps of 64 images) on faces rendered from a fixed spec, and
-it records that spec, the seed, the held-out identity accuracy and each attribute's held-out R^2
-in the weights header: that run reached 100% identity accuracy on 2,000 held-out renders of the
-200 people and R^2 0.83-0.96 for mouth_open, eye_open, roll, yaw, shifts, scale and the light,
-but only 0.07 for smile and 0.05 for brow_raise (each moves a curve or edge by under two pixels
-at 64 px), so the features barely see those two. The file format, the cache, the errors and the
+what a generator must vary within one person. With `Recipe`'s defaults it trained in 142-154 s on
+two shared CPU cores (load average 4; 800 steps of 64 images) on faces rendered from a fixed spec,
+and it records that spec, the seed, the held-out identity accuracy and each attribute's held-out
+R^2 in the weights header: two runs reached 100% identity accuracy on 2,000 held-out renders of
+the 200 people and R^2 0.83-0.96 for mouth_open, eye_open, roll, yaw, shifts, scale and the light,
+but only 0.07-0.08 for smile and 0.05-0.07 for brow_raise (each moves a curve or edge by under two
+pixels at 64 px), so the features barely see those two. Training is deterministic in the recipe
+for one XLA set-up; those two runs (one process plain, one with 8 simulated CPU devices) differed
+in the third decimal, as float reductions split differently. The file format, the cache, the errors and the
 name (the weights' sha256 prefix) are the MNIST extractor's (`train.metrics.domain`).
 
 `probs` is the identity softmax, so the Inception Score computed from it says how confidently each

@@ -1,8 +1,12 @@
 """GAN family: the discriminator and the generator as separate named steps, with the losses papers compare.
 
 Steps, in order within one trainer step: "D" (every step), "D_r1" (lazy R1 every `r1_every` steps,
-StyleGAN2's scheme, when `r1_gamma > 0`) and "G" (every `n_critic` steps), so `total_steps`
-counts discriminator updates and the generator makes total_steps / n_critic of them.
+StyleGAN2's scheme, when `r1_gamma > 0`), "G" (every `n_critic` steps), "G_pl" (StyleGAN2's lazy
+path-length regularisation every `pl_every` G steps, when `pl_weight > 0`) and "ada" (StyleGAN2-ADA's
+controller of the augmentation probability p every `ada_every` steps, when `ada_target > 0`), so
+`total_steps` counts discriminator updates and the generator makes total_steps / n_critic of them.
+A style-based generator (`stylegan2_g`) also gets per-example keys for its noise and style mixing
+(`style_mixing`); `lazy_adam` rescales Adam for the lazy intervals; `mirror` x-flips half the reals.
 
 Losses (D logits r on real and f on fake images):
 - "non_saturating" (Goodfellow et al. 2014): L_D = softplus(-r) + softplus(f), L_G = softplus(-f);
@@ -10,9 +14,9 @@ Losses (D logits r on real and f on fake images):
 - "wgan_gp" (Gulrajani et al. 2017): L_D = f - r + gp_weight * (|grad D(x_hat)| - 1)^2 on random
   interpolates x_hat of real and fake, L_G = -f.
 R1 (Mescheder et al. 2018) adds r1_gamma / 2 * |grad D(x_real)|^2. DiffAugment (Zhao et al. 2020)
-applies one policy to every image the discriminator sees, real and fake, in every step. The
-generator's EMA (Karras et al.) uses StyleGAN's half-life in images: beta = 0.5^(batch / half-life);
-evaluation, previews and exports use it when it is on.
+or ADA (`train/ada.py`, Karras et al. 2020) augments every image the discriminator sees, real and
+fake, in every step. The generator's EMA (Karras et al.) uses StyleGAN's half-life in images:
+beta = 0.5^(batch / half-life), optionally ramped up; evaluation, previews and exports use it.
 
 Every random draw (latents, fake labels, augmentations, interpolation weights) is keyed by the
 example's global index, and batch norm syncs over the data axis under pmap, so one device, jit on
@@ -20,7 +24,8 @@ eight and pmap on eight reach the same parameters.
 
 Evaluation: the host evaluator "fid" draws `eval_samples` images, quantises them to uint8, and
 reports FID, KID, precision/recall and (with a classifier extractor) IS against the evaluation split
-through `gan.extractor`, with the protocol line naming all of it. The compiled evaluator "disc"
+through `gan.extractor`, with the protocol line naming all of it; "truncation" repeats it at each
+`truncation_psi` and "ppl" gives the perceptual path length in W over the extractor's features. The compiled evaluator "disc"
 reports the discriminator's mean logits on held-out real images and on fresh fakes, and how often
 it scores the real image of a pair above the fake (0.5 is a discriminator that cannot tell).
 """
@@ -422,9 +427,9 @@ def ema_decay(r: Recipe, step: jax.Array) -> jax.Array:
     With `ema_rampup` the half-life is min(half-life, images seen so far * ema_rampup), so the
     average forgets its random initialisation quickly early on.
     """
-    half_life = jnp.float32(r.ema_half_life)
-    if r.ema_rampup:
-        half_life = jnp.minimum(half_life, step.astype(jnp.float32) * r.batch_size * r.ema_rampup)
+    if not r.ema_rampup:  # a constant, computed in float64 as before ramp-up existed
+        return ema_beta(r.batch_size, r.ema_half_life)
+    half_life = jnp.minimum(jnp.float32(r.ema_half_life), step.astype(jnp.float32) * r.batch_size * r.ema_rampup)
     return ema_beta(r.batch_size, jnp.maximum(half_life, 1e-8))
 
 

@@ -246,3 +246,14 @@ def test_truncation_sweep_reports_each_psi_and_psi_zero_collapses_diversity(monk
     assert {f"{m}_psi{p}" for m in ("fid", "kid", "precision", "recall") for p in ("0", "1")} <= set(out)
     spread = [float(np.var(f, axis=0).sum()) for f in seen]
     assert spread[0] < 0.5 * spread[1], "psi = 0 puts every w at w_avg: only the noise varies"
+
+
+@pytest.mark.parametrize("metric", ["ppl", "truncation"])
+def test_w_space_metrics_name_the_generator_they_need(metric):
+    from train import sections
+
+    config = _config()
+    config.model = sections.model_section("dcgan_g")
+    family = gan.make(config, (32, 32, 1))
+    with pytest.raises(ConfigError, match="needs a style-based generator"):
+        family.host_evaluators[metric]({}, None, 0)

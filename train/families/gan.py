@@ -547,6 +547,7 @@ def eval_truncation(config: ml_collections.ConfigDict, gen: Any, ema: bool, stat
     Keys are `<metric>_psi<psi>`, one protocol line for the sweep.
     """
     hp = config.gan
+    _check_w_space(config, gen, "truncation")
     extractor, protocol, real = measurement(config, source, num_examples)
     out: dict[str, Any] = {}
     for psi in hp.truncation_psi:
@@ -557,6 +558,13 @@ def eval_truncation(config: ml_collections.ConfigDict, gen: Any, ema: bool, stat
         out |= {f"{k}_psi{psi:g}": v for k, v in results.items() if k in ("fid", "kid", "precision", "recall")}
     line = generative.describe(protocol, extractor, reference_name(config), len(real["features"]))
     return out | {"protocol": f"{line}; truncation psi in {list(hp.truncation_psi)} (cutoff: all layers)"}
+
+
+def _check_w_space(config: ml_collections.ConfigDict, gen: Any, metric: str) -> None:
+    """A metric of W (truncation, path length) needs a style-based generator."""
+    if not getattr(gen, "per_example_keys", False):
+        raise ConfigError(f"the {metric} metric needs a style-based generator (stylegan2_g); "
+                          f"model.name = {config.model.name!r} has no W space")
 
 
 PPL_EPSILON = 1e-4
@@ -575,9 +583,7 @@ def eval_ppl(config: ml_collections.ConfigDict, gen: Any, ema: bool, state: Stat
     """
     del source, num_examples
     hp = config.gan
-    if not getattr(gen, "per_example_keys", False):
-        raise ConfigError(f"the ppl metric needs a style-based generator (stylegan2_g); {config.model.name!r} "
-                          "has no W space")
+    _check_w_space(config, gen, "ppl")
     extractor = extractors.get_extractor(hp.extractor, weights=hp.extractor_weights or None)
     pair_fn = evaluators.compiled(functools.partial(_ppl_pair_images, gen, ema, hp.ppl_sampling))
     base = jax.random.fold_in(evaluators.eval_key(config.seed), _PL)

@@ -165,3 +165,13 @@ def test_evaluate_prints_the_report_when_writing_it_fails(tmp_path, monkeypatch,
     assert json.loads(capsys.readouterr().out) | {"seconds": 0} == {
         "step": 7, "metrics": {"m": 1.5}, "seconds": 0,
         "protocol": {"source": "digits:test", "metrics": ["m"], "seed": 0}}
+
+
+def test_an_unknown_metric_is_a_config_error_listing_the_familys_metrics():
+    """`train.evaluate --metrics nosuch` printed a ValueError traceback; the CLIs print ZooErrors as one line."""
+    from train import evaluators
+    from zoo.errors import ConfigError
+
+    family = types.SimpleNamespace(evaluators={"disc": None}, host_evaluators={"fid": None})
+    with pytest.raises(ConfigError, match=r"unknown metrics \['nosuch'\]; this family has: disc, fid"):
+        evaluators.run_metrics(family, None, None, names=["nosuch"])

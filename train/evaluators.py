@@ -19,6 +19,7 @@ import numpy as np
 from data import pipeline, provenance
 from train import parallel
 from train.families.base import Family
+from zoo.errors import ConfigError
 
 EVAL_TAG = 0x6576616C  # "eval": keeps evaluation noise apart from training's fold_in(root, step)
 
@@ -46,7 +47,8 @@ def run_metrics(
     known = list(family.evaluators) + list(family.host_evaluators)
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}; this family has: {', '.join(known)}")
+        raise ConfigError(f"unknown metrics {unknown}; this family has: {', '.join(known)} (--metrics a,b or "
+                          "eval.metrics in the config)")
     host = [n for n in names if n in family.host_evaluators]
     names = [n for n in names if n in family.evaluators]
     runner = parallel.Runner.create("jit") if mesh is None else parallel.Runner("jit", mesh)

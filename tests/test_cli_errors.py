@@ -174,4 +174,4 @@ def test_an_unknown_metric_is_a_config_error_listing_the_familys_metrics():
 
     family = types.SimpleNamespace(evaluators={"disc": None}, host_evaluators={"fid": None})
     with pytest.raises(ConfigError, match=r"unknown metrics \['nosuch'\]; this family has: disc, fid"):
-        evaluators.run_metrics(family, None, None, names=["nosuch"])
+        evaluators.run_metrics(family, None, None, names=["nosuch"], batch_size=8, seed=0)

@@ -175,3 +175,13 @@ def test_an_unknown_metric_is_a_config_error_listing_the_familys_metrics():
     family = types.SimpleNamespace(evaluators={"disc": None}, host_evaluators={"fid": None})
     with pytest.raises(ConfigError, match=r"unknown metrics \['nosuch'\]; this family has: disc, fid"):
         evaluators.run_metrics(family, None, None, names=["nosuch"], batch_size=8, seed=0)
+
+
+@pytest.mark.parametrize("module", ["train.evaluate", "train.export"])
+@pytest.mark.parametrize("text, expected", [('{"family": "vae", "model": ', "is not the JSON config a run writes"),
+                                            ('["x"]', "holds a JSON list")])
+def test_a_damaged_frozen_config_names_the_file_and_where_a_copy_is(run_dir, module, text, expected):
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "config.json").write_text(text)
+    proc = _run(module, "--workdir", str(run_dir))
+    _assert_message(proc, "workdir error", str(run_dir / "config.json"), expected, "checkpoints/<step>/meta/metadata")

@@ -18,7 +18,7 @@ from data import pairs, pipeline, sources, transforms
 from train import checkpoint, evaluators, families, parallel
 from train import config as config_lib
 from train.families.base import Family
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, WorkdirError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +66,10 @@ def _source(spec: str, split: str, resolution: int) -> Any:
     return transforms.Resized(source, resolution) if resolution else source
 
 
+_RESTORE_CONFIG = ('restore it from a copy; each checkpoint keeps one, the "config" field of '
+                   "checkpoints/<step>/meta/metadata")
+
+
 def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
     """The frozen config a run wrote at start-up, over today's defaults.
 
@@ -75,7 +79,13 @@ def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
     path = workdir / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir (python -m train --workdir ...)?")
-    frozen = json.loads(path.read_text())
+    try:
+        frozen = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WorkdirError(f"{path} is not the JSON config a run writes ({error}); {_RESTORE_CONFIG}") from error
+    if not isinstance(frozen, dict):
+        raise WorkdirError(f"{path} holds a JSON {type(frozen).__name__}, not the config object a run writes; "
+                           f"{_RESTORE_CONFIG}")
     config = config_lib.base_config()
     if frozen.get("family") in families.FAMILIES:
         config[frozen["family"]] = families.get(frozen["family"]).section()

@@ -165,6 +165,7 @@ def test_aligned_source_yields_faces_and_masks_at_any_size(extraction):
     np.testing.assert_array_equal(example["image"], cv2.resize(full, (64, 64), interpolation=cv2.INTER_AREA))
     assert example["mask"].max() == 255 and example["em_mask"].max() == 255
     native = get_source(f"aligned:{out}", "all")
+    assert native.face_type == first["face_type"] == train.face_type  # what an export records
     np.testing.assert_array_equal(native[0]["image"], full)
     np.testing.assert_array_equal(native[0]["mask"][..., 0], iio.imread(out / extract.MASKS / first["file"]))
 

@@ -460,3 +460,31 @@ def test_an_output_in_a_missing_folder_is_refused(identity_export, tmp_path, cap
     assert_refused(capsys, ["--export", str(identity_export), "--input", str(tmp_path), "--output",
                             str(tmp_path / "missing" / "o.mp4")], "missing", "does not exist; create it")
     assert not (tmp_path / "missing").exists()
+
+
+def test_merge_aligns_as_the_export_records_and_refuses_a_contradicting_face_type(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from train.export import trained_face_types
+    from zoo import pretrained, registry
+
+    monkeypatch.setitem(registry._MODELS, "test_identity_swap", IdentitySwap)
+    module = IdentitySwap(resolution=64)
+    params = module.init(jax.random.key(0), *module.example_inputs())["params"]
+    path = pretrained.export(tmp_path / "m.safetensors", "test_identity_swap", {"resolution": 64}, params,
+                             metadata={"face_type": "full_face"})
+    model = merge_cli.load_swap_model(export=str(path))
+    assert model.face_type == "full_face"
+    assert merge_cli.wanted_face_type(None, model) == "full_face"
+    assert merge_cli.wanted_face_type("full_face", model) == "full_face"
+    with pytest.raises(ConfigError, match="--face-type whole_face, but .* was trained on full_face faces"):
+        merge_cli.wanted_face_type("whole_face", model)
+    unrecorded = merge_cli.load_swap_model(export=str(export_stub(monkeypatch, IdentitySwap, "test_identity_swap",
+                                                                  64, tmp_path / "u.safetensors")))
+    assert merge_cli.wanted_face_type(None, unrecorded) is None and unrecorded.face_type is None
+    # What an export records: the face type of the aligned sets under pairs and resizing, one or none.
+    aligned = lambda t: SimpleNamespace(face_type=t)  # noqa: E731
+    pair = SimpleNamespace(a=SimpleNamespace(source=aligned("head")), b=aligned("head"))
+    assert trained_face_types(pair) == ["head"]
+    assert trained_face_types(SimpleNamespace(a=aligned("head"), b=aligned("full_face"))) == ["full_face", "head"]
+    assert trained_face_types(SimpleNamespace(a=SimpleNamespace(), b=SimpleNamespace())) == []

@@ -6,7 +6,7 @@ EMA generator), and the file holds them with the model's registry name and field
 from __future__ import annotations
 
 import pathlib
-from typing import Sequence
+from typing import Any, Sequence
 
 from absl import flags
 
@@ -30,9 +30,28 @@ def export_run(workdir: str | pathlib.Path, step: int | None = None,
     config = setup.config
     exported = setup.family.export(state)
     out = pathlib.Path(out) if out else workdir / "export" / f"{exported.model}-{step}.safetensors"
-    return pretrained.export(out, exported.model, exported.model_config, exported.params,
-                             metadata={"family": config.family, "step": step, "data": config.data.source},
+    metadata = {"family": config.family, "step": step, "data": config.data.source}
+    face_types = trained_face_types(setup.train_source)
+    if len(face_types) == 1:
+        metadata["face_type"] = face_types[0]
+    return pretrained.export(out, exported.model, exported.model_config, exported.params, metadata=metadata,
                              collections=exported.collections)
+
+
+def trained_face_types(source: Any) -> list[str]:
+    """The face types of the aligned sets a run trained on (through pairs and resizing), sorted; [] for none.
+
+    An export records a single one so `train.merge` aligns new footage as the training faces were;
+    any source with a `face_type` attribute (data/faces/aligned.py's) counts.
+    """
+    found: set[str] = set()
+    stack = [source]
+    while stack:
+        node = stack.pop()
+        if getattr(node, "face_type", None):
+            found.add(node.face_type)
+        stack += [getattr(node, name) for name in ("a", "b", "source") if hasattr(node, name)]
+    return sorted(found)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -59,6 +59,7 @@ class SwapModel:
     model_config: dict[str, Any]
     sha256: str
     origin: str
+    face_type: str | None = None  # the aligned faces it trained on, as its export records (None: not recorded)
 
 
 def load_swap_model(export: str | None = None, workdir: str | None = None, step: int | None = None) -> SwapModel:
@@ -85,7 +86,19 @@ def _read_swap_model(path: pathlib.Path, origin: str) -> SwapModel:
                            "(configs/swap_*.py) with `python -m train.export` and pass that")
     step = loaded.config["metadata"].get("step")
     return SwapModel(module, loaded.params, name, loaded.config["model_config"], pretrained.sha256(path),
-                     f"{origin} (step {step})" if step is not None else str(origin))
+                     f"{origin} (step {step})" if step is not None else str(origin),
+                     loaded.config["metadata"].get("face_type"))
+
+
+def wanted_face_type(asked: str | None, model: SwapModel) -> str | None:
+    """The face type to align with: --face-type, else the one the model's export records; a conflict is an error.
+
+    Aligning new footage with another crop than the training faces' gives a silently misplaced swap.
+    """
+    if asked and model.face_type and asked != model.face_type:
+        raise ConfigError(f"--face-type {asked}, but {model.origin} was trained on {model.face_type} faces (its "
+                          f"export records it): drop --face-type, or merge with a model trained on {asked} faces")
+    return asked or model.face_type
 
 
 class Footage(NamedTuple):
@@ -157,8 +170,9 @@ def extraction_lookup(directory: pathlib.Path, footage: Footage, size: int,
                         f"{size} px: extract again with --size {size}")
     types = sorted({r["face_type"] for r in records})
     if face_type is not None and types != [face_type]:
-        raise ConfigError(f"extraction {directory} holds {', '.join(types)} faces but --face-type is {face_type}; "
-                          "drop --face-type or extract again with it")
+        raise ConfigError(f"extraction {directory} holds {', '.join(types)} faces but the model wants {face_type} "
+                          f"faces (--face-type, or what its export records): extract again with --face-type "
+                          f"{face_type}")
     by_key: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for rec in records:  # an image's record is found by its file name, a video frame's by name and number
         frame = int(rec["frame"]) if footage.kind == "video" else 0
@@ -300,10 +314,11 @@ def merge(args: argparse.Namespace) -> tuple[video_out.Written, Stats, float]:
     footage = open_footage(pathlib.Path(args.input), args.fps)
     model = load_swap_model(args.export, args.workdir, args.step)
     size = int(model.module.resolution)
+    wanted = wanted_face_type(args.face_type, model)
     if args.extraction:
-        find, face_type = extraction_lookup(pathlib.Path(args.extraction), footage, size, args.face_type)
+        find, face_type = extraction_lookup(pathlib.Path(args.extraction), footage, size, wanted)
     else:
-        face_type = args.face_type or DEFAULT_FACE_TYPE
+        face_type = wanted or DEFAULT_FACE_TYPE
         find = detector_lookup(face_type, size, args.all_faces)
     record = provenance_record(args, model, footage, options, face_type)
     stats = Stats()
@@ -348,8 +363,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="OUT.mp4, or a new folder for PNG frames")
     p.add_argument("--direction", choices=DIRECTIONS, default="b2a",
                    help="b2a: the input shows B (dst), rendered as A (src), DeepFaceLab's swap; a2b the reverse")
-    p.add_argument("--face-type", default=None, help=f"face type the model was trained on (default "
-                   f"{DEFAULT_FACE_TYPE}, or the extraction's)")
+    p.add_argument("--face-type", default=None, help=f"face type the model was trained on (default: the one its "
+                   f"export records, else the extraction's, else {DEFAULT_FACE_TYPE})")
     p.add_argument("--mask", choices=merging.MASK_MODES, default="intersect",
                    help="blend mask: the model's, the landmark hull, or their product")
     p.add_argument("--erode", type=int, default=0, help="erode the mask (negative: dilate), DFL units -400..400: "

@@ -88,6 +88,8 @@ class AlignedSource:
             raise DataError(f"aligned {self.directory}: {len(missing)} face file(s) of {INDEX} are missing, e.g. "
                             f"{missing[0]}; the extraction is incomplete: re-run `{EXTRACT_HINT}` into a new directory")
         self._labels = np.asarray([label_of[_group(r["source"])] for r in self.records], np.int64)
+        types = sorted({str(r["face_type"]) for r in records})
+        self.face_type = types[0] if len(types) == 1 else None  # what a model trained on these faces expects
         side = self.size or sizes[0]
         self.info = SourceInfo(name=self.directory.resolve().name, image_shape=(side, side, 3),
                                num_classes=len(self.groups), num_examples=len(self.records))
@@ -155,3 +157,4 @@ def from_spec(rest: str, split: str = "train") -> AlignedSource:
         except ValueError:
             raise DataError(f"aligned:{rest}: size={value!r} is not an integer") from None
     return AlignedSource(path, split=split, **options)
+

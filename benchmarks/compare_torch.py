@@ -1,6 +1,6 @@
 """A zoo training step against its PyTorch twin on this machine: time ratio JAX / PyTorch per setting.
 
-    python -m benchmarks compare_torch --model {vae_conv64,df64,df128,dcgan64} [--batch B] [--steps 30]
+    python -m benchmarks compare_torch --model {vae_conv64,df64,df128,dcgan64,stylegan2_64} [--batch B] [--steps 30]
         [--warmup 5] [--rounds 3] [--settings eager,channels_last,compile,compile_channels_last] [--no-donate]
         [--json out.json]
 
@@ -10,8 +10,12 @@ step on one synthetic batch of the spec's shape (no data loading; `--batch` chan
 per side for a swap, on both sides of the comparison), times the first call (compile
 included), runs `--warmup` steps, then times each of `--steps` steps, blocking on the result of
 each (JAX: block_until_ready on the state; torch CPU is synchronous). The JAX side is the family's
-own step(s) from the config that `benchmarks.twin_specs` names, compiled by the trainer's runner
-with state donation (`--no-donate`: without); a DCGAN step is its D step then its G step.
+own step(s) from the config that `benchmarks.twin_specs` names (with the spec's `overrides`, e.g.
+StyleGAN2's ADA off), compiled by the trainer's runner with state donation (`--no-donate`: without);
+a DCGAN step is its D step then its G step. A family with lazy steps (StyleGAN2: R1 every 16, path
+length every 4) runs them on the trainer's schedule on both sides, and each timed call is one whole
+cycle of the schedule (`Spec.cycle` trainer steps, from a multiple of it), so `--steps` and `--warmup`
+are rounded up to whole cycles and steps/s is trainer steps per second averaged over each cycle.
 PyTorch: see `benchmarks.torch_step` (torch.set_num_threads(os.cpu_count())).
 
 Reported per setting: first-call seconds (torch.compile's cold, from an empty inductor cache in
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
+import re
 import statistics
 import sys
 import tempfile
@@ -48,10 +53,25 @@ def jax_config(spec: Spec) -> Any:
     from train import families
 
     if spec.config:
-        return config_lib.load(str(ROOT / spec.config))
-    config = config_lib.base_config()
-    config.vae = families.get("vae").section()
+        config = config_lib.load(str(ROOT / spec.config))
+    else:
+        config = config_lib.base_config()
+        config.vae = families.get("vae").section()
+    for path, value in spec.overrides.items():
+        *parents, field = path.split(".")
+        section = config
+        for part in parents:
+            section = section[part]
+        if field not in section:
+            raise ValueError(f"spec override {path!r} names no field of {spec.config or 'base_config()'}")
+        section[field] = value
     return config
+
+
+def image_size(config: Any) -> int:
+    """The side the data are resized to: data.resolution, else the source spec's `size=` (StyleGAN2's configs)."""
+    found = re.search(r"[:;]size=(\d+)", config.data.source)
+    return config.data.resolution or (int(found.group(1)) if found else 0)
 
 
 def _models(spec: Spec, config: Any) -> dict[str, Any]:
@@ -94,7 +114,7 @@ def check_spec(spec: Spec, config: Any) -> None:
             if f.name not in ("parent", "name", "image_shape", "dtype", "param_dtype"):
                 same(f"{name}.{f.name}", fields.get(f.name, _MISSING), getattr(model, f.name))
     if spec.family == "gan":
-        same("data.resolution", spec.image[0], config.data.resolution)
+        same("image size (data.resolution or the source's size=)", spec.image[0], image_size(config))
     if spec.family == "swap":
         same("image", spec.image, (config.model.resolution, config.model.resolution, 3))
         same("masks in both sources", spec.masks, all("masks=1" in s for s in (config.data.source, config.data.source_b)))
@@ -132,9 +152,11 @@ def synthetic_batch(spec: Spec, batch: int | None = None) -> dict[str, Any]:
 class JaxStep:
     """One trainer step of a spec, compiled and ready: `run()` does one step and waits for it."""
 
-    run: Callable[[], None]
+    run: Callable[[], None]  # one cycle: `cycle` trainer steps
     steps: list[str]
     compile: Callable[[], list[Any]]  # each step compiled again on abstract inputs, for its HLO and cost analysis
+    every: list[int] = dataclasses.field(default_factory=list)  # each step's interval in trainer steps
+    cycle: int = 1
 
 
 def build_jax_step(name: str, dtype: str = "float32", batch: int | None = None, donate: bool = True) -> JaxStep:
@@ -142,7 +164,8 @@ def build_jax_step(name: str, dtype: str = "float32", batch: int | None = None, 
 
     With the defaults the config must match the twin's spec exactly (`check_spec`); a `dtype` or
     `batch` other than the spec's (the GPU benchmark's bf16 and larger batches) skips that check.
-    `donate=False` compiles the steps without the trainer's state donation.
+    `donate=False` compiles the steps without the trainer's state donation. Steps with an interval
+    run when the trainer would (trainer step % every == 0); `run()` does one cycle of `spec.cycle`.
     """
     import jax
 
@@ -162,8 +185,9 @@ def build_jax_step(name: str, dtype: str = "float32", batch: int | None = None, 
     module = families.get(config.family)
     config_lib.validate(config, module.section())
     family = module.make(config, spec.image)
-    if any(s.every != 1 for s in family.steps.values()):
-        raise ValueError(f"{name}: every step must run every trainer step, got {dict(family.steps)}")
+    every = {k: s.every for k, s in family.steps.items()}
+    if every != (spec.steps_every or {k: 1 for k in every}):
+        raise ValueError(f"{name}: the family schedules {every}, the twin {spec.steps_every or 'every step'}")
     runner = parallel.Runner.create(config.parallel.strategy, config.parallel.num_devices)
     root = jax.random.key(config.seed)
     data = runner.put_batch(synthetic_batch(spec, batch))
@@ -173,9 +197,11 @@ def build_jax_step(name: str, dtype: str = "float32", batch: int | None = None, 
 
     def run() -> None:
         nonlocal state, count
-        for fn in fns:
-            state, _ = fn(state, data, count)
-        count += 1
+        for _ in range(spec.cycle):
+            for fn, k in zip(fns, every.values()):
+                if count % k == 0:
+                    state, _ = fn(state, data, count)
+            count += 1
         jax.block_until_ready(state)
 
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), (state, data))
@@ -184,13 +210,14 @@ def build_jax_step(name: str, dtype: str = "float32", batch: int | None = None, 
         return [jax.jit(lambda st, b, f=s.fn: f(st, b, jax.random.key(0))).lower(*abstract).compile()
                 for s in family.steps.values()]
 
-    return JaxStep(run, list(family.steps), compile_all)
+    return JaxStep(run, list(family.steps), compile_all, list(every.values()), spec.cycle)
 
 
-def xla_flops(compiled: list[Any]) -> float:
-    """XLA's cost-analysis FLOPs summed over compiled steps."""
+def xla_flops(compiled: list[Any], every: list[int] | None = None) -> float:
+    """XLA's cost-analysis FLOPs of one trainer step: each compiled step's, divided by its interval, summed."""
     costs = [c.cost_analysis() for c in compiled]
-    return sum((c[0] if isinstance(c, list) else c).get("flops", 0.0) for c in costs)
+    every = every or [1] * len(costs)
+    return sum((c[0] if isinstance(c, list) else c).get("flops", 0.0) / k for c, k in zip(costs, every))
 
 
 def measure_jax(name: str, steps: int, warmup: int, batch: int = 0, donate: bool = True) -> dict[str, Any]:
@@ -199,7 +226,7 @@ def measure_jax(name: str, steps: int, warmup: int, batch: int = 0, donate: bool
 
     step = build_jax_step(name, batch=batch or None, donate=donate)
     return {"jax": jax.__version__, "backend": jax.default_backend(), "steps_per_trainer_step": step.steps,
-            "donates_state": donate, **time_steps(step.run, warmup, steps)}
+            "donates_state": donate, **time_steps(step.run, warmup, steps, step.cycle)}
 
 
 def _command(setting: str, args: argparse.Namespace) -> list[str]:

@@ -25,13 +25,17 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_steps(run: Callable[[], None], warmup: int, steps: int) -> dict[str, Any]:
+def time_steps(run: Callable[[], None], warmup: int, steps: int, per_call: int = 1) -> dict[str, Any]:
     """Times the first call, then each of `steps` calls after `warmup` more; `run` must return when its step is done.
+
+    With `per_call` > 1 each call runs that many trainer steps (a lazy-regularisation cycle): `warmup`
+    and `steps` count trainer steps, rounded up to whole calls, and rates are trainer steps per second.
 
     The load average at the start is kept: torch's OpenMP threads slow down many-fold when another
     process holds a core, so a figure taken on a busy machine must be visible as such.
     """
     load = os.getloadavg()[0]
+    warmup, steps = -(-warmup // per_call), max(1, -(-steps // per_call))
     start = time.perf_counter()
     run()
     first = time.perf_counter() - start
@@ -42,9 +46,9 @@ def time_steps(run: Callable[[], None], warmup: int, steps: int) -> dict[str, An
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    rates = [1.0 / t for t in times]
-    return {"load_avg_1m_at_start": round(load, 2), "first_call_s": round(first, 3), "warmup_steps": warmup,
-            "timed_steps": steps,
+    rates = [per_call / t for t in times]
+    return {"load_avg_1m_at_start": round(load, 2), "first_call_s": round(first, 3), "warmup_steps": warmup * per_call,
+            "timed_steps": steps * per_call, "steps_per_call": per_call,
             "steps_per_s": {"median": statistics.median(rates), "min": min(rates), "max": max(rates)},
             "peak_rss_mib": round(peak_rss_mib(), 1)}
 
@@ -59,7 +63,13 @@ def measure(model: str, setting: str, steps: int, warmup: int, threads: int, bat
     torch.manual_seed(0)
     twin = torch_twins.make(model, channels_last=setting.endswith("channels_last"), compile=setting.startswith("compile"))
     data = twin.batch(batch or None)
-    result = time_steps(lambda: twin.step(data), warmup, steps)
+    cycle = twin.spec.cycle
+
+    def run() -> None:
+        for _ in range(cycle):
+            twin.step(data)
+
+    result = time_steps(run, warmup, steps, cycle)
     if setting.startswith("compile"):
         from torch._dynamo.utils import counters
 

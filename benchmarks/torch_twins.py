@@ -4,22 +4,38 @@ Our own code, written from the zoo modules it mirrors, for `benchmarks.compare_t
 extra: nothing else imports torch). Each twin builds its nets from an entry of
 `benchmarks.twin_specs.SPECS`, which `compare_torch.check_spec` asserts against the zoo config:
 
-| twin       | JAX side: config (model)                         | batch       | optimiser                           | params                   |
-|------------|--------------------------------------------------|-------------|-------------------------------------|--------------------------|
-| vae_conv64 | train.config.base_config()'s VAE (vae_conv)      | 128         | Adam 1e-3                           | 8,563,811                |
-| df64       | configs/swap_df_synthetic.py (swap_df)           | 16 A + 16 B | Adam 1e-3, 100 warm-up, clip norm 1 | 7,616,410                |
-| df128      | configs/swap_df_grid.py:centre (swap_df)         | 8 A + 8 B   | AdaBelief 2e-4, 100 warm-up, clip 1 | 13,226,154               |
-| dcgan64    | configs/dcgan_celeba64.py (dcgan_g, dcgan_d)     | 128         | Adam 2e-4, b1 0.5, one per net      | G 3,576,704, D 2,765,568 |
+| twin          | JAX side: config (model)                         | batch       | optimiser                           | params                     |
+|---------------|--------------------------------------------------|-------------|-------------------------------------|----------------------------|
+| vae_conv64    | train.config.base_config()'s VAE (vae_conv)      | 128         | Adam 1e-3                           | 8,563,811                  |
+| df64          | configs/swap_df_synthetic.py (swap_df)           | 16 A + 16 B | Adam 1e-3, 100 warm-up, clip norm 1 | 7,616,410                  |
+| df128         | configs/swap_df_grid.py:centre (swap_df)         | 8 A + 8 B   | AdaBelief 2e-4, 100 warm-up, clip 1 | 13,226,154                 |
+| dcgan64       | configs/dcgan_celeba64.py (dcgan_g, dcgan_d)     | 128         | Adam 2e-4, b1 0.5, one per net      | G 3,576,704, D 2,765,568   |
+| stylegan2_64  | configs/stylegan2_synthetic_faces.py, ADA off    | 32          | Adam 0.0025 (0, 0.99), lazy-scaled  | G 275,144, D 296,401       |
+|               |   (stylegan2_g, stylegan2_d)                     |             |   per net: D x 16/17, G x 4/5       |                            |
+| stylegan2_256 | configs/stylegan2_ffhq256.py (paper256)          | 64          | the same                            | G 24,767,458, D 24,001,089 |
 
-| twin       | model fields, input                                                    | step and loss                                     |
-|------------|------------------------------------------------------------------------|---------------------------------------------------|
-| vae_conv64 | latent 32, channels (32, 64), hidden 256, silu, bernoulli; 64x64x3     | binarise, eps ~ N(0, I), -ELBO (BCE + KL, beta 1) |
-| df64       | res 64, opts ud, ae 128, e 24, d 24, mask 8; faces with both masks     | per side, unmasked: 10 DSSIM (window 5) + 10 MSE  |
-|            |                                                                        |   + 10 mask MSE + 300 eyes/mouth L1               |
-| df128      | res 128, opts ud, ae 128, e 32, d 32, mask 8; faces without masks      | per side, unmasked: 10 DSSIM (window 11) + 10 MSE |
-|            |                                                                        |   + 0 x mask MSE                                  |
-| dcgan64    | G: z 100, ngf 64; D: ndf 64, batch norm; 64x64x3                       | D step (real vs detached G(z)), then G step;      |
-|            |                                                                        |   non-saturating, BN in train mode throughout     |
+| twin          | model fields, input                                                    | step and loss                                     |
+|---------------|------------------------------------------------------------------------|---------------------------------------------------|
+| vae_conv64    | latent 32, channels (32, 64), hidden 256, silu, bernoulli; 64x64x3     | binarise, eps ~ N(0, I), -ELBO (BCE + KL, beta 1) |
+| df64          | res 64, opts ud, ae 128, e 24, d 24, mask 8; faces with both masks     | per side, unmasked: 10 DSSIM (window 5) + 10 MSE  |
+|               |                                                                        |   + 10 mask MSE + 300 eyes/mouth L1               |
+| df128         | res 128, opts ud, ae 128, e 32, d 32, mask 8; faces without masks      | per side, unmasked: 10 DSSIM (window 11) + 10 MSE |
+|               |                                                                        |   + 0 x mask MSE                                  |
+| dcgan64       | G: z 100, ngf 64; D: ndf 64, batch norm; 64x64x3                       | D step (real vs detached G(z)), then G step;      |
+|               |                                                                        |   non-saturating, BN in train mode throughout     |
+| stylegan2_64  | z = w 64, 2 mapping layers, channel_base 1024, max 64; D mbstd 4;      | D, R1 every 16 (gamma 0.0256), G (mixing 0.9,     |
+|               |   64x64x3, x-flipped reals                                             |   EMA), path length every 4 on half the batch     |
+| stylegan2_256 | z = w 512, 8 mapping layers, channel_base 16384, max 512, clamp 256;   | the same, R1 gamma 1; the twin computes in        |
+|               |   D mbstd 8; 256x256x3 (FLOP count and GPU benchmark only)             |   float32 where the zoo has bf16 top resolutions  |
+
+StyleGAN2's twin (`StyleGAN2Twin`) runs the GAN family's schedule: each `step` is one trainer step
+(D and G always, lazy R1 when count % 16 == 0, path length when count % 4 == 0), so the timed
+window of 16 steps (`Spec.cycle`, from a multiple of 16) holds one R1 and four path-length
+updates on both sides. The JAX config trains with ADA (target 0.6); the spec's `overrides` switch
+it off for both sides (the twin has no ADA pipeline), so what is compared is StyleGAN2 without
+augmentation, with x-flips (`gan.mirror`) on both. Its layers are functional (F.conv2d,
+F.conv_transpose2d, F.linear through small counting wrappers) because modulation scales
+activations per example; `forward_macs` counts those calls as hooks count modules.
 
 What differs from the JAX models, none of it changing shapes, parameter counts or MACs:
 - Initialisers are torch's defaults; random numbers come from torch's generator, not JAX keys.
@@ -31,12 +47,19 @@ What differs from the JAX models, none of it changing shapes, parameter counts o
 - The JAX GAN step discards the batch-norm statistics that G's forward in the D step and D's in
   the G step produce; torch's train mode updates them (a few vector ops).
 - Only the configurations benchmarked have a training step: bernoulli VAE likelihood, the
-  non-saturating GAN loss, dcgan_d with norm "batch" or "none", swap_df without GAN/true-face/EMA.
+  non-saturating GAN loss, dcgan_d with norm "batch" or "none", swap_df without GAN/true-face/EMA,
+  unconditional StyleGAN2 without ADA or DiffAugment.
+- StyleGAN2: noise, mixing cutoffs and x-flips are drawn per example from torch's generator (the zoo's
+  from per-example JAX keys); `num_bf16_res` is ignored (float32 throughout); D's epilogue FC reads
+  NCHW-flattened features.
 
 FLOPs (`FLOP_CONVENTION`): the MACs of every Conv2d, ConvTranspose2d and Linear call of a forward
-pass, read from shapes by forward hooks; a forward pass costs 2 x MACs, one with the input gradient
-4 x, one with input and weight gradients 6 x (the first layer's unneeded input gradient included).
-SSIM filters, norms, activations and optimisers are not counted.
+pass (and of the functional conv/linear calls of StyleGAN2's twin, its demodulation's
+[B, I] x [I, O] product included), read from shapes; a forward pass costs 2 x MACs, one with the
+input gradient 4 x, one with input and weight gradients 6 x (the first layer's unneeded input
+gradient included), a double backward (R1, path length) 12 x. SSIM filters, StyleGAN2's depthwise
+[1, 3, 3, 1] FIR resampling filters, norms, activations and optimisers are not counted; a test
+checks the StyleGAN2 counts against the convs and products of the zoo models' traced forward.
 """
 from __future__ import annotations
 
@@ -50,7 +73,8 @@ from torch import Tensor, nn
 from benchmarks.twin_specs import SPECS, Spec
 
 FLOP_CONVENTION = ("conv/dense MACs from shapes; forward = 2 x MACs, forward + input gradient = 4 x, "
-                   "forward + input and weight gradients = 6 x; SSIM filters, norms, activations, optimiser not counted")
+                   "forward + input and weight gradients = 6 x, double backward (R1, path length) = 12 x; "
+                   "SSIM and FIR resampling filters, norms, activations, optimiser not counted")
 # Forward-pass multiples per net and step: VAE and swap train one net; DCGAN's D step runs G forward and
 # D forward-backward on the real and the fake batch, its G step G forward-backward and D forward + input grad.
 PASSES: dict[str, dict[str, int]] = {"vae": {"vae": 3}, "swap": {"swap": 3}, "gan": {"G": 1 + 3, "D": 3 + 3 + 2}}
@@ -248,6 +272,290 @@ class DCGANDiscriminator(nn.Module):
         return self.body(x).flatten()
 
 
+_SQRT2, _SQRT_HALF = math.sqrt(2.0), math.sqrt(0.5)
+
+
+class _MacCount:
+    """MACs of the functional convs and products below while `forward_macs` counts (None: not counting)."""
+
+    total: int | None = None
+
+
+def _count(macs: int) -> None:
+    if _MacCount.total is not None:
+        _MacCount.total += macs
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear (weight [out, in]), counted: rows x in x out."""
+    _count(x.numel() // x.shape[-1] * weight.numel())
+    return F.linear(x, weight, bias)
+
+
+def _conv(x: Tensor, weight: Tensor, stride: int = 1, padding: int = 0) -> Tensor:
+    """F.conv2d (weight [O, I, k, k]), counted: output positions x O x I x k x k."""
+    out = F.conv2d(x, weight, stride=stride, padding=padding)
+    _count(out.numel() * weight[0].numel())
+    return out
+
+
+def _conv_transpose(x: Tensor, weight: Tensor) -> Tensor:
+    """F.conv_transpose2d with stride 2 (weight [I, O, k, k]), counted: input positions x I x O x k x k."""
+    _count(x.numel() * weight[0].numel())
+    return F.conv_transpose2d(x, weight, stride=2)
+
+
+def fir_filter() -> Tensor:
+    """zoo.resample.fir_filter: outer([1, 3, 3, 1], [1, 3, 3, 1]) normalised to unit sum."""
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def upfirdn2d(x: Tensor, f: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+              gain: float = 1.0) -> Tensor:
+    """zoo.resample.upfirdn2d in NCHW: zero insertion, pad (x0, x1, y0, y1), depthwise true convolution, decimation."""
+    b, c, h, w = x.shape
+    if up > 1:
+        x = F.pad(x.reshape(b, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1]).reshape(b, c, h * up, w * up)
+    x = F.pad(x, list(pad))
+    kernel = (f.flip([0, 1]) * gain).to(x.dtype)
+    return F.conv2d(x, kernel[None, None].expand(c, 1, *f.shape), stride=down, groups=c)
+
+
+def _bias_act(x: Tensor, bias: Tensor | None, act: str, gain: float = 1.0, clamp: float = 0.0) -> Tensor:
+    """zoo.stylegan2._bias_act: + bias, lrelu(0.2) * sqrt(2) or linear, * gain, clamp to +-clamp when > 0."""
+    if bias is not None:
+        x = x + bias[:, None, None] if x.ndim == 4 else x + bias
+    if act == "lrelu":
+        x = F.leaky_relu(x, 0.2) * _SQRT2
+    if gain != 1.0:
+        x = x * gain
+    return x.clamp(-clamp, clamp) if clamp > 0 else x
+
+
+def channels_at(res: int, base: int, cmax: int) -> int:
+    """zoo.stylegan2.channels_at: min(base // res, cmax), at least 1."""
+    return max(1, min(base // res, cmax))
+
+
+class _FC(nn.Module):
+    """zoo.stylegan2.FullyConnected: weight N(0, 1) / lr_mul used as weight * lr_mul / sqrt(fan_in), bias * lr_mul."""
+
+    def __init__(self, cin: int, cout: int, lr_mul: float = 1.0, bias_init: float = 0.0, act: str = "linear") -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin) / lr_mul)
+        self.bias = nn.Parameter(torch.full((cout,), float(bias_init)))
+        self.scale, self.lr_mul, self.act = lr_mul / math.sqrt(cin), lr_mul, act
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _bias_act(_linear(x, self.weight * self.scale), self.bias * self.lr_mul, self.act)
+
+
+class _Mapping(nn.Module):
+    """zoo.stylegan2.MappingNetwork: z normalised by its second moment, FC layers at lr_mul, `w_avg` buffer."""
+
+    def __init__(self, z_dim: int, w_dim: int, layers: int, lr_mul: float) -> None:
+        super().__init__()
+        self.fcs = nn.ModuleList(_FC(z_dim if i == 0 else w_dim, w_dim, lr_mul, act="lrelu") for i in range(layers))
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = z * torch.rsqrt(z.square().mean(-1, keepdim=True) + 1e-8)
+        for fc in self.fcs:
+            x = fc(x)
+        return x
+
+
+class _SynthesisLayer(nn.Module):
+    """zoo.stylegan2.SynthesisLayer: x * s, 3x3 conv (or transposed conv + FIR gain 4), * demod, noise, bias, lrelu."""
+
+    def __init__(self, cin: int, cout: int, w_dim: int, res: int, up: bool, clamp: float) -> None:
+        super().__init__()
+        self.affine = _FC(w_dim, cin, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.noise_strength = nn.Parameter(torch.zeros(()))
+        self.res, self.up, self.clamp = res, up, clamp
+
+    def forward(self, x: Tensor, w: Tensor, fir: Tensor) -> Tensor:
+        styles = self.affine(w)
+        demod = torch.rsqrt(_linear(styles.square(), self.weight.square().sum((2, 3))) + 1e-8)
+        x = x * styles[:, :, None, None]
+        if self.up:
+            x = upfirdn2d(_conv_transpose(x, self.weight.transpose(0, 1)), fir, pad=(1, 1, 1, 1), gain=4.0)
+        else:
+            x = _conv(x, self.weight, padding=1)
+        x = x * demod[:, :, None, None]
+        noise = torch.randn(x.shape[0], 1, self.res, self.res, dtype=x.dtype, device=x.device)
+        return _bias_act(x + noise * self.noise_strength, self.bias, "lrelu", clamp=self.clamp)
+
+
+class _ToRGB(nn.Module):
+    """zoo.stylegan2.ToRGB: styles / sqrt(fan_in), 1x1 conv without demodulation, bias, clamp."""
+
+    def __init__(self, cin: int, channels: int, w_dim: int, clamp: float) -> None:
+        super().__init__()
+        self.affine = _FC(w_dim, cin, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(channels, cin, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.gain, self.clamp = 1 / math.sqrt(cin), clamp
+
+    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+        styles = self.affine(w) * self.gain
+        return _bias_act(_conv(x * styles[:, :, None, None], self.weight), self.bias, "linear", clamp=self.clamp)
+
+
+class _SynthesisBlock(nn.Module):
+    """zoo.stylegan2.SynthesisBlock: the 4x4 constant (cin 0) or an upsampling layer, a layer, ToRGB, skip sum."""
+
+    def __init__(self, cin: int, cout: int, w_dim: int, res: int, channels: int, clamp: float) -> None:
+        super().__init__()
+        self.const = nn.Parameter(torch.randn(cout, 4, 4)) if cin == 0 else None
+        self.conv0 = None if cin == 0 else _SynthesisLayer(cin, cout, w_dim, res, True, clamp)
+        self.conv1 = _SynthesisLayer(cout, cout, w_dim, res, False, clamp)
+        self.torgb = _ToRGB(cout, channels, w_dim, clamp)
+
+    def forward(self, x: Tensor | None, img: Tensor | None, ws: Tensor, fir: Tensor) -> tuple[Tensor, Tensor]:
+        if self.conv0 is None:
+            x = self.conv1(self.const.expand(ws.shape[0], -1, -1, -1), ws[:, 0], fir)
+            w_rgb = ws[:, 1]
+        else:
+            x = self.conv1(self.conv0(x, ws[:, 0], fir), ws[:, 1], fir)
+            w_rgb = ws[:, 2]
+        y = self.torgb(x, w_rgb)
+        return x, y if img is None else upfirdn2d(img, fir, up=2, pad=(2, 1, 2, 1), gain=4.0) + y
+
+
+class StyleGAN2Generator(nn.Module):
+    """zoo.stylegan2.StyleGAN2Generator: mapping, then the skip synthesis from a learned 4x4 constant; NCHW images.
+
+    Always float32: `num_bf16_res` is accepted and ignored (the GPU benchmark times the JAX side only).
+    """
+
+    def __init__(self, image: tuple[int, int, int], latent_dim: int, w_dim: int, num_classes: int, mapping_layers: int,
+                 mapping_lr_mul: float, w_avg_beta: float, channel_base: int, channel_max: int, num_bf16_res: int,
+                 conv_clamp: float) -> None:
+        super().__init__()
+        if num_classes:
+            raise NotImplementedError("the StyleGAN2 twin is unconditional")
+        res, _, colors = image
+        log_res = int(math.log2(res))
+        self.mapping = _Mapping(latent_dim, w_dim, mapping_layers, mapping_lr_mul)
+        blocks, cin = [], 0
+        for log_r in range(2, log_res + 1):
+            cout = channels_at(2**log_r, channel_base, channel_max)
+            blocks.append(_SynthesisBlock(cin, cout, w_dim, 2**log_r, colors, conv_clamp))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.register_buffer("fir", fir_filter(), persistent=False)
+        self.num_ws, self.w_avg_beta, self.latent_dim = 2 * log_res - 2, w_avg_beta, latent_dim
+
+    def ws(self, z: Tensor, mixing_prob: float = 0.0, update_w_avg: bool = False) -> Tensor:
+        """StyleGAN2Generator.map_latents and .mix: [B, num_ws, w_dim], a second z's ws past a per-example cutoff."""
+        w = self.mapping(z)
+        if update_w_avg:
+            with torch.no_grad():
+                self.mapping.w_avg.lerp_(w.mean(0), 1.0 - self.w_avg_beta)
+        ws = w[:, None].expand(-1, self.num_ws, -1)
+        if mixing_prob > 0:
+            b = z.shape[0]
+            w2 = self.mapping(torch.randn_like(z))
+            cut = torch.randint(1, self.num_ws, (b,), device=z.device)
+            cut = torch.where(torch.rand(b, device=z.device) < mixing_prob, cut, self.num_ws)
+            later = torch.arange(self.num_ws, device=z.device)[None, :] >= cut[:, None]
+            ws = torch.where(later[:, :, None], w2[:, None], ws)
+        return ws
+
+    def synthesis(self, ws: Tensor) -> Tensor:
+        """Images [B, C, R, R] from ws, random noise in every layer (training's noise mode)."""
+        x = img = None
+        for b, block in enumerate(self.blocks):
+            start = max(2 * b - 1, 0)
+            x, img = block(x, img, ws[:, start:start + 3], self.fir)
+        return img
+
+    def forward(self, z: Tensor, mixing_prob: float = 0.0, update_w_avg: bool = False) -> Tensor:
+        return self.synthesis(self.ws(z, mixing_prob, update_w_avg))
+
+
+class _DConv(nn.Module):
+    """zoo.stylegan2.DConv: equalised-lr k x k conv, FIR then stride 2 when downsampling, bias, act, gain, clamp."""
+
+    def __init__(self, cin: int, cout: int, k: int, down: bool = False, bias: bool = True, act: str = "lrelu",
+                 gain: float = 1.0, clamp: float = 0.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        self.scale, self.k, self.down, self.act, self.gain, self.clamp = 1 / math.sqrt(cin * k * k), k, down, act, gain, clamp
+
+    def forward(self, x: Tensor, fir: Tensor) -> Tensor:
+        w = self.weight * self.scale
+        if self.down and self.k == 1:
+            x = _conv(upfirdn2d(x, fir, down=2, pad=(1, 1, 1, 1)), w)
+        elif self.down:
+            p = self.k // 2 + 1
+            x = _conv(upfirdn2d(x, fir, pad=(p, p, p, p)), w, stride=2)
+        else:
+            x = _conv(x, w, padding=self.k // 2)
+        return _bias_act(x, self.bias, self.act, self.gain, self.clamp * self.gain)
+
+
+class _DBlock(nn.Module):
+    """zoo.stylegan2.DiscriminatorBlock: (fromRGB,) conv3x3, downsampling conv3x3 + bias-free 1x1 skip, sqrt(1/2)."""
+
+    def __init__(self, colors: int, cin: int, cout: int, clamp: float) -> None:
+        super().__init__()
+        self.fromrgb = _DConv(colors, cin, 1, clamp=clamp) if colors else None
+        self.skip = _DConv(cin, cout, 1, down=True, bias=False, act="linear", gain=_SQRT_HALF)
+        self.conv0 = _DConv(cin, cin, 3, clamp=clamp)
+        self.conv1 = _DConv(cin, cout, 3, down=True, gain=_SQRT_HALF, clamp=clamp)
+
+    def forward(self, x: Tensor, fir: Tensor) -> Tensor:
+        if self.fromrgb is not None:
+            x = self.fromrgb(x, fir)
+        return self.skip(x, fir) + self.conv1(self.conv0(x, fir), fir)
+
+
+def minibatch_std(x: Tensor, group: int, channels: int) -> Tensor:
+    """zoo.stylegan2._minibatch_std in NCHW: each group of `group` consecutive examples' feature stddev as channels."""
+    b, c, h, w = x.shape
+    g = min(group, b)
+    if b % g:
+        raise ValueError(f"minibatch stddev needs the batch ({b}) to be a multiple of the group ({g})")
+    y = x.reshape(b // g, g, channels, c // channels, h, w)
+    y = (y.var(dim=1, correction=0) + 1e-8).sqrt().mean((2, 3, 4))
+    return torch.cat([x, y.repeat_interleave(g, 0)[:, :, None, None].expand(b, channels, h, w)], 1)
+
+
+class StyleGAN2Discriminator(nn.Module):
+    """zoo.stylegan2.StyleGAN2Discriminator: residual blocks R .. 8, then minibatch stddev, conv3x3, FC, FC -> [B].
+
+    The epilogue's FC reads NCHW-flattened features (a permutation of the zoo's NHWC order).
+    """
+
+    def __init__(self, image: tuple[int, int, int], num_classes: int, channel_base: int, channel_max: int,
+                 mbstd_group: int, mbstd_channels: int, mapping_layers: int, num_bf16_res: int, conv_clamp: float) -> None:
+        super().__init__()
+        if num_classes:
+            raise NotImplementedError("the StyleGAN2 twin is unconditional")
+        res, _, colors = image
+        ch = [channels_at(2**i, channel_base, channel_max) for i in range(int(math.log2(res)) + 1)]
+        self.blocks = nn.ModuleList(_DBlock(colors if i == len(ch) - 1 else 0, ch[i], ch[i - 1], conv_clamp)
+                                    for i in range(len(ch) - 1, 2, -1))
+        self.group, self.mbstd_channels = mbstd_group, mbstd_channels
+        self.conv = _DConv(ch[2] + (mbstd_channels if mbstd_group else 0), ch[2], 3, clamp=conv_clamp)
+        self.fc, self.out = _FC(16 * ch[2], ch[2], act="lrelu"), _FC(ch[2], 1)
+        self.register_buffer("fir", fir_filter(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x, self.fir)
+        if self.group:
+            x = minibatch_std(x, self.group, self.mbstd_channels)
+        return self.out(self.fc(self.conv(x, self.fir).flatten(1)))[:, 0]
+
+
 class AdaBelief(torch.optim.Optimizer):
     """optax.adabelief's update (bias-corrected, eps 1e-16 in and outside the root) in foreach ops: torch has none."""
 
@@ -338,7 +646,7 @@ class Twin:
         self.spec = spec
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.nets = {k: v.to(memory_format=self.fmt) for k, v in self.build().items()}
-        self.opts = {k: optimizer(spec.optim, v.parameters()) for k, v in self.nets.items()}
+        self.opts = {k: optimizer(self.net_optim(k), v.parameters()) for k, v in self.nets.items()}
         self.count = 0
         for name in self.LOSSES:
             fn = getattr(self, name)
@@ -347,6 +655,10 @@ class Twin:
     def build(self) -> dict[str, nn.Module]:
         """The nets, named as the JAX family's state["params"]."""
         raise NotImplementedError
+
+    def net_optim(self, net: str) -> dict[str, Any]:
+        """The optimiser fields of `net` (the spec's; StyleGAN2 rescales them per net for its lazy intervals)."""
+        return self.spec.optim
 
     def batch(self, size: int | None = None) -> dict[str, Any]:
         """A synthetic batch as the family's step receives it, NCHW in this twin's memory format."""
@@ -510,13 +822,133 @@ class GANTwin(Twin):
         self.count += 1
 
 
+class StyleGAN2Twin(Twin):
+    """StyleGAN2's trainer step: "D", lazy "D_r1", "G" with its EMA, lazy "G_pl", on the GAN family's schedule.
+
+    `step` counts trainer steps and runs what is due as `train.trainer` does (R1 when count % r1_every
+    == 0, path length when count % pl_every == 0), so any 16 consecutive steps from a multiple of 16
+    hold one R1 and four path-length updates on both sides. D: softplus(-D(x)) + softplus(D(G(z)))
+    with G(z) detached; R1: gamma / 2 * r1_every * |grad_x D(x)|^2 on the reals; G: softplus(-D(G(z)))
+    with style mixing, w_avg tracking and the EMA (half-life ramped up); path length on every
+    pl_batch_shrink-th example: pl_weight * pl_every * (|J^T y| - EMA mean)^2, y ~ N(0, I) / sqrt(HW).
+    Each is a separate Adam update with lazy Adam's lr and betas (c / (c + 1)). Reals are x-flipped
+    with probability 1/2 (`mirror`). compile settings compile the D and G losses; R1 and path length
+    (double backward, which torch.compile's AOTAutograd does not support) stay eager.
+    """
+
+    LOSSES = ("_d_loss", "_g_loss")
+
+    def __init__(self, spec: Spec, channels_last: bool = False, compile: bool = False) -> None:
+        hp = spec.hparams
+        if (hp["loss"] != "non_saturating" or hp["n_critic"] != 1 or hp["diffaugment"] or hp["d_learning_rate"]
+                or hp["ada_target"] or hp["ada_p"] or not hp["r1_gamma"] or not hp["pl_weight"]):
+            raise NotImplementedError("the StyleGAN2 twin is the non-saturating D, R1, G, path-length recipe without "
+                                      "augmentation, n_critic 1")
+        super().__init__(spec, channels_last, compile)
+        self.ema = [p.detach().clone() for p in self.nets["G"].parameters()]
+        self.pl_mean = torch.zeros(())
+
+    def build(self) -> dict[str, nn.Module]:
+        disc = {k: v for k, v in self.spec.disc.items() if k != "name"}
+        return {"G": StyleGAN2Generator(self.spec.image, **self.spec.fields),
+                "D": StyleGAN2Discriminator(self.spec.image, **disc)}
+
+    def net_optim(self, net: str) -> dict[str, Any]:
+        """train.families.gan.optimizers: lazy Adam's lr x c / (c + 1) and betas ** (c / (c + 1))."""
+        hp, optim = self.spec.hparams, dict(self.spec.optim)
+        every = hp["r1_every"] if net == "D" else hp["pl_every"]
+        if hp["lazy_adam"]:
+            ratio = every / (every + 1)
+            optim.update(learning_rate=optim["learning_rate"] * ratio, b1=optim["b1"] ** ratio, b2=optim["b2"] ** ratio)
+        return optim
+
+    def batch(self, size: int | None = None) -> dict[str, Any]:
+        h, w, c = self.spec.image
+        return {"image": self._images((size or self.spec.batch, c, h, w), torch.uint8)}
+
+    def inputs(self, batch: dict[str, Any]) -> dict[str, tuple[Tensor, ...]]:
+        real = batch["image"].float() / 127.5 - 1.0
+        return {"G": (torch.randn(real.shape[0], self.spec.fields["latent_dim"]),), "D": (real,)}
+
+    def _reals(self, pixels: Tensor) -> Tensor:
+        x = pixels.float() / 127.5 - 1.0
+        if self.spec.hparams["mirror"]:
+            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x
+
+    def _z(self, batch_size: int) -> Tensor:
+        return torch.randn(batch_size, self.spec.fields["latent_dim"])
+
+    def _d_loss(self, pixels: Tensor) -> Tensor:
+        real = self._reals(pixels)
+        with torch.no_grad():
+            fake = self.nets["G"](self._z(real.shape[0]), self.spec.hparams["style_mixing"])
+        r, f = self.nets["D"](real), self.nets["D"](fake)
+        return (F.softplus(-r) + F.softplus(f)).mean()
+
+    def _r1_loss(self, pixels: Tensor) -> Tensor:
+        hp = self.spec.hparams
+        real = self._reals(pixels).requires_grad_(True)
+        (grad,) = torch.autograd.grad(self.nets["D"](real).sum(), real, create_graph=True)
+        return 0.5 * hp["r1_gamma"] * hp["r1_every"] * grad.square().sum((1, 2, 3)).mean()
+
+    def _g_loss(self, batch_size: int) -> Tensor:
+        fake = self.nets["G"](self._z(batch_size), self.spec.hparams["style_mixing"], update_w_avg=True)
+        return F.softplus(-self.nets["D"](fake)).mean()
+
+    def _pl_loss(self, batch_size: int) -> Tensor:
+        hp, g = self.spec.hparams, self.nets["G"]
+        ws = g.ws(self._z(batch_size // hp["pl_batch_shrink"]), hp["style_mixing"])
+        images = g.synthesis(ws)
+        y = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+        (grad,) = torch.autograd.grad((images * y).sum(), ws, create_graph=True)
+        lengths = grad.square().sum(2).mean(1).sqrt()
+        pl_mean = self.pl_mean + hp["pl_decay"] * (lengths.mean() - self.pl_mean)
+        self.pl_mean = pl_mean.detach()
+        return hp["pl_weight"] * hp["pl_every"] * (lengths - pl_mean).square().mean()
+
+    def _descend(self, net: str, loss: Tensor) -> None:
+        """One optimiser update of `net` on the gradients of `loss` with respect to its parameters only.
+
+        A parameter the loss does not reach (D's output bias in R1) gets a zero gradient, as in JAX, so
+        Adam still decays its second moment.
+        """
+        params = list(self.nets[net].parameters())
+        for p, g in zip(params, torch.autograd.grad(loss, params, materialize_grads=True)):
+            p.grad = g
+        self._update(net)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """train.families.gan.ema_decay: beta = 0.5 ** (batch / half-life), half-life ramped up by images seen."""
+        hp, batch = self.spec.hparams, self.spec.batch
+        half_life = hp["ema_half_life_images"]
+        if hp["ema_rampup"]:
+            half_life = max(min(half_life, self.count * batch * hp["ema_rampup"]), 1e-8)
+        beta = 0.5 ** (batch / half_life)
+        torch._foreach_lerp_(self.ema, list(self.nets["G"].parameters()), 1.0 - beta)
+
+    def step(self, batch: dict[str, Any]) -> None:
+        hp, pixels = self.spec.hparams, batch["image"]
+        self._descend("D", self.d_loss(pixels))
+        if self.count % hp["r1_every"] == 0:
+            self._descend("D", self._r1_loss(pixels))
+        self._descend("G", self.g_loss(pixels.shape[0]))
+        self._update_ema()
+        if self.count % hp["pl_every"] == 0:
+            self._descend("G", self._pl_loss(pixels.shape[0]))
+        self.count += 1
+
+
 _TWINS: dict[str, type[Twin]] = {"vae": VAETwin, "swap": SwapTwin, "gan": GANTwin}
 
 
 def make(name: str | Spec, channels_last: bool = False, compile: bool = False) -> Twin:
     """The twin of SPECS[name], or of a Spec given directly."""
     spec = SPECS[name] if isinstance(name, str) else name
-    return _TWINS[spec.family](spec, channels_last, compile)
+    cls = StyleGAN2Twin if spec.model == "stylegan2_g" else _TWINS[spec.family]
+    return cls(spec, channels_last, compile)
 
 
 def param_counts(name: str) -> dict[str, int]:
@@ -525,7 +957,7 @@ def param_counts(name: str) -> dict[str, int]:
 
 
 def forward_macs(net: nn.Module, *inputs: Tensor) -> int:
-    """MACs of the Conv2d, ConvTranspose2d and Linear calls of one forward pass, from their shapes."""
+    """MACs of the Conv2d, ConvTranspose2d and Linear calls (and the counted functional ones) of one forward pass."""
     total = 0
 
     def hook(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
@@ -540,19 +972,52 @@ def forward_macs(net: nn.Module, *inputs: Tensor) -> int:
     layers = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
     handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, layers)]
     training = net.training
+    _MacCount.total = 0
     try:
         with torch.no_grad():
             net.eval()(*inputs)
+        total += _MacCount.total
     finally:
+        _MacCount.total = None
         net.train(training)
         for handle in handles:
             handle.remove()
     return total
 
 
+def stylegan2_passes(mixing: bool) -> dict[str, dict[str, int]]:
+    """Forward-pass multiples per example of each StyleGAN2 step: "G" is mapping + synthesis, "G.mapping" the extra
+    mapping of style mixing's second z; a double backward (R1, path length) is 6: forward, input gradient, and
+    the input and weight gradients of both."""
+    extra = int(mixing)
+    return {"D": {"G": 1, "G.mapping": extra, "D": 3 + 3}, "D_r1": {"D": 6},
+            "G": {"G": 3, "G.mapping": 3 * extra, "D": 2}, "G_pl": {"G": 6, "G.mapping": 6 * extra}}
+
+
+def _stylegan2_flops(spec: Spec, twin: Twin, batch: int) -> dict[str, Any]:
+    """`step_flops` of a StyleGAN2 spec: each step's FLOPs, and their mean per trainer step over the schedule."""
+    inputs = twin.inputs(twin.batch(1))
+    gen = twin.nets["G"]
+    macs = {"G": forward_macs(gen, *inputs["G"]), "G.mapping": forward_macs(gen.mapping, *inputs["G"]),
+            "D": forward_macs(twin.nets["D"], *inputs["D"])}
+    passes = stylegan2_passes(bool(spec.hparams["style_mixing"]))
+    examples = {"D": batch, "D_r1": batch, "G": batch, "G_pl": batch // spec.hparams["pl_batch_shrink"]}
+    per_step = {k: examples[k] * sum(2 * macs[n] * m for n, m in passes[k].items()) for k in passes}
+    per_cycle = sum(per_step[k] * spec.cycle // every for k, every in spec.steps_every.items())
+    flops = per_cycle // spec.cycle
+    return {"convention": FLOP_CONVENTION, "forward_macs_per_example": macs, "example": "an image",
+            "forward_passes": passes, "steps_every": spec.steps_every, "flops_per_named_step": per_step,
+            "flops_per_step": flops, "gflop_per_step": round(flops / 1e9, 3)}
+
+
 def step_flops(name: str, batch: int = 0) -> dict[str, Any]:
-    """Analytic FLOPs of one training step of SPECS[name] at its batch size (or `batch`), by `FLOP_CONVENTION`."""
+    """Analytic FLOPs of one training step of SPECS[name] at its batch size (or `batch`), by `FLOP_CONVENTION`.
+
+    StyleGAN2's figure is the mean over its 16-step schedule (one R1 and four path-length steps in 16).
+    """
     spec, twin = SPECS[name], make(name)
+    if spec.model == "stylegan2_g":
+        return _stylegan2_flops(spec, twin, batch or spec.batch)
     inputs = twin.inputs(twin.batch(1))
     macs = {k: forward_macs(net, *inputs[k]) for k, net in twin.nets.items()}
     flops = (batch or spec.batch) * sum(2 * macs[k] * n for k, n in PASSES[spec.family].items())

@@ -7,6 +7,7 @@ worker's no JAX. The table of what each entry mirrors is in `benchmarks/torch_tw
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 
@@ -24,6 +25,31 @@ class Spec:
     hparams: dict[str, Any]  # the family section's fields the step reads
     disc: dict[str, Any] = dataclasses.field(default_factory=dict)  # GAN: gan.discriminator
     masks: bool = False  # swap: the data carry "mask" and "em_mask"
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # config fields the comparison sets, both sides
+
+    @property
+    def steps_every(self) -> dict[str, int]:
+        """A GAN's named steps and their intervals as `train.families.gan.make` schedules them; {} for one-step families."""
+        if self.family != "gan":
+            return {}
+        hp = self.hparams
+        every = {"D": 1}
+        if hp.get("r1_gamma"):
+            every["D_r1"] = hp["r1_every"]
+        every["G"] = hp["n_critic"]
+        if hp.get("pl_weight"):
+            every["G_pl"] = hp["pl_every"] * hp["n_critic"]
+        if hp.get("ada_target"):
+            every["ada"] = hp["ada_every"]
+        return every
+
+    @property
+    def cycle(self) -> int:
+        """Trainer steps after which the schedule repeats (StyleGAN2: 16, one lazy R1 and four path-length steps).
+
+        The benchmarks time whole cycles, so a timed window holds the same work on both sides.
+        """
+        return math.lcm(1, *self.steps_every.values())
 
     @property
     def images_per_step(self) -> int:
@@ -37,6 +63,22 @@ class Spec:
 
 _ADAM = dict(name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, warmup_steps=0, grad_clip_norm=0.0)
 _SWAP_OFF = dict(ema_decay=0.0, gan_power=0.0, true_face_power=0.0)
+# sections.stylegan2's recipe; ADA stays off in the comparison (see the stylegan2_64 entry).
+_STYLEGAN2 = dict(loss="non_saturating", n_critic=1, diffaugment="", d_learning_rate=0.0, style_mixing=0.9,
+                  pl_weight=2.0, pl_every=4, pl_decay=0.01, pl_batch_shrink=2, r1_every=16, lazy_adam=True,
+                  mirror=True, ada_target=0.0, ada_p=0.0)
+
+
+def _stylegan2_nets(base: int, cmax: int, latent: int, mapping: int, mbstd: int, bf16: int, clamp: float
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every field of stylegan2_g and stylegan2_d as sections.stylegan2 sets them."""
+    nets = dict(num_classes=0, channel_base=base, channel_max=cmax, num_bf16_res=bf16, conv_clamp=clamp)
+    return (dict(nets, latent_dim=latent, w_dim=latent, mapping_layers=mapping, mapping_lr_mul=0.01, w_avg_beta=0.995),
+            dict(nets, name="stylegan2_d", mbstd_group=mbstd, mbstd_channels=1, mapping_layers=8))
+
+
+_SG64_G, _SG64_D = _stylegan2_nets(1024, 64, 64, 2, 4, 0, 0.0)
+_SG256_G, _SG256_D = _stylegan2_nets(16384, 512, 512, 8, 8, 4, 256.0)
 
 SPECS: dict[str, Spec] = {
     "vae_conv64": Spec(
@@ -60,4 +102,16 @@ SPECS: dict[str, Spec] = {
         dict(loss="non_saturating", n_critic=1, r1_gamma=0.0, ema_half_life_images=0.0, diffaugment="",
              d_learning_rate=0.0),
         disc=dict(name="dcgan_d", ndf=64, norm="batch")),
+    # The config trains with ADA (target 0.6); the comparison switches it off on both sides (the twin has
+    # no ADA pipeline), so both run the plain StyleGAN2 steps: D, lazy R1, G, lazy path length, x-flips.
+    "stylegan2_64": Spec(
+        "gan", "configs/stylegan2_synthetic_faces.py", "stylegan2_g", _SG64_G, (64, 64, 3), 32,
+        dict(_ADAM, learning_rate=0.0025, b1=0.0, b2=0.99),
+        dict(_STYLEGAN2, r1_gamma=0.0002 * 64**2 / 32, ema_half_life_images=10_000.0, ema_rampup=0.05),
+        disc=_SG64_D, overrides={"gan.ada_target": 0.0}),
+    # For the GPU benchmark (JAX side) and its FLOP count: paper256 as configured, ADA already off.
+    "stylegan2_256": Spec(
+        "gan", "configs/stylegan2_ffhq256.py", "stylegan2_g", _SG256_G, (256, 256, 3), 64,
+        dict(_ADAM, learning_rate=0.0025, b1=0.0, b2=0.99),
+        dict(_STYLEGAN2, r1_gamma=1.0, ema_half_life_images=20_000.0, ema_rampup=0.0), disc=_SG256_D),
 }

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -18,12 +20,14 @@ from benchmarks import compare_torch, torch_twins  # noqa: E402
 from benchmarks.__main__ import names  # noqa: E402
 from benchmarks.twin_specs import SPECS  # noqa: E402
 from train import losses  # noqa: E402
+from zoo import layers, registry  # noqa: E402
 
 SHAPES = {  # net -> output shapes at batch 2, NCHW
     "vae_conv64": {"vae": [(2, 3, 64, 64), (2, 32), (2, 32)]},
     "df64": {"swap": [(2, 3, 64, 64), (2, 1, 64, 64)] * 2},
     "df128": {"swap": [(2, 3, 128, 128), (2, 1, 128, 128)] * 2},
     "dcgan64": {"G": [(2, 3, 64, 64)], "D": [(2,)]},
+    "stylegan2_64": {"G": [(2, 3, 64, 64)], "D": [(2,)]},  # stylegan2_256's forward is too slow here
 }
 
 
@@ -51,7 +55,7 @@ def test_check_spec_names_a_drifted_field():
         compare_torch.check_spec(drifted, compare_torch.jax_config(spec))
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize("name", sorted(SHAPES))
 def test_forward_shapes_at_batch_2(name):
     twin = torch_twins.make(name)
     inputs = twin.inputs(twin.batch(2))
@@ -60,15 +64,24 @@ def test_forward_shapes_at_batch_2(name):
 
 
 NARROW = {"vae": dict(channels=(4, 8), hidden=16), "swap": dict(ae_dims=16, e_dims=4, d_dims=4, d_mask_dims=2),
-          "gan": dict(ngf=8)}
+          "gan": dict(ngf=8), "stylegan2": dict(channel_base=256, channel_max=8, latent_dim=16, w_dim=16)}
+NARROW_D = {"gan": dict(ndf=8), "stylegan2": dict(channel_base=256, channel_max=8)}
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
-def test_two_training_steps_change_every_net(name):
-    """Each spec's step (optimiser, schedule, clip, loss terms), on narrow nets to stay fast."""
+def narrow(name: str):
+    """SPECS[name] with narrow nets, so its steps run in a fraction of a second."""
     spec = SPECS[name]
-    spec = dataclasses.replace(spec, fields=spec.fields | NARROW[spec.family], disc=spec.disc | (
-        {"ndf": 8} if spec.disc else {}))
+    kind = "stylegan2" if spec.model == "stylegan2_g" else spec.family
+    return dataclasses.replace(spec, fields=spec.fields | NARROW[kind], disc=spec.disc | NARROW_D.get(kind, {}))
+
+
+@pytest.mark.parametrize("name", sorted(set(SPECS) - {"stylegan2_256"}))  # its steps are stylegan2_64's code
+def test_two_training_steps_change_every_net(name):
+    """Each spec's step (optimiser, schedule, clip, loss terms), on narrow nets to stay fast.
+
+    StyleGAN2's first step is the one with both lazy steps (R1 and path length) due.
+    """
+    spec = narrow(name)
     torch.manual_seed(0)
     twin = torch_twins.make(spec)
     before = {k: [p.detach().clone() for p in net.parameters()] for k, net in twin.nets.items()}
@@ -158,3 +171,174 @@ def test_compare_torch_runs_both_workers_at_another_batch_and_writes_json(tmp_pa
     for setting in ("jax", "torch_eager"):
         assert result["settings"][setting]["steps_per_s"]["median"] > 0, result["per_round"]
     assert result["ratio_jax_time_over_torch_time"]["torch_eager"]["median"] > 0
+
+
+def test_stylegan2_step_runs_the_lazy_steps_on_the_trainers_schedule(monkeypatch):
+    """R1 when count % 16 == 0 and path length when count % 4 == 0, as train.trainer runs "D_r1" and "G_pl"."""
+    torch.manual_seed(0)
+    twin = torch_twins.make(narrow("stylegan2_64"))
+    assert SPECS["stylegan2_64"].steps_every == {"D": 1, "D_r1": 16, "G": 1, "G_pl": 4}
+    calls = []
+    for lazy in ("_r1_loss", "_pl_loss"):
+        original = getattr(twin, lazy)
+        monkeypatch.setattr(twin, lazy, lambda *a, lazy=lazy, original=original: calls.append(
+            (lazy, twin.count)) or original(*a))
+    w_avg = twin.nets["G"].mapping.w_avg.clone()
+    batch = twin.batch(4)
+    for _ in range(5):
+        twin.step(batch)
+    assert calls == [("_r1_loss", 0), ("_pl_loss", 0), ("_pl_loss", 4)]
+    assert float(twin.pl_mean) > 0 and not torch.equal(twin.nets["G"].mapping.w_avg, w_avg)
+    params = list(twin.nets["G"].parameters())
+    assert not all(torch.equal(e, p) for e, p in zip(twin.ema, params)), "the EMA lags the params after ramp-up"
+
+
+def test_stylegan2_lazy_adam_rescales_each_net_by_its_interval():
+    twin = torch_twins.make(narrow("stylegan2_64"))
+    for net, every in (("D", 16), ("G", 4)):
+        group = twin.opts[net].param_groups[0]
+        ratio = every / (every + 1)
+        assert group["lr"] == pytest.approx(0.0025 * ratio)
+        assert group["betas"] == pytest.approx((0.0, 0.99**ratio))
+
+
+def _twin_name(path: str, log_res: int) -> str:
+    """A zoo param path's name in the twin: synthesis b{R} -> blocks.i, mapping fc{i} -> mapping.fcs.i, D's b4 -> top."""
+    parts = path.split(".")
+    if parts[0] == "mapping":
+        return ".".join(["mapping", "fcs", parts[1][2:], *parts[2:]])
+    if parts[0] == "synthesis":
+        return ".".join(["blocks", str(int(math.log2(int(parts[1][1:]))) - 2), *parts[2:]])
+    if parts[0] == "b4":
+        return ".".join(parts[1:])
+    return ".".join(["blocks", str(log_res - int(math.log2(int(parts[0][1:])))), *parts[1:]])
+
+
+def _zoo_params(shapes: dict, twin_net, log_res: int, prefix: str = "") -> dict:
+    """The twin's weights as the zoo's param tree (NHWC, HWIO, dense [in, out], the 4x4 constant [4, 4, C])."""
+    state = twin_net.state_dict()
+    out = {}
+    for key, leaf in shapes.items():
+        path = f"{prefix}{key}"
+        if isinstance(leaf, dict):
+            out[key] = _zoo_params(leaf, twin_net, log_res, path + ".")
+            continue
+        v = state[_twin_name(path, log_res)].numpy()
+        if v.ndim == 4:
+            v = v.transpose(2, 3, 1, 0)
+        elif v.ndim == 3:
+            v = v.transpose(1, 2, 0)
+        elif path == "b4.fc.weight":  # the twin flattens (c h w), the zoo (h w c)
+            v = v.reshape(v.shape[0], -1, 4, 4).transpose(2, 3, 1, 0).reshape(-1, v.shape[0])
+        elif v.ndim == 2:
+            v = v.T
+        assert v.shape == leaf.shape, (path, v.shape, leaf.shape)
+        out[key] = jnp.asarray(v)
+    return out
+
+
+def test_stylegan2_twin_computes_the_zoo_models_on_the_same_weights():
+    """With the twin's (perturbed) weights in the zoo's models, G(z) and D(x) agree with zoo.stylegan2.
+
+    This checks what shapes and counts cannot: modulation and demodulation, the transposed conv's
+    orientation and FIR gains, the D's FIR downsampling and skip, minibatch stddev over consecutive
+    groups (batch 8, groups of 4), equalised-lr scales, biases and the mapping's lr multiplier.
+    Noise strengths stay 0 (the twin draws its own noise).
+    """
+    spec = narrow("stylegan2_64")
+    torch.manual_seed(0)
+    twin = torch_twins.make(spec)
+    with torch.no_grad():
+        for name, p in [*twin.nets["G"].named_parameters(), *twin.nets["D"].named_parameters()]:
+            if not name.endswith("noise_strength"):
+                p.add_(0.1 * torch.randn_like(p))
+    models = {"G": registry.create_model("stylegan2_g", image_shape=spec.image, **spec.fields),
+              "D": registry.create_model("stylegan2_d", image_shape=spec.image,
+                                         **{k: v for k, v in spec.disc.items() if k != "name"})}
+    variables = {}
+    for net, model in models.items():
+        shapes = jax.eval_shape(model.init, jax.random.key(0), *model.example_inputs())
+        variables[net] = {"params": _zoo_params(shapes["params"], twin.nets[net], 6)} | {
+            c: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), v) for c, v in shapes.items() if c != "params"}
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(8, spec.fields["latent_dim"])).astype(np.float32)
+    x = rng.uniform(-1, 1, size=(8, *spec.image)).astype(np.float32)
+    with layers.use_forms("plain"):
+        images = jax.jit(lambda v, z: models["G"].apply(v, z, noise_mode="none"))(variables["G"], z)
+        logits = jax.jit(models["D"].apply)(variables["D"], x)
+    with torch.no_grad():
+        ours_images = twin.nets["G"](torch.from_numpy(z)).permute(0, 2, 3, 1).numpy()
+        ours_logits = twin.nets["D"](torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    np.testing.assert_allclose(ours_images, images, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours_logits, logits, rtol=1e-4, atol=1e-4)
+
+
+def _jaxpr_macs(jaxpr) -> int:
+    """MACs of a jaxpr's dense products and non-grouped convolutions (the depthwise FIR filters left out).
+
+    A convolution with lhs dilation is a transposed conv: input positions x taps x in x out, as
+    `FLOP_CONVENTION` counts it; any other: output positions x taps x in per group.
+    """
+    from jax.extend import core
+
+    total = 0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "conv_general_dilated" and eqn.params["feature_group_count"] == 1:
+            lhs, rhs = (v.aval.shape for v in eqn.invars)
+            out = eqn.outvars[0].aval.shape
+            spec = eqn.params["dimension_numbers"].rhs_spec
+            taps = math.prod(rhs[d] for d in spec[2:])
+            if any(d != 1 for d in eqn.params["lhs_dilation"]):
+                total += math.prod(lhs) * taps * rhs[spec[0]]
+            else:
+                total += math.prod(out) * taps * rhs[spec[1]]
+        elif name == "dot_general":
+            (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in lhs_contract)
+        for sub in core.jaxprs_in_params(eqn.params):
+            total += _jaxpr_macs(sub)
+    return total
+
+
+def test_stylegan2_macs_equal_the_zoo_models_products_and_convs():
+    """The twin's counted MACs per example equal those of the zoo models' traced forward passes (plain forms)."""
+    spec = SPECS["stylegan2_64"]
+    twin = torch_twins.make(spec)
+    inputs = twin.inputs(twin.batch(1))
+    gen, disc = compare_torch._models(spec, compare_torch.jax_config(spec)).values()
+    g_vars = jax.eval_shape(gen.init, jax.random.key(0), *gen.example_inputs())
+    d_vars = jax.eval_shape(disc.init, jax.random.key(0), *disc.example_inputs())
+    z = jax.ShapeDtypeStruct((1, spec.fields["latent_dim"]), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, *spec.image), jnp.float32)
+    with layers.use_forms("plain"):
+        g = _jaxpr_macs(jax.make_jaxpr(lambda v, z: gen.apply(v, z))(g_vars, z).jaxpr)
+        mapping = _jaxpr_macs(jax.make_jaxpr(lambda v, z: gen.apply(v, z, method=gen.map_latents))(g_vars, z).jaxpr)
+        d = _jaxpr_macs(jax.make_jaxpr(lambda v, x: disc.apply(v, x))(d_vars, x).jaxpr)
+    assert torch_twins.forward_macs(twin.nets["G"], *inputs["G"]) == g
+    assert torch_twins.forward_macs(twin.nets["G"].mapping, *inputs["G"]) == mapping
+    assert torch_twins.forward_macs(twin.nets["D"], *inputs["D"]) == d
+
+
+def test_stylegan2_flops_count_both_nets_steps_over_the_schedule():
+    flops = torch_twins.step_flops("stylegan2_64")
+    macs = flops["forward_macs_per_example"]
+    g, m, d = macs["G"], macs["G.mapping"], macs["D"]
+    assert m == 64 * 64 * 2  # two 64 -> 64 mapping layers
+    per_16 = 32 * 2 * (16 * ((g + m) + 6 * d)  # D: G forward (a second z's mapping for mixing), D on real and fake
+                       + 6 * d  # one R1: D's double backward
+                       + 16 * (3 * (g + m) + 2 * d))  # G: G forward-backward, D forward + input gradient
+    per_16 += 16 * 2 * 4 * 6 * (g + m)  # four path-length steps on half the batch: G's double backward
+    assert flops["flops_per_step"] == per_16 // 16
+    assert torch_twins.step_flops("stylegan2_64", batch=8)["flops_per_step"] == per_16 // 16 // 4
+
+
+def test_check_spec_refuses_the_stylegan2_configs_ada_without_the_specs_override():
+    spec = SPECS["stylegan2_64"]
+    assert compare_torch.jax_config(spec).gan.ada_target == 0.0
+    plain = dataclasses.replace(spec, overrides={})
+    with pytest.raises(ValueError, match=r"gan.ada_target: twin 0.0, config 0.6"):
+        compare_torch.check_spec(plain, compare_torch.jax_config(plain))
+    with pytest.raises(ValueError, match="names no field"):
+        compare_torch.jax_config(dataclasses.replace(spec, overrides={"gan.ada_targte": 0.0}))

@@ -12,8 +12,17 @@ and optimiser state stay float32. Per run: first call (compile) seconds, steps/s
 over `--steps` timed steps after `--warmup`, images/s, the analytic FLOPs per step of
 `benchmarks.torch_twins.FLOP_CONVENTION` (and XLA's own cost-analysis count beside it), achieved
 TFLOP/s, MFU = achieved / the card's dense bf16 peak (also for float32 runs, so the two compare on
-one scale), and the device's peak bytes in use. Runs left when `--budget-s` is spent are listed as
-skipped, so the script ends inside the 5 minutes a device session affords.
+one scale), the device's peak bytes in use, and s/kimg (seconds per thousand training images, the
+unit StyleGAN's papers report). Runs left when `--budget-s` is spent are listed as skipped, so the
+script ends inside the 5 minutes a device session affords.
+
+StyleGAN2 (`--models stylegan2_256`, `configs/stylegan2_ffhq256.py`, paper256 at batch 64; `gpu.sh`
+runs it as a second call): each timed call is a whole 16-step cycle of its schedule (D and G every
+step, lazy R1 once, path length four times), so steps/s, s/kimg and the FLOPs are means over the
+cycle; `--steps` and `--warmup` are rounded up to whole cycles. Its "float32" run is the config's
+own precision, the 4 highest resolutions in bfloat16 with conv_clamp 256 (NVIDIA's fp16 setting,
+the one behind its 12.53 s/kimg on one A100), "bfloat16" every resolution; `precision` says which.
+ADA is off in both, as in the config's default variant.
 
 `zoo.layers` has two forms of its convs and dense layers: XLA:CPU's custom-VJP ("fast") forms and
 plain `lax` convolutions with JAX's autodiff ("plain"), which the zoo uses on GPU/TPU because the
@@ -62,10 +71,12 @@ def measure(model: str, dtype: str, batch: int, steps: int, warmup: int) -> dict
     from benchmarks.torch_step import time_steps
 
     step = build_jax_step(model, dtype=dtype, batch=batch)
-    timing = time_steps(step.run, warmup, steps)
+    timing = time_steps(step.run, warmup, steps, step.cycle)
     stats = jax.local_devices()[0].memory_stats() or {}
-    result = {"model": model, "dtype": dtype, "batch_size": batch, "steps_per_trainer_step": step.steps, **timing,
-              "xla_flops_per_step": xla_flops(step.compile()), "peak_device_bytes": stats.get("peak_bytes_in_use"),
+    result = {"model": model, "dtype": dtype, "precision": precision(model, dtype), "batch_size": batch,
+              "steps_per_trainer_step": step.steps, "steps_every": step.every, **timing,
+              "xla_flops_per_step": xla_flops(step.compile(), step.every),
+              "peak_device_bytes": stats.get("peak_bytes_in_use"),
               "device_kind": jax.local_devices()[0].device_kind}
     try:
         from benchmarks import torch_twins
@@ -76,6 +87,14 @@ def measure(model: str, dtype: str, batch: int, steps: int, warmup: int) -> dict
         result["flops_per_step"] = result["xla_flops_per_step"]
         result["flop_convention"] = "XLA cost analysis (torch not installed for the analytic count)"
     return result
+
+
+def precision(model: str, dtype: str) -> str:
+    """What `dtype` means for the spec's nets: StyleGAN2 keeps its `num_bf16_res` highest resolutions in bfloat16."""
+    bf16_res = SPECS[model].fields.get("num_bf16_res", 0)
+    if dtype == "bfloat16" or not bf16_res:
+        return f"{dtype} compute, float32 params"
+    return f"{dtype} compute with the {bf16_res} highest resolutions in bfloat16 (the config's), float32 params"
 
 
 def measure_in_forms(model: str, dtype: str, forms: str, batch: int, steps: int, warmup: int) -> dict[str, Any]:
@@ -117,13 +136,14 @@ def summarise(result: dict[str, Any], peak: float | None) -> dict[str, Any]:
     rate = result["steps_per_s"]["median"]
     images = SPECS[result["model"]].images(result["batch_size"])
     achieved = rate * result["flops_per_step"] / 1e12
-    return {**result, "images_per_s": round(rate * images, 1), "achieved_tflop_per_s": round(achieved, 2),
-            "mfu_vs_bf16_dense_peak": round(achieved / peak, 4) if peak else None}
+    return {**result, "images_per_s": round(rate * images, 1), "s_per_kimg": round(1000.0 / (rate * images), 3),
+            "achieved_tflop_per_s": round(achieved, 2), "mfu_vs_bf16_dense_peak": round(achieved / peak, 4) if peak else None}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(SPECS))
+    parser.add_argument("--models", default=",".join(m for m in SPECS if not m.startswith("stylegan2")),
+                        help=f"steps to time, from {','.join(SPECS)} (default: all but StyleGAN2's)")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--forms", default="plain,fast", help="zoo.layers forms to time the --forms-models steps in")
     parser.add_argument("--forms-models", default="df64,dcgan64", help="steps timed in every --forms entry")

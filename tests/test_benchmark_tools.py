@@ -44,6 +44,9 @@ def test_peak_and_mfu_follow_the_datasheet_and_the_flop_count():
     out = gpu.summarise(run, peak=1000.0)
     assert out["images_per_s"] == 10.0 * 2 * 32  # both sides of every swap pair
     assert out["achieved_tflop_per_s"] == 20.0 and out["mfu_vs_bf16_dense_peak"] == 0.02
+    assert out["s_per_kimg"] == round(1000 / 640, 3)  # seconds per thousand training images, StyleGAN's unit
+    assert "4 highest resolutions in bfloat16" in gpu.precision("stylegan2_256", "float32")
+    assert "highest" not in gpu.precision("stylegan2_256", "bfloat16") + gpu.precision("df64", "float32")
     assert gpu.summarise({"error": "x"}, 1000.0) == {"error": "x"}
 
 

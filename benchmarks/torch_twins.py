@@ -920,9 +920,9 @@ class StyleGAN2Twin(Twin):
         self._update(net)
 
     @torch.no_grad()
-    def _update_ema(self) -> None:
+    def _update_ema(self, batch: int) -> None:
         """train.families.gan.ema_decay: beta = 0.5 ** (batch / half-life), half-life ramped up by images seen."""
-        hp, batch = self.spec.hparams, self.spec.batch
+        hp = self.spec.hparams
         half_life = hp["ema_half_life_images"]
         if hp["ema_rampup"]:
             half_life = max(min(half_life, self.count * batch * hp["ema_rampup"]), 1e-8)
@@ -935,7 +935,7 @@ class StyleGAN2Twin(Twin):
         if self.count % hp["r1_every"] == 0:
             self._descend("D", self._r1_loss(pixels))
         self._descend("G", self.g_loss(pixels.shape[0]))
-        self._update_ema()
+        self._update_ema(pixels.shape[0])
         if self.count % hp["pl_every"] == 0:
             self._descend("G", self._pl_loss(pixels.shape[0]))
         self.count += 1

@@ -20,6 +20,7 @@ from benchmarks import compare_torch, torch_twins  # noqa: E402
 from benchmarks.__main__ import names  # noqa: E402
 from benchmarks.twin_specs import SPECS  # noqa: E402
 from train import losses  # noqa: E402
+from train.families import gan as gan_family  # noqa: E402
 from zoo import layers, registry  # noqa: E402
 
 SHAPES = {  # net -> output shapes at batch 2, NCHW
@@ -242,10 +243,12 @@ def test_stylegan2_twin_computes_the_zoo_models_on_the_same_weights():
 
     This checks what shapes and counts cannot: modulation and demodulation, the transposed conv's
     orientation and FIR gains, the D's FIR downsampling and skip, minibatch stddev over consecutive
-    groups (batch 8, groups of 4), equalised-lr scales, biases and the mapping's lr multiplier.
-    Noise strengths stay 0 (the twin draws its own noise).
+    groups (batch 8, groups of 4), equalised-lr scales, biases and the mapping's lr multiplier;
+    and the lazy R1 loss (a double backward) against the GAN family's r1_penalty. Noise strengths
+    stay 0 (the twin draws its own noise); x-flips are off so both see the same reals.
     """
     spec = narrow("stylegan2_64")
+    spec = dataclasses.replace(spec, hparams=spec.hparams | {"mirror": False})
     torch.manual_seed(0)
     twin = torch_twins.make(spec)
     with torch.no_grad():
@@ -262,15 +265,19 @@ def test_stylegan2_twin_computes_the_zoo_models_on_the_same_weights():
             c: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), v) for c, v in shapes.items() if c != "params"}
     rng = np.random.default_rng(0)
     z = rng.normal(size=(8, spec.fields["latent_dim"])).astype(np.float32)
-    x = rng.uniform(-1, 1, size=(8, *spec.image)).astype(np.float32)
+    pixels = rng.integers(0, 256, size=(8, *spec.image), dtype=np.uint8)
+    x = pixels.astype(np.float32) / 127.5 - 1.0
     with layers.use_forms("plain"):
         images = jax.jit(lambda v, z: models["G"].apply(v, z, noise_mode="none"))(variables["G"], z)
         logits = jax.jit(models["D"].apply)(variables["D"], x)
+        r1 = gan_family.r1_penalty(lambda v: models["D"].apply(variables["D"], v), jnp.asarray(x))
     with torch.no_grad():
         ours_images = twin.nets["G"](torch.from_numpy(z)).permute(0, 2, 3, 1).numpy()
         ours_logits = twin.nets["D"](torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
     np.testing.assert_allclose(ours_images, images, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ours_logits, logits, rtol=1e-4, atol=1e-4)
+    ours_r1 = twin._r1_loss(torch.from_numpy(pixels).permute(0, 3, 1, 2)).item()
+    assert ours_r1 == pytest.approx(0.5 * spec.hparams["r1_gamma"] * 16 * float(r1), rel=1e-4)
 
 
 def _jaxpr_macs(jaxpr) -> int:

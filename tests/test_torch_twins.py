@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -244,11 +245,12 @@ def test_stylegan2_twin_computes_the_zoo_models_on_the_same_weights():
     This checks what shapes and counts cannot: modulation and demodulation, the transposed conv's
     orientation and FIR gains, the D's FIR downsampling and skip, minibatch stddev over consecutive
     groups (batch 8, groups of 4), equalised-lr scales, biases and the mapping's lr multiplier;
-    and the lazy R1 loss (a double backward) against the GAN family's r1_penalty. Noise strengths
-    stay 0 (the twin draws its own noise); x-flips are off so both see the same reals.
+    and the lazy R1 and path-length losses (double backward) against the GAN family's r1_penalty and
+    path_lengths on J^T y from jax.vjp. Noise strengths stay 0 (the twin draws its own noise); x-flips
+    and style mixing are off and z and y are shared, so both see the same inputs.
     """
     spec = narrow("stylegan2_64")
-    spec = dataclasses.replace(spec, hparams=spec.hparams | {"mirror": False})
+    spec = dataclasses.replace(spec, hparams=spec.hparams | {"mirror": False, "style_mixing": 0.0})
     torch.manual_seed(0)
     twin = torch_twins.make(spec)
     with torch.no_grad():
@@ -278,6 +280,24 @@ def test_stylegan2_twin_computes_the_zoo_models_on_the_same_weights():
     np.testing.assert_allclose(ours_logits, logits, rtol=1e-4, atol=1e-4)
     ours_r1 = twin._r1_loss(torch.from_numpy(pixels).permute(0, 3, 1, 2)).item()
     assert ours_r1 == pytest.approx(0.5 * spec.hparams["r1_gamma"] * 16 * float(r1), rel=1e-4)
+
+    y = rng.normal(size=(4, *spec.image)).astype(np.float32) / 64  # N(0, I) / sqrt(H W), path length's batch of 8 / 2
+    gen, g_vars = models["G"], variables["G"]
+
+    @jax.jit
+    def path_lengths(v, z, y):
+        ws = gen.apply(v, z, method=gen.map_latents)
+        _, vjp = jax.vjp(lambda w: gen.apply(v, w, None, "none", method=gen.synthesize), ws)
+        return gan_family.path_lengths(vjp(y)[0])
+
+    with layers.use_forms("plain"):
+        lengths = np.asarray(path_lengths(g_vars, z[:4], y))
+    pl_mean = 0.01 * lengths.mean()
+    twin._z = lambda n: torch.from_numpy(z[:n])
+    with mock.patch.object(torch, "randn_like", lambda images: torch.from_numpy(y).permute(0, 3, 1, 2) * 64):
+        ours_pl = twin._pl_loss(8).item()
+    assert ours_pl == pytest.approx(2.0 * 4 * np.mean((lengths - pl_mean) ** 2), rel=1e-4)
+    assert float(twin.pl_mean) == pytest.approx(pl_mean, rel=1e-5)
 
 
 def _jaxpr_macs(jaxpr) -> int:

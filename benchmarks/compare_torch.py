@@ -150,7 +150,7 @@ def synthetic_batch(spec: Spec, batch: int | None = None) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class JaxStep:
-    """One trainer step of a spec, compiled and ready: `run()` does one step and waits for it."""
+    """A spec's trainer step(s), compiled and ready: `run()` does one cycle of `cycle` trainer steps and waits."""
 
     run: Callable[[], None]  # one cycle: `cycle` trainer steps
     steps: list[str]

@@ -7,7 +7,7 @@ import pathlib
 import platform
 import subprocess
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 import jax
 
@@ -35,6 +35,15 @@ def cpu() -> dict[str, Any]:
     flags = set(fields.get("flags", "").split())
     wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
     return {"model": fields.get("model name", ""), "vector": sorted(flags & set(wanted))}
+
+
+def entry(main: Callable[[], None]) -> None:
+    """Run a benchmark's main() as `python -m benchmarks.<name>`: with the XLA:CPU flag `python -m benchmarks <name>`
+    sets (`zoo.xla_cpu.apply()`), so both ways of starting a benchmark measure the same program."""
+    from zoo import xla_cpu
+
+    xla_cpu.apply()
+    main()
 
 
 def emit(results: dict[str, Any], path: str | None) -> None:

@@ -903,4 +903,4 @@ def run(trials: int, kinds: list[str], seed: int, overrides: dict[str, Any], cas
 
 
 if __name__ == "__main__":
-    main()
+    common.entry(main)

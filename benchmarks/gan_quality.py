@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks.common import emit, machine
+from benchmarks.common import emit, entry, machine
 from train import evaluators, runs
 from train.families import gan
 from train.metrics import generative
@@ -53,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from benchmarks.common import emit, machine
+from benchmarks.common import emit, entry, machine
 from train.metrics import merge as metrics
 from zoo.errors import ConfigError, DataError
 
@@ -278,4 +278,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

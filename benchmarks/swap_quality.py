@@ -17,7 +17,7 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import emit, machine
+from benchmarks.common import emit, entry, machine
 from train import evaluators, runs
 from train.families import swap
 
@@ -70,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

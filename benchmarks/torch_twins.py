@@ -777,7 +777,22 @@ class SwapTwin(Twin):
         self.count += 1
 
 
-class GANTwin(Twin):
+class _GANTwinBase(Twin):
+    """What the GAN twins share: uint8 NCHW image batches, the nets' example inputs, D's fields from the spec."""
+
+    def batch(self, size: int | None = None) -> dict[str, Any]:
+        h, w, c = self.spec.image
+        return {"image": self._images((size or self.spec.batch, c, h, w), torch.uint8)}
+
+    def inputs(self, batch: dict[str, Any]) -> dict[str, tuple[Tensor, ...]]:
+        real = batch["image"].float() / 127.5 - 1.0
+        return {"G": (torch.randn(real.shape[0], self.spec.fields["latent_dim"]),), "D": (real,)}
+
+    def disc_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.spec.disc.items() if k != "name"}
+
+
+class GANTwin(_GANTwinBase):
     """DCGAN's trainer step: the D step (real vs detached G(z)), then the G step through D, non-saturating."""
 
     LOSSES = ("_d_loss", "_g_loss")
@@ -791,16 +806,8 @@ class GANTwin(Twin):
         self.latent = spec.fields["latent_dim"]
 
     def build(self) -> dict[str, nn.Module]:
-        disc = {k: v for k, v in self.spec.disc.items() if k != "name"}
-        return {"G": DCGANGenerator(self.spec.image, **self.spec.fields), "D": DCGANDiscriminator(self.spec.image, **disc)}
-
-    def batch(self, size: int | None = None) -> dict[str, Any]:
-        h, w, c = self.spec.image
-        return {"image": self._images((size or self.spec.batch, c, h, w), torch.uint8)}
-
-    def inputs(self, batch: dict[str, Any]) -> dict[str, tuple[Tensor, ...]]:
-        real = batch["image"].float() / 127.5 - 1.0
-        return {"G": (torch.randn(real.shape[0], self.spec.fields["latent_dim"]),), "D": (real,)}
+        return {"G": DCGANGenerator(self.spec.image, **self.spec.fields),
+                "D": DCGANDiscriminator(self.spec.image, **self.disc_fields())}
 
     def _d_loss(self, pixels: Tensor) -> Tensor:
         real = pixels.float() / 127.5 - 1.0
@@ -822,7 +829,7 @@ class GANTwin(Twin):
         self.count += 1
 
 
-class StyleGAN2Twin(Twin):
+class StyleGAN2Twin(_GANTwinBase):
     """StyleGAN2's trainer step: "D", lazy "D_r1", "G" with its EMA, lazy "G_pl", on the GAN family's schedule.
 
     `step` counts trainer steps and runs what is due as `train.trainer` does (R1 when count % r1_every
@@ -849,9 +856,8 @@ class StyleGAN2Twin(Twin):
         self.pl_mean = torch.zeros(())
 
     def build(self) -> dict[str, nn.Module]:
-        disc = {k: v for k, v in self.spec.disc.items() if k != "name"}
         return {"G": StyleGAN2Generator(self.spec.image, **self.spec.fields),
-                "D": StyleGAN2Discriminator(self.spec.image, **disc)}
+                "D": StyleGAN2Discriminator(self.spec.image, **self.disc_fields())}
 
     def net_optim(self, net: str) -> dict[str, Any]:
         """train.families.gan.optimizers: lazy Adam's lr x c / (c + 1) and betas ** (c / (c + 1))."""
@@ -861,14 +867,6 @@ class StyleGAN2Twin(Twin):
             ratio = every / (every + 1)
             optim.update(learning_rate=optim["learning_rate"] * ratio, b1=optim["b1"] ** ratio, b2=optim["b2"] ** ratio)
         return optim
-
-    def batch(self, size: int | None = None) -> dict[str, Any]:
-        h, w, c = self.spec.image
-        return {"image": self._images((size or self.spec.batch, c, h, w), torch.uint8)}
-
-    def inputs(self, batch: dict[str, Any]) -> dict[str, tuple[Tensor, ...]]:
-        real = batch["image"].float() / 127.5 - 1.0
-        return {"G": (torch.randn(real.shape[0], self.spec.fields["latent_dim"]),), "D": (real,)}
 
     def _reals(self, pixels: Tensor) -> Tensor:
         x = pixels.float() / 127.5 - 1.0

@@ -95,16 +95,20 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
         from data.faces import aligned
 
         return aligned.from_spec(rest, split)
+    if kind == "fakemix" and rest:
+        from data import fakemix
+
+        return fakemix.from_spec(rest, split)
     raise DataError(f"unknown data spec {spec!r}; use one of: {', '.join(list_sources())}\n"
                     "`python -m data list` describes each form and the datasets found on this machine.")
 
 
 def list_sources() -> dict[str, str]:
     """Spec forms `get_source` accepts, each with a one-line description, for help texts and the CLI."""
-    from data import media
+    from data import fakemix, media
     from data.faces import aligned
 
-    return {**_SPEC_FORMS, **media.SPEC_FORMS, **aligned.SPEC_FORMS}
+    return {**_SPEC_FORMS, **media.SPEC_FORMS, **aligned.SPEC_FORMS, **fakemix.SPEC_FORMS}
 
 
 def local_datasets(root: str | os.PathLike[str] | None = None) -> list[str]:

@@ -21,6 +21,7 @@ only where the data has labels) and `source.info`. Spec forms (see `list_sources
                            (no TensorFlow). A split in the spec overrides the `split` argument.
   aligned:<dir>[;size=N]   faces written by `python -m data.faces extract`, with "mask" and "em_mask"
                            (data/faces/aligned.py).
+  fakeset:<dir>[;filters]  a fake set written by `python -m train.generate` (data/fakeset.py).
 """
 from __future__ import annotations
 
@@ -99,16 +100,20 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
         from data import fakemix
 
         return fakemix.from_spec(rest, split)
+    if kind == "fakeset" and rest:
+        from data import fakeset
+
+        return fakeset.from_spec(rest, split)
     raise DataError(f"unknown data spec {spec!r}; use one of: {', '.join(list_sources())}\n"
                     "`python -m data list` describes each form and the datasets found on this machine.")
 
 
 def list_sources() -> dict[str, str]:
     """Spec forms `get_source` accepts, each with a one-line description, for help texts and the CLI."""
-    from data import fakemix, media
+    from data import fakemix, fakeset, media
     from data.faces import aligned
 
-    return {**_SPEC_FORMS, **media.SPEC_FORMS, **aligned.SPEC_FORMS, **fakemix.SPEC_FORMS}
+    return {**_SPEC_FORMS, **media.SPEC_FORMS, **aligned.SPEC_FORMS, **fakemix.SPEC_FORMS, **fakeset.SPEC_FORMS}
 
 
 def local_datasets(root: str | os.PathLike[str] | None = None) -> list[str]:

@@ -1,8 +1,9 @@
 """Real images interleaved with fakes a pretrained model makes from them: detection data without an export step.
 
-`fakemix:model=NAME;kinds=a2b,b2a;seed=0@REAL_SPEC` reads the real source `REAL_SPEC` (any spec
-`data.sources` knows) and, once at construction, runs the pretrained model `NAME` (a catalogue name or
-an export's path) over all of it. Example `g * (1 + K) + s` is real image `g` for slot s = 0 and its
+`fakemix:model=NAME;kinds=a2b,b2a;seed=0;size=32;n=5000@REAL_SPEC` reads the real source `REAL_SPEC`
+(any spec `data.sources` knows; its first `n` examples, resized to `size` px when given, as a GAN's
+samples must match the reals' size) and, once at construction, runs the pretrained model `NAME` (a
+catalogue name or an export's path) over all of it. Example `g * (1 + K) + s` is real image `g` for slot s = 0 and its
 fake of kind `kinds[s - 1]` for s >= 1, so every fake sits beside the real image it was made from
 (as FaceForensics++ pairs each manipulated video with its original) and any split of the real source
 splits the fakes the same way: identity-disjoint real splits give identity-disjoint fake sets.
@@ -15,33 +16,34 @@ the default device and rounded to uint8 like every image the zoo writes.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from data import provenance
+from data import provenance, transforms
 from data.base import SourceInfo, check_index
 from zoo.errors import DataError
 
 SPEC_FORMS = {
-    "fakemix:model=<name|file>[;kinds=a,b][;seed=0]@<real spec>": "real images and the fakes a pretrained "
+    "fakemix:model=<name|file>[;kinds=a,b][;seed=0][;size=px][;n=count]@<real spec>": "real images and the fakes a pretrained "
     "swap/GAN/VAE model makes from them, interleaved (label 1 = fake): detection data with no export step",
 }
-_KEYS = ("model", "kinds", "seed")
+_KEYS = ("model", "kinds", "seed", "size", "n")
 FIELDS = ("label", "identity", "generator", "pair")
 
 
 class FakeMix:
     """Real examples and their fakes, interleaved as `(1 + len(kinds))` consecutive examples per real image."""
 
-    def __init__(self, real: Any, model: str, kinds: tuple[str, ...] = (), seed: int = 0, batch_size: int = 128):
+    def __init__(self, real: Any, model: str, kinds: tuple[str, ...] = (), seed: int = 0, batch_size: int = 128,
+                 limit: int = 0):
         from zoo import fake_makers, pretrained
 
         module, variables = pretrained.create(model)
         family = fake_makers.model_kind(module)
         kinds = tuple(kinds) or fake_makers.KINDS[family]
-        real_images, identity = _read_all(real)
+        real_images, identity = _read_all(real, limit)
         self.kinds, self.model = kinds, model
         fakes = [_make_all(fake_makers.fake_maker(module, variables, k), real_images, seed, slot, batch_size)
                  for slot, k in enumerate(kinds, start=1)]
@@ -83,8 +85,11 @@ class FakeMix:
         return f"FakeMix({self.info})"
 
 
-def from_spec(rest: str, split: str) -> FakeMix:
-    """A FakeMix from "model=...;kinds=...;seed=...@<real spec>" (see the module docstring)."""
+def from_spec(rest: str, split: str, get_source: Callable[[str, str], Any]) -> FakeMix:
+    """A FakeMix from "model=...;kinds=...;seed=...@<real spec>", the real source read by `get_source(spec, split)`.
+
+    The dispatcher passes its own `get_source`, so this module does not import the one that imports it.
+    """
     options, at, real_spec = rest.partition("@")
     if not at or not real_spec:
         raise DataError(f"fakemix spec {rest!r} names no real source; write fakemix:model=NAME@<real spec>, "
@@ -99,30 +104,31 @@ def from_spec(rest: str, split: str) -> FakeMix:
     if "model" not in values:
         raise DataError(f"fakemix spec {options!r} names no model; add model=<catalogue name or export file>")
     try:
-        seed = int(values.get("seed", 0))
+        seed, size, limit = (int(values.get(k, 0)) for k in ("seed", "size", "n"))
     except ValueError as error:
-        raise DataError(f"fakemix spec {options!r}: seed must be an integer") from error
+        raise DataError(f"fakemix spec {options!r}: seed, size and n must be integers") from error
     kinds = tuple(k for k in values.get("kinds", "").split(",") if k)
-    return _cached(values["model"], kinds, seed, real_spec, split)
+    return _cached(values["model"], kinds, seed, size, limit, real_spec, split, get_source)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(model: str, kinds: tuple[str, ...], seed: int, real_spec: str, split: str) -> FakeMix:
+def _cached(model: str, kinds: tuple[str, ...], seed: int, size: int, limit: int, real_spec: str,
+            split: str, get_source: Callable[[str, str], Any]) -> FakeMix:
     """One FakeMix per spec and split in a process: training and evaluation set-up ask for the same one."""
-    from data import sources
-
+    real = get_source(real_spec, split)
     try:
-        return FakeMix(sources.get_source(real_spec, split), model, kinds, seed)
+        return FakeMix(transforms.Resized(real, size) if size else real, model, kinds, seed, limit=limit)
     except ValueError as error:
         raise DataError(f"fakemix:model={model}: {error}") from error
 
 
-def _read_all(real: Any) -> tuple[np.ndarray, np.ndarray]:
-    """All real images (uint8) and each one's identity (-1 when the source has none)."""
+def _read_all(real: Any, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `limit` (0 = all) real images (uint8) and each one's identity (-1 when the source has none)."""
+    n = min(limit or len(real), len(real))
     if hasattr(real, "gather"):
-        batch = real.gather(np.arange(len(real)))
+        batch = real.gather(np.arange(n))
     else:
-        examples = [real[i] for i in range(len(real))]
+        examples = [real[i] for i in range(n)]
         batch = {"image": np.stack([e["image"] for e in examples])}
         if "label" in examples[0]:
             batch["label"] = np.asarray([e["label"] for e in examples])

@@ -99,7 +99,7 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
     if kind == "fakemix" and rest:
         from data import fakemix
 
-        return fakemix.from_spec(rest, split)
+        return fakemix.from_spec(rest, split, get_source)
     if kind == "fakeset" and rest:
         from data import fakeset
 

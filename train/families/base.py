@@ -57,6 +57,10 @@ class Family:
       pipeline's workers before batching (e.g. face-swap warps); None trains on raw examples.
     host_evaluators: name -> (state, source, num_examples) -> {metric: mean}, for metrics computed
       by host libraries (dlib face embeddings) on the first `num_examples` (0 = all) of the split.
+    generate: (state, evaluation batch, rng) -> {kind: images [B, H, W, C] in [0, 1]}, the outputs a fake
+      set holds (`python -m train.generate`): "a2b"/"b2a" swaps, "sample", "reconstruction"; noise is
+      keyed by each row's "index", so a seed gives the same images whatever the batch size. None: the
+      family makes no fakes.
     """
 
     init: Callable[[jax.Array, Batch], State]
@@ -69,3 +73,4 @@ class Family:
     train_transforms: Callable[[Any, Any], tuple[Any, Any]] | None = None
     host_evaluators: Mapping[str, Callable[[State, Any, int], dict[str, float]]] = dataclasses.field(
         default_factory=dict)
+    generate: Callable[[State, Batch, jax.Array], dict[str, jax.Array]] | None = None

@@ -238,6 +238,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         host_evaluators={"fid": functools.partial(eval_fid, config, sample_fn),
                          "truncation": functools.partial(eval_truncation, config, nets["G"], ema),
                          "ppl": functools.partial(eval_ppl, config, nets["G"], ema)},
+        generate=functools.partial(generate, sample_fn),
     )
 
 
@@ -625,6 +626,13 @@ def sampler(sample_fn: Callable[[State, jax.Array], jax.Array], state: State, se
         return generative.to_uint8(jax.device_get(evaluators.compiled(sample_fn)(state, keys)))
 
     return draw
+
+
+def generate(sample_fn: Callable[[State, jax.Array], jax.Array], state: State, batch: Batch,
+             rng: jax.Array) -> dict[str, jax.Array]:
+    """A fake set's GAN images: one "sample" of the evaluation generator per row, its noise keyed by the row's index."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(batch["index"])
+    return {"sample": jnp.clip((sample_fn(state, keys).astype(jnp.float32) + 1.0) / 2.0, 0.0, 1.0)}
 
 
 def preview(sample_fn: Callable[[State, jax.Array], jax.Array], state: State, batch: Batch,

@@ -122,6 +122,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         export=functools.partial(export, config.model.name, dict(kw, dtype=jnp.dtype(kw["dtype"]).name), ema),
         train_transforms=functools.partial(train_transforms, hp),
         host_evaluators={"identity": functools.partial(eval_identity, model, ema)},
+        generate=functools.partial(generate, model, ema),
     )
 
 
@@ -326,6 +327,14 @@ def eval_identity(model: Any, ema: bool, state: State, source: Any, num_examples
     for name, side in (("a2b", "a"), ("b2a", "b")):
         images[name] = np.rint(swap_fn(params, images[side], name)[0] * 255.0).astype(np.uint8)
     return identity_report(images)
+
+
+def generate(model: Any, ema: bool, state: State, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
+    """Both swaps of an evaluation batch for a fake set: "a2b" of A's faces, "b2a" of B's, in [0, 1]."""
+    del rng
+    params = eval_params(ema, state)
+    return {name: swap_faces(model, params, faces(batch, f"{side}_image"), name).astype(jnp.float32)
+            for name, side in (("a2b", "a"), ("b2a", "b"))}
 
 
 def preview(model: Any, ema: bool, state: State, batch: Batch, rng: jax.Array) -> jax.Array:

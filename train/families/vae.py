@@ -78,6 +78,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
                     "psnr": functools.partial(eval_psnr, model)},
         default_metrics=METRICS,
         export=functools.partial(export, config.model.name, fields),
+        generate=functools.partial(generate, model),
     )
 
 
@@ -155,6 +156,15 @@ def reconstruct(model: Any, params: Any, x: jax.Array) -> jax.Array:
     """The likelihood's mean decoded from the posterior mean of x, the reconstruction without sampling noise."""
     mean, _ = model.apply({"params": params}, x, method=model.encode)
     return likelihoods.mean(model.likelihood, model.apply({"params": params}, mean, method=model.decode))
+
+
+def generate(model: Any, state: State, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
+    """A fake set's VAE outputs: a prior "sample" keyed by each row's index, and the "reconstruction" of the row."""
+    params = state["params"]["vae"]
+    z = jax.vmap(lambda k: jax.random.normal(k, (model.latent_dim,)))(eval_keys(rng, batch))
+    sample = likelihoods.mean(model.likelihood, model.apply({"params": params}, z, method=model.decode))
+    target = batch["image"].astype(jnp.float32) / 255.0
+    return {"sample": sample, "reconstruction": reconstruct(model, params, target)}
 
 
 def preview(model: Any, state: State, batch: Batch, rng: jax.Array) -> jax.Array:

@@ -2,7 +2,8 @@
 
 What training, evaluation, export and the benchmarks share, so none of them imports another:
 `build` (config -> Setup), `load_config` (a workdir's frozen config), `load_run` (a workdir's
-setup, step and restored state) and `train_dataset` (the input pipeline a run trains on).
+setup, step and restored state), `load_export` (the same from an export file and the config it was
+trained with) and `train_dataset` (the input pipeline a run trains on).
 """
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from data import pairs, pipeline, sources, transforms
 from train import checkpoint, evaluators, families, parallel
 from train import config as config_lib
 from train.families.base import Family
-from zoo.errors import CheckpointError, WorkdirError
+from zoo.errors import CheckpointError, ConfigError, WeightsError, WorkdirError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +43,10 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     family_module = families.get(config.family)
     config_lib.validate(config, family_module.section())
     d = config.data
-    eval_spec = d.eval_source or d.source
     train_source = _source(d.source, d.train_split, d.resolution)
-    eval_source = _source(eval_spec, d.eval_split, d.resolution)
     if d.source_b:
-        eval_spec_b = d.eval_source_b or d.source_b
         train_source = pairs.PairedSource(train_source, _source(d.source_b, d.train_split, d.resolution))
-        eval_source = pairs.PairedSource(eval_source, _source(eval_spec_b, d.eval_split, d.resolution))
-        eval_spec = f"{eval_spec}|{eval_spec_b}"
+    eval_source, eval_spec = evaluation_source(config)
     family = family_module.make(config, train_source.info.image_shape)
     runner = parallel.Runner.create(config.parallel.strategy, config.parallel.num_devices)
     root_key = jax.random.key(config.seed)
@@ -56,8 +54,20 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     abstract = jax.eval_shape(family.init, *init_args)
     shardings = runner.state_shardings(abstract)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-    return Setup(config, family, train_source, eval_source, f"{eval_spec}:{config.data.eval_split}", runner,
-                 abstract, root_key, init_args)
+    return Setup(config, family, train_source, eval_source, eval_spec, runner, abstract, root_key, init_args)
+
+
+def evaluation_source(config: ml_collections.ConfigDict, split: str | None = None) -> tuple[Any, str]:
+    """The config's evaluation source on `split` (default data.eval_split), paired for two identities, and its spec."""
+    d = config.data
+    split = split or d.eval_split
+    spec = d.eval_source or d.source
+    source = _source(spec, split, d.resolution)
+    if d.source_b:
+        spec_b = d.eval_source_b or d.source_b
+        source = pairs.PairedSource(source, _source(spec_b, split, d.resolution))
+        spec = f"{spec}|{spec_b}"
+    return source, f"{spec}:{split}"
 
 
 def _source(spec: str, split: str, resolution: int) -> Any:
@@ -112,6 +122,87 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Setu
     state = checkpointer.restore(step, setup.abstract_state).state
     checkpointer.close()
     return setup, step, state
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    """An export file read back as a run: its setup and state, the config spec used and the file's sha256."""
+
+    setup: Setup
+    state: Any
+    config_spec: str
+    sha256: str
+    path: pathlib.Path
+
+
+def load_export(export: str | pathlib.Path, config_spec: str | None = None) -> Exported:
+    """An export (a file, or a catalogue name) as a run's setup and state, for verbs that need the family.
+
+    An export holds the model, not the data it learnt from, so the config comes from `config_spec`
+    (configs/<file>.py[:variant]) or, for a catalogue checkpoint, from its card; the model section is
+    then the export's own. The state is an inference state (`_inference_state`), the run built on one
+    device so that the training batch sizes need not divide this machine's devices.
+    """
+    from zoo import catalogue, pretrained
+
+    loaded = pretrained.load(export)
+    path = pathlib.Path(export) if pathlib.Path(export).is_file() else pretrained.entry_path(
+        str(export), catalogue.REGISTRY[str(export)])
+    digest = pretrained.sha256(path)
+    spec = config_spec or _catalogue_config(digest, path)
+    file, colon, variant = spec.partition(":")
+    if not pathlib.Path(file).is_file() and (ROOT / file).is_file():
+        file = str(ROOT / file)  # a card's config, named from the repository root
+    if not pathlib.Path(file).is_file():
+        raise ConfigError(f"config file {file} not found; pass --config configs/<file>.py[:variant], the config "
+                          f"{path} was trained with")
+    config = config_lib.load(file + colon + variant)
+    family = loaded.config["metadata"].get("family")
+    if family and family != config.family:
+        raise ConfigError(f"{path} is a {family!r} model but the config {spec} is for family {config.family!r}; "
+                          "pass the config it was trained with")
+    fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in loaded.config["model_config"].items()
+              if k != "image_shape"}
+    config.model = config_lib.model_section(loaded.config["model"], **fields)
+    config.parallel.num_devices = 1
+    setup = build(config)
+    state = _inference_state(setup.abstract_state, loaded, path)
+    return Exported(setup, state, spec, digest, path)
+
+
+def _catalogue_config(digest: str, path: pathlib.Path) -> str:
+    """The config of the catalogue checkpoint whose sha256 is `digest`, or the error asking for --config."""
+    from zoo import catalogue
+
+    for entry in catalogue.REGISTRY.values():
+        if entry.sha256 == digest and entry.card is not None:
+            return entry.card.config
+    raise ConfigError(f"{path} is not a catalogue checkpoint, so the data it learnt from are unknown: pass "
+                      "--config configs/<file>.py[:variant], the config it was trained with")
+
+
+def _inference_state(abstract: Any, loaded: Any, path: pathlib.Path) -> Any:
+    """The state an export stands for: its params as the network whose shapes they have, and as that network's
+    EMA where the family keeps one, with its inference collections; other networks (discriminators) are absent.
+
+    Nothing is initialised or compiled: what the family's evaluation reads of the state is all an export holds.
+    """
+    shapes = jax.tree.map(np.shape, loaded.params)
+    nets = [n for n, p in abstract["params"].items()
+            if jax.tree.structure(p) == jax.tree.structure(loaded.params) and jax.tree.map(np.shape, p) == shapes]
+    if not nets:
+        raise WeightsError(f"{path}: its params fit no network of the family built from the config ("
+                           f"{', '.join(abstract['params'])}); pass the config the model was trained with")
+    net = nets[0]
+    state = {"step": np.int32(0), "params": {net: loaded.params}}
+    if net in abstract.get("ema", {}):
+        state["ema"] = {net: loaded.params}
+    if loaded.collections:
+        state["collections"] = {net: dict(loaded.collections)}
+    return state
 
 
 def train_dataset(setup: Setup, start: int = 0) -> Any:

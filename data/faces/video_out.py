@@ -9,12 +9,14 @@
   stream of `audio_from` in the same ffmpeg run: copied when its codec is one MP4 players take
   (`MP4_AUDIO_COPY`), otherwise re-encoded to AAC (192 kb/s). GRID's MPEG-1 Layer II (mp2) is re-encoded:
   ffmpeg would copy it, but tags it as MP4 audio that reads back as "mp3" and that browsers do not
-  play. The container gets `title` and `comment` (the provenance notice), a sidecar `<file>.json`
+  play. Every frame carries `data.watermark`'s invisible mark (`data.provenance.frame_marker`), the container
+  gets `title` and `comment` (the provenance notice) and, where a signing certificate is configured, signed
+  C2PA Content Credentials (`data.provenance.sign_file`); a sidecar `<file>.json`
   manifest (`data.provenance.write_manifest`) follows, and the video is written under a temporary name,
   checked by probing it (ffmpeg's own exit status is not reported by imageio-ffmpeg) and renamed only
   then; any failure removes it.
-* `write_pngs` writes frames as PNGs with provenance text chunks into a temporary folder renamed to the
-  output folder when every frame is written.
+* `write_pngs` writes frames as PNGs with provenance text chunks and the watermark (`data.provenance.save_png`)
+  into a temporary folder renamed to the output folder when every frame is written.
 
 H.264 in yuv420p needs even sizes: a frame with an odd width or height is padded by repeating its last
 column or row (logged), the one case where the output's size differs from the input's.
@@ -192,8 +194,12 @@ def _temporary(path: pathlib.Path) -> pathlib.Path:
 
 def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: float | Fraction,
               audio_from: str | os.PathLike | None = None, crf: int = 18, title: str = "",
-              manifest: Mapping[str, object] | Callable[[], Mapping[str, object]] | None = None) -> Written:
+              manifest: Mapping[str, object] | Callable[[], Mapping[str, object]] | None = None,
+              watermark: bool = True) -> Written:
     """Encode `frames` (RGB uint8, one size) as H.264 MP4 with `audio_from`'s audio, metadata and a sidecar manifest.
+
+    Every frame gets `data.watermark`'s invisible mark first (`watermark=False` only for frames already
+    marked, or real footage a benchmark encodes as its baseline); the manifest's "Watermark" says whether it did.
 
     Nothing takes `path`'s name until the file is complete and probes with every frame; an exception raised
     by `frames` (the merge failing halfway) propagates after the temporary file is removed. `manifest` may
@@ -220,6 +226,7 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: flo
     params = ["-crf", str(int(crf)), "-metadata", f"title={title}", "-metadata", f"comment={VIDEO_NOTICE}"]
     if plan == "aac":
         params += ["-b:a", AAC_BITRATE]
+    mark = provenance.frame_marker(enabled=watermark)
     tmp = _temporary(path)
     written = 0
     try:
@@ -230,7 +237,7 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: flo
         writer.send(None)
         try:
             for frame in _same_size(first, iterator):
-                writer.send(np.ascontiguousarray(pad_even(frame)))
+                writer.send(np.ascontiguousarray(pad_even(mark(frame))))
                 written += 1
         finally:
             writer.close()
@@ -238,10 +245,13 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: flo
         if made is None or made.frames != written or made.has_audio != (plan != "none"):
             raise DataError(f"ffmpeg did not write {path} completely ({written} frames sent, "
                             f"{made.frames if made else 0} written; audio {plan}); see its message above")
+        credentials = provenance.sign_file(tmp, "video/mp4", title or path.name, {"Comment": VIDEO_NOTICE},
+                                           source_type="composite")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     _sidecar(path, lambda: {"Title": title, "Frames": written, "fps": str(rate), "Audio": plan,
+                            "Watermark": mark.record, "C2PA": credentials,
                             **(manifest() if callable(manifest) else manifest or {})})
     return Written(path, written, plan)
 

@@ -335,12 +335,14 @@ def test_frames_without_a_face_pass_through_and_are_counted(identity_export, gri
     run_merge("--export", str(identity_export), "--input", str(folder), "--output", str(out), *IDENTITY)
     assert "4 faces swapped, 2 frames without a face" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.png" for name in images)
+    # Every frame written carries the invisible watermark (data/watermark.py, ~42 dB PSNR): a frame without a face
+    # is the input with the mark, bit for bit; an identity swap is the marked input to 45 dB (47 measured).
     for name, image in images.items():
         merged = np.asarray(Image.open(out / f"{name}.png"))
         if name.startswith("g"):
-            np.testing.assert_array_equal(merged, image)
+            np.testing.assert_array_equal(merged, provenance.png_pixels(image))
         else:
-            assert psnr(merged, image) > 45 and (merged != image).any()
+            assert psnr(merged, provenance.png_pixels(image)) > 45 and (merged != image).any()
     chunks = provenance.read_provenance(out / "f0.png")
     assert chunks["Description"] == provenance.NOTICE and chunks["Model"] == "test_identity_swap"
     assert chunks["Model sha256"] == hashlib.sha256(identity_export.read_bytes()).hexdigest()

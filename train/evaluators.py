@@ -109,7 +109,7 @@ def write_preview(path: pathlib.Path, family: Family, state: Any, batch: dict, s
     images = jax.device_get(compiled(family.preview)(state, batch, eval_key(seed)))
     scale = max(1, 32 // images.shape[1])
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    grid = provenance.to_uint8(provenance.grid(images, family.preview_columns))
+    grid = provenance.png_pixels(provenance.grid(images, family.preview_columns))  # watermarked, as the PNG
     if jax.process_index() == 0:
         provenance.save_png(path, grid, meta)
     return grid

@@ -259,3 +259,25 @@ def test_workdir_and_its_export_give_the_same_set(tmp_path):
     assert [line["file"] for line in lines] == [line["file"] for line in fakeset.read_manifest(tmp_path / "e")]
     for line in lines:
         np.testing.assert_array_equal(_pixels(tmp_path / "w" / line["file"]), _pixels(tmp_path / "e" / line["file"]))
+
+
+def test_origins_name_the_person_clip_and_frame(tmp_path, shared_data):
+    from test_fuzz import _write_extraction  # a valid extraction written by the extractor's own functions
+
+    from data import origins, transforms
+    from data.faces.aligned import AlignedSource
+    from data.media import VideoSource
+
+    _write_extraction(tmp_path, faces=12)  # one clip, clip.mpg, frames 0..11; the test split is every 10th face
+    aligned = AlignedSource(tmp_path, split="test")
+    assert [origins.origin(aligned, i) for i in range(2)] == [
+        {"identity": "clip", "video": "clip", "frame": 0}, {"identity": "clip", "video": "clip", "frame": 10}]
+
+    video = transforms.Resized(VideoSource(shared_data / "grid" / "bbaf2n.mpg", size=32, split="test"), 16)
+    assert origins.origin(video, 3, video[3]["label"]) == {"identity": "bbaf2n", "video": "bbaf2n", "frame": 30}
+
+    people = sources.get_source("synthetic_faces:ids=5,9;n=3;size=32", "test")
+    assert [origins.origin(people, i, people[i]["label"])["identity"] for i in (0, 5)] == [5, 9]
+    digits = sources.get_source("digits", "test")
+    assert origins.origin(digits, 4, digits[4]["label"]) == {"identity": int(digits.labels[4]), "video": None,
+                                                            "frame": None}

@@ -65,6 +65,8 @@ def generate(out: str | pathlib.Path, *, workdir: str | None = None, export: str
         raise ConfigError("pass --workdir W (a training run) or --export F (an export file or catalogue name)")
     if n < 0:
         raise ConfigError(f"--n {n}: pass a count >= 0 (0 = the whole split)")
+    if jax.process_count() > 1:
+        raise ConfigError("train.generate runs in one process: start it without jax.distributed")
     out = pathlib.Path(out)
     _check_out(out, overwrite)
     setup, state, checkpoint, config_name = _load(workdir, export, config, step)

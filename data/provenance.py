@@ -78,14 +78,17 @@ def png_pixels(image: np.ndarray, notice: str = NOTICE) -> np.ndarray:
     return mark_image(array)[0] if notice == NOTICE else array
 
 
-def mark_image(array: np.ndarray) -> tuple[np.ndarray, str]:
-    """The uint8 image with `data.watermark`'s mark, and a line saying so (or why it is not there)."""
+def mark_image(array: np.ndarray, keep_marked: bool = True) -> tuple[np.ndarray, str]:
+    """The uint8 image with `data.watermark`'s mark, and a line saying so (or why it is not there).
+
+    With `keep_marked`, pixels that carry the mark already stay as they are (a read costs half an embed).
+    """
     from data import watermark
 
     if not watermark.available():
         _warn_once("no-watermark", "images are written without the invisible watermark: %s", watermark.INSTALL)
         return array, f"not applied: {watermark.INSTALL}"
-    if watermark.detect(array):
+    if keep_marked and watermark.detect(array):
         return array, watermark.describe()  # marked already (`png_pixels`): marking again would move pixels
     if watermark.capacity_blocks(array.shape) < len(watermark.payload_bits()):
         return array, (f"not applied: a {array.shape[1]}x{array.shape[0]} image holds "
@@ -104,7 +107,7 @@ class FrameMarker:
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         if not self.enabled:
             return frame
-        marked, self.record = mark_image(frame)
+        marked, self.record = mark_image(frame, keep_marked=False)
         return marked
 
 

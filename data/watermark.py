@@ -5,9 +5,15 @@ invisible-watermark's "dwtDctSvd" method: a one-level Haar DWT of the BT.601 chr
 as cv2 converts; a grey image uses its only plane), the LL band cut into 4x4 blocks, and in each block the
 largest singular value of its DCT quantised to (k + 1/4 + bit/2) * SCALE (QIM). Bit i of the payload goes
 to blocks i, i + n, ... in row-major order: one bit per 8x8 pixels, so a 64 px face holds 64 bits once
-and a 256 px face 16 times (CAPACITY: `capacity_blocks`). The quantiser is the library's own
-(`EmbedDwtDctSvd.encode_frame`), loaded from its file without the package's `__init__`, which imports
-torch for the RivaGAN method; the reading side is the same value computed for all blocks at once.
+and a 256 px face 16 times (`capacity_blocks`).
+
+invisible-watermark 0.2.0 is the reference, not the runtime: its encoder loops over blocks in Python
+(215 ms for one 360x288 frame here, more than the merge's whole 110 ms per frame), so this module states
+the same quantiser for all blocks at once with PyWavelets and a batched SVD (the new block is
+B + (s0' - s0) u0 v0^T, which is what the library's idct(U S' V^T) of the block's DCT gives, the DCT
+being orthonormal): tests/test_watermark.py checks it against the library's `encode_frame` to 1e-9 and
+reads the written files back with the library's own decoder. CI installs the library for those tests;
+marking and reading need only PyWavelets.
 
 Choices, each measured by `python -m benchmarks watermark_survival` on synthetic faces (README, Provenance):
 - dwtDctSvd, not the library's default dwtDct: dwtDct quantises the largest-magnitude LL coefficient of a
@@ -23,20 +29,18 @@ Choices, each measured by `python -m benchmarks watermark_survival` on synthetic
   summed per bit, instead of the library's hard 0/1 votes: a block pushed near the decision line counts little.
 - SCALE 36, the library's: 42 dB PSNR on the faces. 54 and 72 survive JPEG 50 and H.264 at 64 px far
   better (38 and 36 dB) but show as faint colour blotches on flat skin at 72.
-Around the library this module also differs from its `WatermarkEncoder` in three ways: it runs below
-256x256 (the library refuses), it works in float and rounds once (the library writes floats into a uint8
-YUV array, truncating), and it rebuilds the image from the DWT bands in their order (the library swaps the
-horizontal and vertical detail bands). The library's `WatermarkDecoder("bits", 64).decode(bgr, "dwtDctSvd")`
-reads these marks from images of 256x256 px or more.
+Beside the speed, the library's `WatermarkEncoder` refuses images under 256x256, writes floats into a
+uint8 YUV array (truncating) and rebuilds the image with the horizontal and vertical detail bands swapped;
+here any size with enough blocks is marked, the image is converted in float and rounded once, and the
+bands go back in their order. The library's `WatermarkDecoder("bits", 64).decode(bgr, "dwtDctSvd")` reads
+these marks from images of 256x256 px or more.
 
 What the mark does not survive: crops that move the 8-pixel block grid, any resize that is not undone,
 strong JPEG and H.264 at 64 px; it is a provenance hint for honest pipelines, not a tamper-proof fingerprint.
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
-import types
+from typing import Callable
 
 import numpy as np
 from einops import rearrange
@@ -50,49 +54,23 @@ SCALE = 36.0
 """The QIM step in LL units of the U plane (invisible-watermark's default): larger survives more, shows more."""
 BLOCK = 4
 """Blocks of BLOCK x BLOCK LL coefficients, each carrying one bit: one bit per 8x8 pixels."""
-METHODS = {"dwtDct": ("maxDct", "EmbedMaxDct"), "dwtDctSvd": ("dwtDctSvd", "EmbedDwtDctSvd")}
-"""invisible-watermark's two block methods: module and class (its third, RivaGAN, needs torch and onnxruntime)."""
+METHODS = ("dwtDct", "dwtDctSvd")
+"""invisible-watermark's two block methods (its third, RivaGAN, is a network that needs torch and onnxruntime)."""
 METHOD = "dwtDctSvd"
 PLANE = "U"
 """Where the mark lives in an RGB image: BT.601 chroma U, as invisible-watermark does (Y for grey images)."""
 MAX_BIT_ERRORS = 14
 """Bits of the 64 that may differ from PAYLOAD for `detect` to call the mark found: the most whose chance for
 random bits stays under 1e-5 (3.5e-6); on 1072 unmarked real and synthetic images the closest had 20 wrong."""
-INSTALL = ("the watermark needs the `watermark` extra: pip install -e '.[watermark]' && "
-           "pip install --no-deps invisible-watermark==0.2.0")
+INSTALL = "the watermark needs PyWavelets: pip install PyWavelets (or the [watermark] extra)"
 _BT601 = np.array([[0.299, 0.587, 0.114], [-0.14713, -0.28886, 0.436], [0.615, -0.51499, -0.10001]], np.float64)
 """RGB -> YUV rows (cv2's COLOR_RGB2YUV: U = 0.492 (B - Y), V = 0.877 (R - Y)); U and V are offset by 128."""
 
 
-@functools.cache
-def _library(name: str) -> types.ModuleType:
-    """invisible-watermark's `maxDct` or `dwtDctSvd` module, loaded from its file (the package's `__init__` imports torch)."""
-    try:
-        import cv2  # noqa: F401  (the library's modules need both; fail here with the install line)
-        import pywt  # noqa: F401
-        spec = importlib.util.find_spec("imwatermark")
-    except ImportError as error:
-        raise ImportError(INSTALL) from error
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(INSTALL)
-    path = f"{list(spec.submodule_search_locations)[0]}/{name}.py"
-    loader = importlib.util.spec_from_file_location(f"imwatermark_{name.lower()}", path)
-    if loader is None or loader.loader is None:
-        raise ImportError(f"{path} is missing; {INSTALL}")
-    module = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(module)
-    return module
-
-
-def _embedder(bits: list[int], nbits: int, method: str) -> object:
-    module, cls = METHODS[method]
-    return getattr(_library(module), cls)(bits, wmLen=nbits, block=BLOCK)
-
-
 def available() -> bool:
-    """Whether the watermark can be embedded and read here (PyWavelets and invisible-watermark installed)."""
+    """Whether the watermark can be embedded and read here (PyWavelets installed)."""
     try:
-        _library(METHODS[METHOD][0])
+        import pywt  # noqa: F401
     except ImportError:
         return False
     return True
@@ -149,17 +127,50 @@ def embed(image: np.ndarray, payload: bytes = PAYLOAD, scale: float = SCALE, met
     source = np.asarray(image)
     array = _as_uint8(source)
     bits = payload_bits(payload)
-    blocks = capacity_blocks(array.shape)
-    if blocks < len(bits):
-        raise DataError(f"a {array.shape[1]}x{array.shape[0]} image holds {blocks} watermark bits, fewer than the "
+    room = capacity_blocks(array.shape)
+    if room < len(bits):
+        raise DataError(f"a {array.shape[1]}x{array.shape[0]} image holds {room} watermark bits, fewer than the "
                         f"payload's {len(bits)}; one bit takes 8x8 px")
     height, width = array.shape[0] // 4 * 4, array.shape[1] // 4 * 4
     values = _plane(array, plane)
-    ll, (ch, cv, cd) = pywt.dwt2(values[:height, :width], "haar")
-    _embedder(list(bits), len(bits), method).encode_frame(ll, scale)
-    values[:height, :width] = pywt.idwt2((ll, (ch, cv, cd)), "haar")
+    ll, details = pywt.dwt2(values[:height, :width], "haar")
+    blocks, put_back = _blocks(ll)
+    carried = bits[np.arange(len(blocks)) % len(bits)]
+    put_back(_quantise(blocks, carried, scale, method))
+    values[:height, :width] = pywt.idwt2((ll, details), "haar")
     marked = _with_plane(array, values, plane)
     return marked.reshape(source.shape) if source.ndim == 3 and source.shape[-1] == 1 else marked
+
+
+def _blocks(ll: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], None]]:
+    """The LL band's whole BLOCK x BLOCK blocks, row-major [N, BLOCK, BLOCK], and a function writing blocks back."""
+    rows, cols = ll.shape[0] // BLOCK, ll.shape[1] // BLOCK
+    blocks = rearrange(ll[: rows * BLOCK, : cols * BLOCK], "(r i) (c j) -> (r c) i j", i=BLOCK, j=BLOCK)
+
+    def put_back(new: np.ndarray) -> None:
+        ll[: rows * BLOCK, : cols * BLOCK] = rearrange(new, "(r c) i j -> (r i) (c j)", r=rows)
+
+    return blocks, put_back
+
+
+def _quantise(blocks: np.ndarray, bits: np.ndarray, scale: float, method: str) -> np.ndarray:
+    """Each block with its carrier set to (k + 1/4 + bit/2) * scale, k its old value's bin: the library's rule.
+
+    dwtDctSvd: the largest singular value s0 (of the block's DCT, equal to the block's own), the block
+    becoming B + (s0' - s0) u0 v0^T. dwtDct: the largest-magnitude coefficient but the first, sign kept.
+    """
+    if method == "dwtDctSvd":
+        u, s, vh = np.linalg.svd(blocks)
+        target = (np.floor(s[:, 0] / scale) + 0.25 + 0.5 * bits) * scale
+        return blocks + (target - s[:, 0])[:, None, None] * u[:, :, :1] * vh[:, :1, :]
+    if method == "dwtDct":
+        flat = blocks.reshape(len(blocks), -1).copy()
+        pos = np.argmax(np.abs(flat[:, 1:]), axis=1) + 1
+        value = flat[np.arange(len(flat)), pos]
+        flat[np.arange(len(flat)), pos] = np.sign(value + (value == 0)) * (
+            np.floor(np.abs(value) / scale) + 0.25 + 0.5 * bits) * scale
+        return flat.reshape(blocks.shape)
+    raise DataError(f"watermark method {method!r} is unknown; use one of {METHODS}")
 
 
 def block_values(image: np.ndarray, scale: float = SCALE, method: str = METHOD, plane: str = PLANE) -> np.ndarray:
@@ -176,15 +187,14 @@ def block_values(image: np.ndarray, scale: float = SCALE, method: str = METHOD, 
     if height < 2 * BLOCK or width < 2 * BLOCK:
         return np.zeros(0)
     ll, _ = pywt.dwt2(_plane(array, plane)[:height, :width], "haar")
-    rows, cols = ll.shape[0] // BLOCK, ll.shape[1] // BLOCK
-    blocks = rearrange(ll[: rows * BLOCK, : cols * BLOCK], "(r i) (c j) -> (r c) (i j)", i=BLOCK, j=BLOCK)
+    blocks, _ = _blocks(ll)
     if method == "dwtDctSvd":
-        values = np.linalg.svd(blocks.reshape(-1, BLOCK, BLOCK), compute_uv=False)[:, 0]
+        values = np.linalg.svd(blocks, compute_uv=False)[:, 0]
     elif method == "dwtDct":
-        rest = np.abs(blocks[:, 1:])
+        rest = np.abs(blocks.reshape(len(blocks), -1)[:, 1:])
         values = rest[np.arange(len(rest)), np.argmax(rest, axis=1)]
     else:
-        raise DataError(f"watermark method {method!r} is unknown; use one of {sorted(METHODS)}")
+        raise DataError(f"watermark method {method!r} is unknown; use one of {METHODS}")
     return (values % scale) / scale
 
 
@@ -217,17 +227,8 @@ def detect(image: np.ndarray, payload: bytes = PAYLOAD, max_errors: int = MAX_BI
 
 
 def describe() -> str:
-    """One line naming the mark, for PNG chunks and manifests: library, method, payload and how to read it."""
-    version = _library_version()
-    return (f"invisible-watermark {version} {METHOD} in the {PLANE} plane (Y if grey), scale {SCALE:g}, payload "
+    """One line naming the mark, for PNG chunks and manifests: method, payload and how to read it."""
+    return (f"invisible-watermark's {METHOD} (as of 0.2.0) in the {PLANE} plane (Y if grey), scale {SCALE:g}, payload "
             f"{PAYLOAD!r} ({len(PAYLOAD) * 8} bits, found at <= {MAX_BIT_ERRORS} wrong); "
             "read: python -m data.provenance check FILE")
 
-
-def _library_version() -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("invisible-watermark")
-    except importlib.metadata.PackageNotFoundError:
-        return "(version unknown)"

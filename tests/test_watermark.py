@@ -7,7 +7,9 @@ c2pa-python's Reader for the signed manifests.
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -25,6 +27,18 @@ pytestmark = pytest.mark.skipif(not watermark.available(), reason=watermark.INST
 
 def face(size: int, index: int = 0) -> np.ndarray:
     return SyntheticFaces(range(3), 2, size, split="test")[index]["image"]
+
+
+def library(name: str):
+    """invisible-watermark's `maxDct` or `dwtDctSvd` module, loaded from its file: the package's __init__ imports torch."""
+    spec = importlib.util.find_spec("imwatermark")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the reference invisible-watermark is not installed: pip install --no-deps invisible-watermark==0.2.0")
+    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / f"{name}.py"
+    loaded = importlib.util.spec_from_file_location(f"imwatermark_{name}", path)
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    return module
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -50,10 +64,27 @@ def test_a_png_written_by_save_png_carries_the_payload(tmp_path, size):
     assert 39.0 < psnr(pixels, image) < 60.0, "the mark changes the pixels, slightly"
     assert chunks["Watermark"].startswith("invisible-watermark") and "C2PA" in chunks
     # invisible-watermark's own reader: its BGR->YUV, its per-block decision, its majority vote.
-    library = watermark._library("dwtDctSvd").EmbedDwtDctSvd([], wmLen=64, scales=[0, 36, 0], block=4)
-    bits = library.decode(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)).astype(int)
+    reader = library("dwtDctSvd").EmbedDwtDctSvd([], wmLen=64, scales=[0, 36, 0], block=4)
+    bits = reader.decode(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)).astype(int)
     expected = np.unpackbits(np.frombuffer(b"DFZ\x01synt", np.uint8))
     assert np.sum(bits != expected) <= (0 if size == 256 else 2)
+
+
+@pytest.mark.parametrize("method,module,cls", [("dwtDctSvd", "dwtDctSvd", "EmbedDwtDctSvd"),
+                                               ("dwtDct", "maxDct", "EmbedMaxDct")])
+def test_the_batched_quantiser_is_the_librarys(method, module, cls):
+    """Every block of a real LL band quantised here as invisible-watermark's per-block encode_frame does."""
+    import pywt
+
+    plane = watermark._plane(face(128, 2))
+    ll, _ = pywt.dwt2(plane, "haar")
+    bits = watermark.payload_bits()
+    reference = ll.copy()
+    getattr(library(module), cls)(list(bits), wmLen=64, block=4).encode_frame(reference, 36.0)
+    blocks, put_back = watermark._blocks(ll)
+    put_back(watermark._quantise(blocks, bits[np.arange(len(blocks)) % 64], 36.0, method))
+    np.testing.assert_allclose(ll, reference, atol=1e-9)
+    assert np.abs(ll - pywt.dwt2(plane, "haar")[0]).max() > 1.0, "the band did change"
 
 
 def test_grey_images_carry_it_in_their_only_plane(tmp_path):

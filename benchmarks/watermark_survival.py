@@ -23,7 +23,8 @@ come from ../shared/data and scikit-image and are only read here.
 The sweep (skip with --no-sweep) repeats the table for invisible-watermark's two methods (dwtDct, dwtDctSvd)
 and payloads of 16 to 64 bits (the first bytes of PAYLOAD + b"-zoo"), each with the largest bit-error
 threshold whose chance for random bits is at most 1e-5 (`threshold`); 16 bits has none (P(0 errors) is
-1.5e-5), so it is read with 0 errors allowed.
+1.5e-5), so it is read with 0 errors allowed. `timing` gives the milliseconds of one embed and one read of a
+360x288 frame (GRID's size), on this machine under its load (`machine`).
 """
 from __future__ import annotations
 
@@ -139,6 +140,15 @@ def psnr(marked: list[np.ndarray], clean: list[np.ndarray]) -> dict[str, float]:
     return {"psnr_db_mean": round(float(np.mean(values)), 2), "psnr_db_min": round(float(np.min(values)), 2)}
 
 
+def per_call(fn: Callable[[], Any], repeats: int = 10) -> float:
+    """Seconds per call of `fn`, after one warm-up call."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
 def tiles(image: np.ndarray, size: int) -> list[np.ndarray]:
     height, width = image.shape[:2]
     return [image[i: i + size, j: j + size] for i in range(0, height - size + 1, size)
@@ -214,6 +224,9 @@ def main() -> None:
                            "survival": survival(marked, watermark.PAYLOAD, watermark.METHOD, limit,
                                                 h264_frames=h264(clean, mark=True))}
     fp = false_positives({**unmarked, **reals}, watermark.PAYLOAD, watermark.METHOD, limit)
+    frame = np.random.default_rng(0).integers(0, 256, (288, 360, 3), np.uint8)
+    timing = {"embed_ms_360x288": round(1000 * per_call(lambda: watermark.embed(frame)), 1),
+              "detect_ms_360x288": round(1000 * per_call(lambda: watermark.detect(frame)), 1)}
     sweep: dict[str, Any] = {}
     if not args.no_sweep:
         for method, bits, scale in itertools.product(SWEEP_METHODS, SWEEP_BITS, SWEEP_SCALES):
@@ -235,7 +248,8 @@ def main() -> None:
           "random_bits_false_positive": sum(math.comb(len(watermark.PAYLOAD) * 8, k) for k in range(limit + 1))
           / 2.0 ** (len(watermark.PAYLOAD) * 8),
           "capacity_blocks": {str(s): watermark.capacity_blocks((s, s)) for s in SIZES},
-          "sizes": rows, "false_positives": fp, "sweep": sweep, "seconds": round(time.time() - start, 1)},
+          "sizes": rows, "false_positives": fp, "timing": timing, "sweep": sweep,
+          "seconds": round(time.time() - start, 1)},
          args.json)
 
 

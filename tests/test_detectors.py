@@ -11,7 +11,7 @@ import scipy.fft
 from sklearn.linear_model import LogisticRegression
 
 from train import spectral_head
-from zoo import create_model, detectors, list_models, spectral
+from zoo import create_model, detectors, layers, list_models, spectral
 from zoo.errors import ConfigError, DataError
 
 NAMES = ("xception_detector", "resnet_detector", "spectrum_durall_detector", "spectrum_frank_detector")
@@ -178,16 +178,37 @@ def test_a_spectral_detector_refuses_images_of_another_size():
 # CNNs
 
 
-def test_separable_conv_is_a_depthwise_grouped_conv_then_a_1x1_conv():
+def _grouped_conv(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=x.shape[-1])
+
+
+@pytest.mark.parametrize("forms", ["fast", "plain"])
+def test_separable_conv_is_a_depthwise_grouped_conv_then_a_1x1_conv(forms):
     x = jnp.asarray(_images((2, 9, 7, 4)))
     module = detectors.SeparableConv(5)
     params = module.init(jax.random.key(0), x)["params"]
     chex.assert_shape(params["depthwise"]["kernel"], (3, 3, 1, 4))
     chex.assert_shape(params["pointwise"]["kernel"], (1, 1, 4, 5))
-    depthwise = jax.lax.conv_general_dilated(x, params["depthwise"]["kernel"], (1, 1), "SAME",
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=4)
-    want = jnp.einsum("bhwc,cf->bhwf", depthwise, params["pointwise"]["kernel"][0, 0])
-    np.testing.assert_allclose(module.apply({"params": params}, x), want, rtol=1e-5, atol=1e-6)
+    want = jnp.einsum("bhwc,cf->bhwf", _grouped_conv(x, params["depthwise"]["kernel"]),
+                      params["pointwise"]["kernel"][0, 0])
+    with layers.use_forms(forms):
+        got = module.apply({"params": params}, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 4])
+def test_the_fast_depthwise_conv_and_its_gradients_equal_the_grouped_conv(kernel_size):
+    x = jnp.asarray(_images((2, 6, 5, 3)))
+    kernel = jnp.asarray(_images((kernel_size, kernel_size, 1, 3), seed=1) - 0.5)
+    cotangent = jnp.asarray(_images((2, 6, 5, 3), seed=2))
+    with layers.use_forms("fast"):
+        got, vjp = jax.vjp(detectors.depthwise_conv, x, kernel)
+        got_grads = vjp(cotangent)
+    want, vjp = jax.vjp(_grouped_conv, x, kernel)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(got_grads, vjp(cotangent)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
 def test_published_xception_has_keras_parameter_count_less_the_imagenet_head():

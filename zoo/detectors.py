@@ -28,12 +28,14 @@ Both collections are what an export keeps beside the params (`train.families.bas
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from einops import rearrange, reduce
+from flax.linen.dtypes import promote_dtype
 
 from zoo import layers, spectral
 from zoo.errors import ConfigError, DataError
@@ -43,8 +45,8 @@ Array = jax.Array
 Dtype = Any
 
 __all__ = [
-    "BATCH_STATS", "STATS", "DurallDetector", "FrankDetector", "ResNetDetector", "SeparableConv",
-    "XceptionDetector", "xception_widths",
+    "BATCH_STATS", "STATS", "DepthwiseConv", "DurallDetector", "FrankDetector", "ResNetDetector", "SeparableConv",
+    "XceptionDetector", "depthwise_conv", "xception_widths",
 ]
 
 BATCH_STATS = "batch_stats"
@@ -103,11 +105,48 @@ def xception_widths(width: int) -> tuple[int, ...]:
     return tuple(max(1, round(w * width / _XCEPTION_BASE)) for w in _XCEPTION_WIDTHS)
 
 
+def depthwise_conv(x: Array, kernel: Array) -> Array:
+    """Per-channel conv, "SAME" padding, stride 1: x [B, H, W, C] and kernel [kh, kw, 1, C] -> [B, H, W, C].
+
+    On XLA:CPU (`zoo.layers.fast_forms_enabled`) it is the sum of kh * kw shifted copies of the
+    padded input times one kernel tap each, whose gradients are slices, pads and products: a
+    3x3 depthwise conv's input-and-kernel gradient ran 10-30x faster than the grouped conv's
+    (5.6 against 65 ms at 32 x 29 x 29 x 16, 2.3 against 62 ms at 32 x 2 x 2 x 768), and the
+    default Xception's Adam step (batch 32, 64 px, 10.8 GFLOP) went from 2.1 s to 0.8 s on this
+    project's loaded 2-core CPU. Elsewhere it is the grouped conv (`lax.conv_general_dilated`
+    with feature_group_count = C), the vendor kernel.
+    """
+    kh, kw = kernel.shape[:2]
+    if not layers.fast_forms_enabled():
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            feature_group_count=x.shape[-1])
+    h, w = x.shape[1:3]
+    padded = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
+    taps = [padded[:, i:i + h, j:j + w, :] * kernel[i, j, 0] for i in range(kh) for j in range(kw)]
+    return functools.reduce(jnp.add, taps)
+
+
+class DepthwiseConv(nn.Module):
+    """A k x k per-channel conv without bias ("SAME", stride 1): params {"kernel": [k, k, 1, C]}, as flax's
+    `nn.Conv(C, (k, k), feature_group_count=C)` lays them out and initialises them (lecun normal, fan-in k * k)."""
+
+    kernel_size: int = 3
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        shape = (self.kernel_size, self.kernel_size, 1, x.shape[-1])
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, self.param_dtype)
+        x, kernel = promote_dtype(x, kernel, dtype=self.dtype)
+        return depthwise_conv(x, kernel)
+
+
 class SeparableConv(nn.Module):
     """Depthwise-separable conv (Xception's SeparableConv2D): a per-channel k x k conv, then a 1x1 conv; no biases.
 
-    Params: "depthwise" {"kernel": [k, k, 1, C_in]} (a grouped conv with one group per channel) and
-    "pointwise" {"kernel": [1, 1, C_in, features]}; "SAME" padding, stride 1.
+    Params: "depthwise" {"kernel": [k, k, 1, C_in]} (`DepthwiseConv`) and "pointwise" {"kernel":
+    [1, 1, C_in, features]}; "SAME" padding, stride 1.
     """
 
     features: int
@@ -117,11 +156,9 @@ class SeparableConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        channels = x.shape[-1]
-        kw = dict(use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
-        h = nn.Conv(channels, (self.kernel_size, self.kernel_size), padding="SAME", feature_group_count=channels,
-                    name="depthwise", **kw)(x)
-        return layers.Conv(self.features, (1, 1), name="pointwise", **kw)(h)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = DepthwiseConv(self.kernel_size, name="depthwise", **kw)(x)
+        return layers.Conv(self.features, (1, 1), use_bias=False, name="pointwise", **kw)(h)
 
 
 class _XceptionBlock(nn.Module):

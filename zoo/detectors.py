@@ -211,8 +211,7 @@ class XceptionDetector(nn.Module):
     of its size); a single logit instead of FF++'s two-way softmax; BN momentum 0.9 and eps 1e-5
     (PyTorch's defaults, as in the Cadene port FF++ used) rather than Keras's 0.99 and 1e-3;
     flax's default (lecun normal) initialisers; no ImageNet pretraining. The shortcut branch takes
-    the block's input before its leading ReLU, as Keras (the Cadene port's in-place ReLU feeds the
-    shortcut the rectified input).
+    the block's input before its leading ReLU, as Keras's does.
     """
 
     input_size: int = 64

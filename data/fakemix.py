@@ -8,15 +8,19 @@ fake of kind `kinds[s - 1]` for s >= 1, so every fake sits beside the real image
 (as FaceForensics++ pairs each manipulated video with its original) and any split of the real source
 splits the fakes the same way: identity-disjoint real splits give identity-disjoint fake sets.
 
+`REAL_SPEC` may join several specs with " + " (spaces around the plus), one per person or video, e.g.
+the aligned faces of four GRID speakers; with more than one, a part's position is its identity, and each
+part's reals and each part's fakes of one kind form a `video` for video-level metrics.
+
 Each example carries `label` (1 = fake, 0 = real), `identity` (the real image's person: a synthetic
-face's identity seed, another source's class label, -1 when unknown; fakes keep their source's),
-`generator` (0 = real, s = the kind in slot s) and `pair` (g). The fakes are computed in float32 on
+face's identity seed, another source's class label, the part's position, -1 when unknown; fakes keep
+their source's), `generator` (0 = real, s = the kind in slot s) and `pair` (g). The fakes are computed in float32 on
 the default device and rounded to uint8 like every image the zoo writes.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -30,20 +34,23 @@ SPEC_FORMS = {
     "swap/GAN/VAE model makes from them, interleaved (label 1 = fake): detection data with no export step",
 }
 _KEYS = ("model", "kinds", "seed", "size", "n")
-FIELDS = ("label", "identity", "generator", "pair")
 
 
 class FakeMix:
     """Real examples and their fakes, interleaved as `(1 + len(kinds))` consecutive examples per real image."""
 
-    def __init__(self, real: Any, model: str, kinds: tuple[str, ...] = (), seed: int = 0, batch_size: int = 128,
-                 limit: int = 0):
+    def __init__(self, parts: Sequence[Any], model: str, kinds: tuple[str, ...] = (), seed: int = 0,
+                 batch_size: int = 128, limit: int = 0):
         from zoo import fake_makers, pretrained
 
         module, variables = pretrained.create(model)
         family = fake_makers.model_kind(module)
         kinds = tuple(kinds) or fake_makers.KINDS[family]
-        real_images, identity = _read_all(real, limit)
+        read = [_read_all(part, limit) for part in parts]
+        real_images = np.concatenate([images for images, _ in read])
+        part = np.concatenate([np.full(len(images), i) for i, (images, _) in enumerate(read)])
+        identity = part if len(parts) > 1 else read[0][1]
+        real = parts[0]
         self.kinds, self.model = kinds, model
         fakes = [_make_all(fake_makers.fake_maker(module, variables, k), real_images, seed, slot, batch_size)
                  for slot, k in enumerate(kinds, start=1)]
@@ -55,7 +62,10 @@ class FakeMix:
         slots = np.tile(np.arange(per), len(real_images))
         self._fields = {"label": (slots > 0).astype(np.int64), "identity": np.repeat(identity, per),
                         "generator": slots.astype(np.int64), "pair": np.repeat(np.arange(len(real_images)), per)}
-        self.info = SourceInfo(name=f"fakemix({model}:{','.join(kinds)}@{real.info.name})",
+        if len(parts) > 1:
+            self._fields["video"] = np.repeat(part, per) * per + slots
+        names = " + ".join(p.info.name for p in parts)
+        self.info = SourceInfo(name=f"fakemix({model}:{','.join(kinds)}@{names})",
                                image_shape=tuple(int(d) for d in real_images.shape[1:]), num_classes=2,
                                num_examples=len(self._images))
 
@@ -78,7 +88,7 @@ class FakeMix:
 
     @property
     def fields(self) -> dict[str, np.ndarray]:
-        """label, identity, generator and pair of every example, for splits and per-group metrics."""
+        """label, identity, generator, pair (and video) of every example, for splits and per-group metrics."""
         return dict(self._fields)
 
     def __repr__(self) -> str:
@@ -115,9 +125,9 @@ def from_spec(rest: str, split: str, get_source: Callable[[str, str], Any]) -> F
 def _cached(model: str, kinds: tuple[str, ...], seed: int, size: int, limit: int, real_spec: str,
             split: str, get_source: Callable[[str, str], Any]) -> FakeMix:
     """One FakeMix per spec and split in a process: training and evaluation set-up ask for the same one."""
-    real = get_source(real_spec, split)
+    parts = [get_source(spec.strip(), split) for spec in real_spec.split(" + ")]
     try:
-        return FakeMix(transforms.Resized(real, size) if size else real, model, kinds, seed, limit=limit)
+        return FakeMix([transforms.Resized(p, size) if size else p for p in parts], model, kinds, seed, limit=limit)
     except ValueError as error:
         raise DataError(f"fakemix:model={model}: {error}") from error
 

@@ -199,6 +199,22 @@ def swap() -> ml_collections.ConfigDict:
     return s
 
 
+def detect() -> ml_collections.ConfigDict:
+    """The `config.detect` defaults: Wang et al.'s (2020) training augmentation at p = 0.5 ("Blur+JPEG (0.5)")."""
+    s = ml_collections.ConfigDict()
+    s.balance = True  # class-balanced BCE: each class weighs half, whatever its share of the batch
+    s.augment = ml_collections.ConfigDict()  # data.degrade.DetectorAugment's fields
+    s.augment.p_blur = 0.5
+    s.augment.blur_sigma = (0.0, 3.0)
+    s.augment.p_jpeg = 0.5
+    s.augment.jpeg_quality = (30, 100)
+    s.augment.p_crop = 0.0
+    s.augment.crop_scale = (0.8, 1.0)
+    s.augment.p_flip = 0.5
+    s.sweep = ("jpeg90", "jpeg50", "jpeg30", "h264_crf23", "h264_crf40", "blur1", "blur2", "resize0.5")
+    return s
+
+
 def model_section(name: str, **fields: Any) -> ml_collections.ConfigDict:
     """A `config.model` holding every constructor field of registered model `name`, defaults filled in.
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import jax
 
-from zoo import xla_cpu
+from zoo import files, xla_cpu
 
 
 def machine() -> dict[str, Any]:
@@ -47,12 +47,12 @@ def entry(main: Callable[[], None]) -> None:
 
 
 def emit(results: dict[str, Any], path: str | None) -> None:
-    """Print the results as JSON and, if a path is given, write the same text there."""
+    """Print the results as JSON and, if a path is given, write the same text there (atomically: old file or new)."""
     text = json.dumps(results, indent=2)
     print(text)
     if path:
-        with open(path, "w") as f:
-            f.write(text + "\n")
+        with files.atomic_write(path) as tmp:
+            tmp.write_text(text + "\n")
 
 
 def run_worker(command: list[str], timeout: float, cwd: pathlib.Path, env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -19,6 +19,9 @@ run leaves only its hidden directory, which the next build on the same host remo
 gone; two runs that extract one video at once both finish, and the second's rename finds the first's
 entry and discards its own copy.
 
+`build_once` and `keyed_name` are that machinery for any cache entry: `facecrop:` (data/faces/crops.py)
+keeps its FF++-style crops the same way, under its own subdirectory.
+
 It runs where the source is built: in the training process, before grain starts any worker. Workers
 receive the finished `AlignedSource` (a directory and its records) and only read PNGs.
 """
@@ -32,7 +35,7 @@ import pathlib
 import secrets
 import shutil
 import socket
-from typing import Any
+from typing import Any, Callable
 
 from data.faces import extract as extracting
 from data.faces.template import TEMPLATE_FILE
@@ -67,7 +70,12 @@ def entry_name(video: pathlib.Path, options: extracting.Options, every: int) -> 
     parts = [f"format={FORMAT}", f"path={video}", f"sha256={file_sha256(video)}",
              f"template={file_sha256(TEMPLATE_FILE)}", f"every={every}",
              *(f"{k}={v}" for k, v in sorted(dataclasses.asdict(options).items()))]
-    return f"{video.stem}-{hashlib.sha256(chr(0).join(parts).encode()).hexdigest()[:16]}"
+    return keyed_name(video.stem, parts)
+
+
+def keyed_name(stem: str, parts: list[str]) -> str:
+    """`<stem>-<key>`, the key a hash of `parts` (everything that decides an entry's content)."""
+    return f"{stem}-{hashlib.sha256(chr(0).join(parts).encode()).hexdigest()[:16]}"
 
 
 def extraction(video: str | os.PathLike[str], *, size: int = 256, face_type: str = "whole_face", every: int = 1,
@@ -85,22 +93,33 @@ def extraction(video: str | os.PathLike[str], *, size: int = 256, face_type: str
     extracting._check_options(options, every, workers)
     parent = pathlib.Path(cache_dir(root)) / SUBDIR
     entry = parent / entry_name(video, options, every)
-    if (entry / extracting.INDEX).is_file():
-        log.info("aligned:%s: using the cached extraction %s", video, entry)
+
+    def build(private: pathlib.Path) -> None:
+        log.info("aligned:%s: extracting faces once into %s (size %d, %s, every %d)", video, entry, size, face_type,
+                 every)
+        extracting.extract(video, private, options, every=every, workers=workers, progress=progress)
+
+    return build_once(entry, extracting.INDEX, build, f"aligned:{video}")
+
+
+def build_once(entry: pathlib.Path, marker: str, build: Callable[[pathlib.Path], None], what: str) -> pathlib.Path:
+    """The cache entry `entry`, complete once `entry/marker` exists; else `build(private)` fills a private
+    directory that then takes the entry's name by one rename (module docstring). Returns `entry`."""
+    if (entry / marker).is_file():
+        log.info("%s: using the cached entry %s", what, entry)
         return entry
+    parent = entry.parent
     parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(parent, entry.name)
     private = parent / f".{entry.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}"
-    log.info("aligned:%s: extracting faces once into %s (size %d, %s, every %d)", video, entry, size, face_type,
-             every)
     try:
-        extracting.extract(video, private, options, every=every, workers=workers, progress=progress)
+        build(private)
         try:
             os.rename(private, entry)
         except OSError:
-            if not (entry / extracting.INDEX).is_file():
+            if not (entry / marker).is_file():
                 raise
-            log.info("%s: another process extracted it first; its copy is used", entry)
+            log.info("%s: another process built it first; its copy is used", entry)
     finally:
         if private.exists():
             shutil.rmtree(private, ignore_errors=True)

@@ -94,3 +94,16 @@ def _seeds(spec: str) -> set[int]:
 def test_one_mix_is_built_per_spec_and_split():
     spec = f"model={SWAP}@{REAL}"
     assert fakemix.from_spec(spec, "train", sources.get_source) is fakemix.from_spec(spec, "train", sources.get_source)
+
+
+def test_joined_real_specs_are_people_and_videos():
+    """" + "-joined parts: a part's position is the identity; its reals and each kind of its fakes form one video."""
+    two = sources.get_source(f"fakemix:model={SWAP};kinds=a2b@synthetic_faces:ids=7;n=2;size=64 + "
+                             "synthetic_faces:ids=9;n=3;size=64", "test")
+    batch = two.gather(np.arange(len(two)))
+    assert len(two) == 2 * (2 + 3)
+    np.testing.assert_array_equal(batch["identity"], [0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(batch["label"], [0, 1] * 5)
+    np.testing.assert_array_equal(batch["video"], [0, 1, 0, 1, 2, 3, 2, 3, 2, 3])
+    alone = sources.get_source("synthetic_faces:ids=9;n=3;size=64", "test").gather(np.arange(3))["image"]
+    np.testing.assert_array_equal(batch["image"][4::2], alone)

@@ -96,6 +96,7 @@ def test_conditional_models_must_agree_on_classes(in_repo):
         runs.build(config)
 
 
+@pytest.mark.slow  # 30-110 s on 2 busy cores: the fast step stays under 15 min
 def test_frozen_config_with_another_discriminator_reloads(tmp_path, in_repo):
     from train import trainer
 

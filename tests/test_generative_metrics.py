@@ -80,6 +80,7 @@ def test_reference_features_are_cached_per_extractor_and_count(tmp_path):
     assert len(calls) == 20 + 20 + 10, "another extractor or count must not reuse the cache"
 
 
+@pytest.mark.slow  # 30-110 s on 2 busy cores: the fast step stays under 15 min
 def test_fid_evaluator_runs_in_training_and_names_its_protocol(tmp_path, monkeypatch, shared_data):
     from test_gan_family import smoke
 

@@ -94,6 +94,7 @@ def test_unet_shapes(res):
     assert center.dtype == pixel.dtype == jnp.float32
 
 
+@pytest.mark.slow  # 30-110 s on 2 busy cores: the fast step stays under 15 min
 def test_unet_runs_bf16_and_differentiates():
     """A real forward and parameter gradient through the transposed convs, 70-px patches (a stride-1 level)."""
     model = UNetPatchDiscriminator(70, dtype=jnp.bfloat16, **TINY)

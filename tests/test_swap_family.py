@@ -143,6 +143,7 @@ def test_swap_truth_names_the_fix_on_data_without_ground_truth(tmp_path):
     assert {"train/a_loss", "train/gan_d/loss"} <= logged, f"a second step must not rename the first's: {logged}"
 
 
+@pytest.mark.slow  # 30-110 s on 2 busy cores: the fast step stays under 15 min
 def test_copy_baseline_is_the_psnr_of_the_unchanged_source(tmp_path):
     """The evaluator's a2b_copy PSNR equals numpy's PSNR of A against the ground truth, over the split."""
     from data import pairs, sources

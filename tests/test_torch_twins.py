@@ -161,6 +161,7 @@ def test_runner_lists_the_benchmarks_not_the_helpers():
     assert not {"common", "torch_twins", "twin_specs"} & set(names())
 
 
+@pytest.mark.slow  # 30-110 s on 2 busy cores: the fast step stays under 15 min
 def test_compare_torch_runs_both_workers_at_another_batch_and_writes_json(tmp_path):
     out = tmp_path / "out.json"
     command = [sys.executable, "-m", "benchmarks", "compare_torch", "--model", "vae_conv64", "--batch", "4",
@@ -239,6 +240,7 @@ def _zoo_params(shapes: dict, twin_net, log_res: int, prefix: str = "") -> dict:
     return out
 
 
+@pytest.mark.slow  # 30-110 s on 2 busy cores: the fast step stays under 15 min
 def test_stylegan2_twin_computes_the_zoo_models_on_the_same_weights():
     """With the twin's (perturbed) weights in the zoo's models, G(z) and D(x) agree with zoo.stylegan2.
 

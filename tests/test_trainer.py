@@ -70,6 +70,7 @@ def test_one_device_jit8_and_pmap8_reach_the_same_parameters(tmp_path):
     assert_params_close(one, pmap8)
 
 
+@pytest.mark.slow  # 30-110 s on 2 busy cores: the fast step stays under 15 min
 def test_resume_after_sigkill_is_exact(tmp_path):
     """2N steps uninterrupted == N steps, SIGKILL, resume, N more; and the next batch is the same."""
     n = 6

@@ -22,6 +22,7 @@ only where the data has labels) and `source.info`. Spec forms (see `list_sources
   aligned:<dir>[;size=N]   faces written by `python -m data.faces extract`, with "mask" and "em_mask"
                            (data/faces/aligned.py).
   fakeset:<dir>[;filters]  a fake set written by `python -m train.generate` (data/fakeset.py).
+  facecrop:<video|dir>[;..] FaceForensics++-style 1.3x face crops, cached (data/faces/crops.py).
 """
 from __future__ import annotations
 
@@ -96,6 +97,10 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
         from data.faces import aligned
 
         return aligned.from_spec(rest, split)
+    if kind == "facecrop" and rest:
+        from data.faces import crops
+
+        return crops.from_spec(rest, split)
     if kind == "fakemix" and rest:
         from data import fakemix
 
@@ -111,9 +116,10 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
 def list_sources() -> dict[str, str]:
     """Spec forms `get_source` accepts, each with a one-line description, for help texts and the CLI."""
     from data import fakemix, fakeset, media
-    from data.faces import aligned
+    from data.faces import aligned, crops
 
-    return {**_SPEC_FORMS, **media.SPEC_FORMS, **aligned.SPEC_FORMS, **fakemix.SPEC_FORMS, **fakeset.SPEC_FORMS}
+    return {**_SPEC_FORMS, **media.SPEC_FORMS, **aligned.SPEC_FORMS, **crops.SPEC_FORMS, **fakemix.SPEC_FORMS,
+            **fakeset.SPEC_FORMS}
 
 
 def local_datasets(root: str | os.PathLike[str] | None = None) -> list[str]:

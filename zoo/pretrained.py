@@ -2,7 +2,8 @@
 
 A pretrained model is one `.safetensors` file: the params as named arrays (keys are the linen
 param paths joined by "/") and, in the file's string metadata, the format version, the registry
-model name and its constructor fields as JSON. Nothing in it depends on how flax or orbax
+model name and its constructor fields as JSON (and, for a model that takes images of any size, as the
+detectors do, the input shape its arrays were built for). Nothing in it depends on how flax or orbax
 serialise state, so a file written today keeps loading after either changes; and no pickle is
 involved. Published weights are registry entries with a URL (or a file bundled in the package)
 and a sha256 that is checked before the file is read, and for a download before it takes its name
@@ -39,9 +40,9 @@ from zoo.errors import WeightsError, ZooError
 FORMAT = "deepfake-zoo.pretrained"
 FORMAT_VERSION = 1
 _COLLECTION_SEP = ":"
-# State collections inference needs (batch-norm statistics; StyleGAN2's w_avg and noise_const "buffers");
-# spectral-norm vectors only matter in training.
-_EXPORTED = ("batch_stats", "buffers")
+# State collections inference needs (batch-norm statistics; StyleGAN2's w_avg and noise_const "buffers"; the
+# spectral detectors' fitted feature "stats"); spectral-norm vectors only matter in training.
+_EXPORTED = ("batch_stats", "buffers", "stats")
 WEIGHTS_DIR = pathlib.Path(__file__).with_name("weights")
 
 
@@ -72,11 +73,14 @@ class Pretrained:
 
 
 def export(path: str | os.PathLike, model: str, model_config: Mapping[str, Any], params: Any,
-           metadata: Mapping[str, Any] | None = None, collections: Mapping[str, Any] | None = None) -> pathlib.Path:
+           metadata: Mapping[str, Any] | None = None, collections: Mapping[str, Any] | None = None,
+           input_shape: Sequence[int] | None = None) -> pathlib.Path:
     """Write params (and state collections such as "batch_stats") and model config to one .safetensors file.
 
     The write is atomic. A collection's arrays are stored under "<collection>:<path>" keys, so a
     params-only reader of older versions sees them as unexpected keys rather than wrong params.
+    `input_shape` ([H, W, C] of the images the model was built for) is what `read` checks the arrays of a
+    model without `example_inputs` against: the detectors take any image size, and their params depend on it.
     """
     path = pathlib.Path(path)
     registry.create_model(model, **_constructor_fields(model_config))
@@ -90,6 +94,8 @@ def export(path: str | os.PathLike, model: str, model_config: Mapping[str, Any],
         "model_config": json.dumps(dict(model_config), sort_keys=True),
         "metadata": json.dumps(dict(metadata or {}), sort_keys=True, default=str),
     }
+    if input_shape is not None:
+        header["input_shape"] = json.dumps([int(d) for d in input_shape])
     with files.atomic_write(path) as tmp:
         save_file(flat, str(tmp), metadata=header)
     return path
@@ -122,7 +128,7 @@ def read(path: str | os.PathLike) -> Pretrained:
         groups.setdefault(collection or "params", {})[tuple(name.split("/"))] = value
     trees = {c: traverse_util.unflatten_dict(flat) for c, flat in groups.items()}
     params = trees.pop("params", {})
-    _check_params(path, module, params, trees)
+    _check_params(path, module, params, trees, _example_inputs(path, module, header))
     config = {"model": header["model"], "model_config": model_config, "format_version": version,
               "metadata": _json_field(path, header, "metadata", dict, default="{}")}
     return Pretrained(module, jax.tree.map(jnp.asarray, params), config, jax.tree.map(jnp.asarray, trees))
@@ -175,8 +181,8 @@ def _json_field(path: pathlib.Path, header: Mapping[str, str], field: str, kind:
     except json.JSONDecodeError as error:
         raise WeightsError(f"{path} has a {field!r} that is not valid JSON ({error}); re-export it") from None
     if not isinstance(value, kind):
-        raise WeightsError(f"{path} has a {field!r} of type {type(value).__name__}, expected a JSON object; "
-                           "re-export it")
+        raise WeightsError(f"{path} has a {field!r} of type {type(value).__name__}, expected a JSON "
+                           f"{'object' if kind is dict else 'array'}; re-export it")
     return value
 
 
@@ -307,10 +313,26 @@ def _constructor_fields(model_config: Mapping[str, Any]) -> dict[str, Any]:
 _UNBUILDABLE = (TypeError, ValueError, ArithmeticError, EinopsError, FlaxError)
 
 
-def _check_params(path: pathlib.Path, module: nn.Module, params: Any, collections: Mapping[str, Any]) -> None:
+def _example_inputs(path: pathlib.Path, module: nn.Module, header: Mapping[str, str]) -> tuple[jax.Array, ...]:
+    """What `init` builds the model's arrays from: its own example inputs, or a zero image of the file's input_shape."""
+    if hasattr(module, "example_inputs"):
+        return module.example_inputs()
+    if "input_shape" not in header:
+        raise WeightsError(f"{path} holds model {type(module).__name__}, which takes images of any size, but no "
+                           "input_shape in its metadata, so its arrays cannot be checked; re-export it with "
+                           "train.export")
+    shape = _json_field(path, header, "input_shape", list)
+    if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise WeightsError(f"{path} has input_shape {shape} in its metadata, expected [H, W, C] of positive "
+                           "integers; re-export it with train.export")
+    return (jnp.zeros((1, *shape), jnp.float32),)
+
+
+def _check_params(path: pathlib.Path, module: nn.Module, params: Any, collections: Mapping[str, Any],
+                  example: tuple[jax.Array, ...]) -> None:
     """Every array the model needs is present with its shape and dtype; a float16 file must not load silently."""
     try:
-        variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *module.example_inputs()))
+        variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *example))
     except _UNBUILDABLE as error:  # a model_config of the right types with impossible values (a zero width...)
         raise WeightsError(f"{path} holds model {type(module).__name__} with a config it cannot be built with "
                            f"({type(error).__name__}: {error}); re-export it with train.export") from error

@@ -153,7 +153,8 @@ def test_evaluate_prints_the_report_when_writing_it_fails(tmp_path, monkeypatch,
     from train import cli, evaluate, evaluators, runs
 
     config = ml_collections.ConfigDict({"seed": 0, "model": {"name": "m"},
-                                        "eval": {"metrics": ["m"], "batch_size": 1, "num_examples": 0}})
+                                        "eval": {"metrics": ["m"], "batch_size": 1, "num_examples": 0,
+                                                 "detector": ""}})
     setup = types.SimpleNamespace(config=config, family=None, eval_source=None, eval_spec="digits:test")
     (tmp_path / "config.json").write_text("{}")
     monkeypatch.setattr(runs, "load_run", lambda workdir, step: (setup, 7, None))

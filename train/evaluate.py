@@ -21,11 +21,12 @@ from zoo.errors import WorkdirError
 
 def evaluate(workdir: str | pathlib.Path, step: int | None = None, metrics: Sequence[str] = (),
              num_examples: int | None = None, out: str | pathlib.Path | None = None, *,
-             echo: bool = False) -> dict[str, Any]:
+             echo: bool = False, detector: str | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint (the newest by default) and write <out>/<step>.{json,png} (out: workdir/eval).
 
     The output directory is checked before anything is computed, and with `echo` the JSON is
-    printed before it is written, so no failure to write ever loses a report.
+    printed before it is written, so no failure to write ever loses a report. `detector` replaces the
+    config's eval.detector (the pinned detector `detectability` scores with) for a run that set none.
     """
     workdir = pathlib.Path(workdir)
     out = pathlib.Path(out) if out else workdir / "eval"
@@ -38,6 +39,7 @@ def evaluate(workdir: str | pathlib.Path, step: int | None = None, metrics: Sequ
     results = evaluators.run_metrics(
         setup.family, state, setup.eval_source, names=names, batch_size=config.eval.batch_size, seed=config.seed,
         num_examples=config.eval.num_examples if num_examples is None else num_examples,
+        detector=config.eval.detector if detector is None else detector,
     )
     report = {"step": step, "metrics": results, "seconds": time.time() - start,
               "protocol": {"source": setup.eval_spec, "metrics": list(names), "seed": config.seed}}
@@ -64,7 +66,7 @@ def _write_report(out: pathlib.Path, report: dict[str, Any], setup: Any, state: 
 def main(argv: Sequence[str]) -> None:
     del argv
     f = cli.run_flags()
-    evaluate(f.workdir, f.step, f.metrics, f.num_examples, f.out, echo=True)
+    evaluate(f.workdir, f.step, f.metrics, f.num_examples, f.out, echo=True, detector=f.detector)
 
 
 if __name__ == "__main__":
@@ -73,4 +75,6 @@ if __name__ == "__main__":
     flags.DEFINE_list("metrics", [], "Evaluators to run (default: the config's or the family's).")
     flags.DEFINE_integer("num_examples", None, "Evaluate on the first N examples only (default: the config's).")
     flags.DEFINE_string("out", None, "Directory for <step>.json and <step>.png (default: <workdir>/eval).")
+    flags.DEFINE_string("detector", None, "Pinned detector export for --metrics detectability (default: the "
+                        "config's eval.detector).")
     cli.run(main)

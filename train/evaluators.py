@@ -19,6 +19,7 @@ import numpy as np
 from data import pipeline, provenance
 from train import parallel
 from train.families.base import Family
+from train.metrics import detectability
 from zoo.errors import ConfigError
 
 EVAL_TAG = 0x6576616C  # "eval": keeps evaluation noise apart from training's fold_in(root, step)
@@ -39,17 +40,22 @@ def run_metrics(
     seed: int,
     num_examples: int = 0,
     mesh: jax.sharding.Mesh | None = None,
+    detector: str = "",
 ) -> dict[str, float]:
     """Mean of each evaluator's per-example values over the source (or its first `num_examples`).
 
-    Host evaluators (family.host_evaluators) run after the compiled ones and add their own means.
+    Host evaluators (family.host_evaluators) run after the compiled ones and add their own means. The
+    driver's own metrics serve every family they apply to: `detectability` (any family with `generate`)
+    scores the family's fakes with the pinned `detector` (the config's eval.detector).
     """
-    known = list(family.evaluators) + list(family.host_evaluators)
+    driver = driver_metrics(family)
+    known = list(family.evaluators) + list(family.host_evaluators) + driver
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"unknown metrics {unknown}; this family has: {', '.join(known)} (--metrics a,b or "
                           "eval.metrics in the config)")
     host = [n for n in names if n in family.host_evaluators]
+    own = [n for n in names if n in driver and n not in host]
     names = [n for n in names if n in family.evaluators]
     runner = parallel.Runner.create("jit") if mesh is None else parallel.Runner("jit", mesh)
     key = eval_key(seed)
@@ -57,6 +63,9 @@ def run_metrics(
     extra: dict[str, float] = {}
     for name in host:
         extra |= family.host_evaluators[name](state, source, num_examples)
+    if detectability.NAME in own:
+        extra |= detectability.evaluate(family, state, source, detector=detector, batch_size=batch_size, seed=seed,
+                                        num_examples=num_examples)
     if not names:
         return extra
     totals: dict[str, float] = {}
@@ -73,6 +82,11 @@ def run_metrics(
                 totals[metric] = totals.get(metric, 0.0) + float(value)
         count += count_here
     return {metric: value / count for metric, value in totals.items()} | {"num_examples": int(count)} | extra
+
+
+def driver_metrics(family: Family) -> list[str]:
+    """The metrics the driver computes for `family` itself, beside the family's own evaluators."""
+    return [detectability.NAME] if getattr(family, "generate", None) is not None else []
 
 
 def _tag(name: str) -> int:

@@ -1,7 +1,8 @@
 """`python -m train.export --workdir runs/x [--step N] [--out file.safetensors]`: params-only weights.
 
 The export is what `zoo.pretrained.load` reads: the family picks the inference params (e.g. the
-EMA generator), and the file holds them with the model's registry name and fields.
+EMA generator), and the file holds them with the model's registry name and fields, and in its metadata
+what the family measures for it on the run's evaluation split (a detector's pinned 5%-FPR threshold).
 """
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ def export_run(workdir: str | pathlib.Path, step: int | None = None,
     face_types = trained_face_types(setup.train_source)
     if len(face_types) == 1:
         metadata["face_type"] = face_types[0]
+    if setup.family.export_metadata is not None:
+        metadata |= setup.family.export_metadata(state, setup.eval_source, setup.eval_spec)
     return pretrained.export(out, exported.model, exported.model_config, exported.params, metadata=metadata,
-                             collections=exported.collections)
+                             collections=exported.collections, input_shape=setup.train_source.info.image_shape)
 
 
 def trained_face_types(source: Any) -> list[str]:

@@ -74,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.metrics = ()
     c.eval.batch_size = 250
     c.eval.num_examples = 0
+    c.eval.detector = ""  # the pinned detector export `detectability` scores a run's fakes with (train.metrics.detectability)
     return c
 
 

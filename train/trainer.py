@@ -184,6 +184,7 @@ def _evaluate(setup: runs.Setup, state: Any, writer: MetricWriter, step: int) ->
     results = evaluators.run_metrics(
         setup.family, state, setup.eval_source, names=names, batch_size=config.eval.batch_size, seed=config.seed,
         num_examples=config.eval.num_examples, mesh=setup.runner.mesh if config.parallel.strategy == "jit" else None,
+        detector=config.eval.detector,
     )
     writer.write(step, results, prefix="eval")
 

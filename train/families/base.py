@@ -61,6 +61,9 @@ class Family:
       set holds (`python -m train.generate`): "a2b"/"b2a" swaps, "sample", "reconstruction"; noise is
       keyed by each row's "index", so a seed gives the same images whatever the batch size. None: the
       family makes no fakes.
+    export_metadata: (state, evaluation source, its spec) -> entries `train.export` adds to the export's
+      metadata, for what is measured on held-out data rather than learnt (a detector's pinned threshold,
+      `train.metrics.detectability.pin`); None adds nothing.
     """
 
     init: Callable[[jax.Array, Batch], State]
@@ -74,3 +77,4 @@ class Family:
     host_evaluators: Mapping[str, Callable[[State, Any, int], dict[str, float]]] = dataclasses.field(
         default_factory=dict)
     generate: Callable[[State, Batch, jax.Array], dict[str, jax.Array]] | None = None
+    export_metadata: Callable[[State, Any, str], dict[str, Any]] | None = None

@@ -10,7 +10,9 @@ in the input workers, to real and fake alike, so compression and blur do not tel
 Evaluation (`detect`, a host evaluator) scores the whole held-out split and reports what
 DeepfakeBench and Wang et al. report: frame-level AUC, AP, accuracy at logit 0, TPR at 1% and 5% FPR,
 video-level AUC where examples carry a `video` id, and the same numbers after each perturbation of
-`detect.sweep` (JPEG, H.264, blur, down-up resize), as `<perturbation>/<metric>` rows.
+`detect.sweep` (JPEG, H.264, blur, down-up resize), as `<perturbation>/<metric>` rows. An export
+(`train.export`) pins the 5%-FPR threshold on those held-out reals in its metadata, the operating point
+`detectability` applies to other runs' fakes.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from train import optim as optim_lib
 from train import parallel, sections
 from train.config import model_kwargs
 from train.families.base import Batch, Export, Family, State, Step
-from train.metrics import detection
+from train.metrics import detectability, detection
 from zoo import registry
 
 GROUP_FIELDS = ("video",)
@@ -56,6 +58,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         default_metrics=("bce", "detect"),
         export=functools.partial(export, config.model.name, kw),
         train_transforms=functools.partial(train_transforms, hp),
+        export_metadata=functools.partial(pinned_threshold, score, config.eval.batch_size, config.eval.num_examples),
     )
 
 
@@ -169,6 +172,19 @@ def score_images(score: Any, state: State, images: np.ndarray, batch_size: int) 
         pad = np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)
         out.append(np.asarray(score(state, np.concatenate([chunk, pad])))[:len(chunk)])
     return np.concatenate(out).astype(np.float64)
+
+
+def pinned_threshold(score: Any, batch_size: int, num_examples: int, state: State, source: Any,
+                     spec: str) -> dict[str, Any]:
+    """The export's pinned operating point: the 5%-FPR threshold on the evaluation split's reals (those `detect` uses).
+
+    `detectability` applies it unchanged to other runs' outputs, so a detector's "flagged" never rests on a
+    threshold fitted to the data it reports on.
+    """
+    images, labels, _ = held_out(source, num_examples)
+    reals = images[labels == 0]
+    return detectability.pin(score_images(score, state, reals, batch_size) if len(reals) else np.zeros(0), spec,
+                             images.shape[1:])
 
 
 def preview(model: Any, state: State, batch: Batch, rng: jax.Array) -> jax.Array:

@@ -28,7 +28,7 @@ from zoo.errors import DataError
 MANIFEST = "manifest.jsonl"
 KEYS = ("file", "label", "kind", "family", "model", "generator", "checkpoint", "identity", "pair", "video", "frame",
         "split", "index")
-KINDS = ("a2b", "b2a", "sample", "reconstruction", "real")
+KINDS = ("a2b", "b2a", "sample", "reconstruction", "merged", "real")
 FILTERS = ("generator", "kind", "identities")
 SPEC_FORMS = {
     "fakeset:<dir>[;generator=G,..;kind=K,..;identities=I,..]": "a fake set written by `python -m train.generate` "

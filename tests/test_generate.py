@@ -143,7 +143,7 @@ def test_fakeset_source_round_trip_and_filters(swap_set):
     (lambda d: d.pop("identity"), "line 2: missing key(s) identity"),
     (lambda d: d.update(file="fake/a2b/999.png"), "line 2: file fake/a2b/999.png is missing"),
     (lambda d: d.update(pair="../x.png"), "line 2: pair '../x.png' is not a path inside the set"),
-    (lambda d: d.update(kind="merged"), "line 2: kind 'merged' is not one of"),
+    (lambda d: d.update(kind="morphed"), "line 2: kind 'morphed' is not one of"),
 ])
 def test_damaged_manifest_is_named_by_line(swap_set, tmp_path, damage, expected):
     out, _ = swap_set

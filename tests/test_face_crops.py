@@ -176,3 +176,120 @@ def test_bad_specs_name_the_option_and_the_fix(shared_data, tmp_path, cache):
         get_source(f"facecrop:{blank}", "all")
     assert not cache.is_dir() or not [p for p in cache.iterdir() if p.name.startswith(".")]
     assert os.environ["ZOO_CACHE"] == str(cache.parent)
+
+
+# ------------------------------------------------------------------------------------------------
+# Merged-frame fake sets: the bundled synthetic-face DF export merged into GRID frames. No GRID-trained
+# swap model ships, so its faces look wrong; what is tested is the pipeline (frames, boxes, pairs, manifest).
+
+SWAP = "swap_df_synthetic_narrow"
+TINY_GRID = '''"""configs/swap_df_grid.py:smoke on every 25th frame (0, 25, 50) of each clip; the test split is frame 0."""
+from train import sections
+from configs import swap_df_grid
+
+
+def get_config(arg=None):
+    c = swap_df_grid.get_config("smoke")
+    c.data.source = "aligned:{grid}/bbaf2n.mpg;size=64;every=25"
+    c.data.source_b = "aligned:{grid}/lbax4n.mpg;size=64;every=25"
+    return sections.apply_variant(c, arg, {{}})
+'''
+
+
+def _pixels(path: pathlib.Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image, np.uint8)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def merged_set(tmp_path_factory, shared_data):
+    from train import generate as gen
+
+    root = tmp_path_factory.mktemp("merged")
+    config = root / "grid_tiny.py"
+    config.write_text(TINY_GRID.format(grid=(shared_data / "grid").resolve()))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOO_CACHE", str(root / "cache"))
+        record = gen.generate(root / "set", export=SWAP, config=str(config), n=1, kinds=["merged"])
+    return root, record
+
+
+def test_merged_set_manifest_pairs_each_fake_with_its_real_crop(merged_set):
+    from data import fakeset
+
+    root, record = merged_set
+    out = root / "set"
+    lines = fakeset.read_manifest(out)
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*.png")} == {line["file"] for line in lines}
+    fakes = [line for line in lines if line["label"] == 1]
+    assert [(f["file"], f["pair"], f["video"], f["frame"], f["identity"]) for f in fakes] == [
+        ("fake/merged/a2b/0.png", "real/crop_a/0.png", "bbaf2n", 0, "bbaf2n"),
+        ("fake/merged/b2a/0.png", "real/crop_b/0.png", "lbax4n", 0, "lbax4n")]
+    assert all(f["kind"] == "merged" and f["generator"] == "swap_df/merged" for f in fakes)
+    reals = [line for line in lines if line["label"] == 0]
+    assert sorted((r["file"], r["video"], r["frame"]) for r in reals) == [
+        ("real/crop_a/0.png", "bbaf2n", 0), ("real/crop_b/0.png", "lbax4n", 0)]
+    assert record["counts"] == {"fake": {"merged": 2}, "real": {"crop_a": 1, "crop_b": 1}}
+    assert record["merged"]["crop"] == {"scale": 1.3, "size": 64, "edge": "clip"} and record["merged"]["skipped"] == []
+    source = fakeset.FakeSetSource(out, kind=["merged"])
+    assert len(source) == 2 and source.info.image_shape == (64, 64, 3) and source.videos == ["bbaf2n", "lbax4n"]
+    assert len(fakeset.FakeSetSource(out)) == 4
+
+
+def test_merged_fake_is_the_merge_verbs_frame_and_real_the_same_crop_of_the_original(merged_set, shared_data,
+                                                                                    analyzer, tmp_path):
+    from PIL import Image
+
+    from data import provenance
+    from train import merge
+    from zoo import catalogue, pretrained
+
+    root, _ = merged_set
+    frame = _frames(shared_data / "grid" / VIDEO, [0])[0]
+    box = analyzer.largest_face(frame)
+    real = _pixels(root / "set" / "real" / "crop_a" / "0.png")
+    np.testing.assert_array_equal(real, _by_hand(frame, box, 64))
+    assert provenance.read_provenance(root / "set" / "real" / "crop_a" / "0.png")["Description"] == crops.CROP_NOTICE
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(frame).save(frames / "f.png")
+    export = pretrained.entry_path(SWAP, catalogue.REGISTRY[SWAP])
+    assert merge.main(["--export", str(export), "--input", str(frames), "--output", str(tmp_path / "merged"),
+                       "--direction", "a2b"]) == 0
+    verb = _by_hand(_pixels(tmp_path / "merged" / "f.png"), box, 64)  # both carry a watermark: not bit-equal
+    fake_path = root / "set" / "fake" / "merged" / "a2b" / "0.png"
+    fake = _pixels(fake_path)
+    assert _psnr(fake, verb) > 35, "the merged crop is not the merge verb's frame"
+    assert _psnr(fake, real) < 25, "the fake is hardly changed from its real pair"
+    chunks = provenance.read_provenance(fake_path)
+    assert chunks["Description"] == provenance.NOTICE and chunks["Pair"] == "real/crop_a/0.png"
+    assert (chunks["Video"], chunks["Frame"], json.loads(chunks["Box"])) == ("bbaf2n", "0", [int(v) for v in box])
+
+
+def test_merged_kind_is_refused_before_writing_where_it_cannot_be_made(tmp_path):
+    from train import generate as gen
+    from zoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a swap run whose data are videos"):
+        gen.generate(tmp_path / "s", export=SWAP, n=1, kinds=["merged"])  # its card's data: synthetic faces
+    with pytest.raises(ConfigError, match="choose from"):
+        gen.generate(tmp_path / "s", export=SWAP, n=1, kinds=["morphed"])
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def test_video_frames_are_found_for_video_sources_and_other_sources_refused(shared_data, tmp_path):
+    from data.media import VideoSource
+    from train import generate as gen
+
+    path = shared_data / "grid" / VIDEO
+    video = VideoSource(path, stride=25, size=32, split="all")  # frames 0, 25 and 50
+    assert gen._held_out_frames(video, 2) == {path: [(0, 0), (1, 25)]}
+    assert gen._held_out_frames(get_source("digits", "test"), 2) is None

@@ -4,6 +4,7 @@
     python -m train.generate --workdir runs/swap --out fakes/swap [--step S] [--split test] [--seed S]
         [--batch-size B] [--overwrite]
     python -m train.generate --export runs/x/export/m.safetensors --config configs/x.py[:variant] --out DIR
+    python -m train.generate --workdir runs/swap_grid --out fakes/ffpp --kinds merged [--crop-size 299]
 
 A family's outputs (`Family.generate`) on the first N examples (default: all) of the evaluation
 split, held-out frames by default, each beside the real image it came from:
@@ -19,8 +20,20 @@ a rendered synthetic person, a dataset image) and never "synthetic image generat
 is unmarked. The watermark moves pixels (about 41 dB PSNR on the 64 px swaps) and only fakes have it,
 so a detector trained on a set may learn the mark: generate.json's "watermark" says whether it is there.
 The manifest's keys (identity, video, generator) let a detector be trained and tested on disjoint
-people, clips and generators. The manifest is written last and atomically, so a directory without
-one is an interrupted run, not a small fake set.
+people, clips and generators.
+
+`--kinds` picks what is written (default: every kind the family makes). `merged`, for a swap run whose
+data are videos (`aligned:` faces extracted from videos, or `video:` frames), is FaceForensics++'s kind of
+fake: each held-out face's whole frame, swapped and merged back by the merge verb (`train.merge`'s
+`merged_frames_with_masks` with `data.faces.merge`'s default options; the frame's face taken from the
+extraction when it is at the model's resolution, else detected), A's frames a2b and B's b2a. The fake is
+the FF++ crop (`data.faces.crops`: dlib's box on the original frame, 1.3x, squared, `--crop-size`,
+default the model's resolution) of the merged frame, written to fake/merged/<direction>/<index>.png; its
+pair, real/crop_<side>/<index>.png, is the same crop of the original frame. Frames where dlib finds no
+face in the original, or the merge swapped none, are skipped and named in generate.json.
+
+The manifest is written last and atomically, so a directory without one is an interrupted run, not a
+small fake set.
 
 An export records the model, not its data: a catalogue checkpoint's card names its config, and any
 other export needs `--config`, the config it was trained with. GAN and VAE noise is keyed by
@@ -42,11 +55,12 @@ import numpy as np
 
 from data import origins, pipeline, provenance
 from train import cli, evaluators, runs
-from zoo.errors import ConfigError, WorkdirError
+from zoo.errors import ConfigError, DataError, WorkdirError
 from zoo.files import atomic_write
 
 MANIFEST = "manifest.jsonl"
 RECORD = "generate.json"
+MERGED = "merged"
 PAIRED_SIDE = {"a2b": "a", "b2a": "b", "reconstruction": "image", "sample": None}
 """The real side each kind is made from (None: from noise alone)."""
 SIDE_PREFIX = {"a": "a_", "b": "b_", "image": ""}
@@ -59,6 +73,7 @@ _WRITTEN = (MANIFEST, RECORD, "fake", "real")
 def generate(out: str | pathlib.Path, *, workdir: str | None = None, export: str | None = None,
              config: str | None = None, step: int | None = None, n: int = 0, split: str = "test",
              seed: int | None = None, batch_size: int | None = None, overwrite: bool = False,
+             kinds: Sequence[str] = (), crop_size: int = 0, crop_scale: float = 1.3,
              command: Sequence[str] = ()) -> dict[str, Any]:
     """Write the fake set of a run (`workdir`) or an export to `out`; returns what generate.json records."""
     if (workdir is None) == (export is None):
@@ -78,6 +93,7 @@ def generate(out: str | pathlib.Path, *, workdir: str | None = None, export: str
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: pass a positive number of examples per call")
     source, spec = runs.evaluation_source(cfg, split)
+    wanted = _check_kinds(kinds, cfg.family, source, crop_size, crop_scale)
     _clear(out)
     meta = {"family": cfg.family, "model": cfg.model.name, "checkpoint": checkpoint, "split": split}
     writer = _Writer(out, source, spec, meta, seed)
@@ -86,13 +102,20 @@ def generate(out: str | pathlib.Path, *, workdir: str | None = None, export: str
     fn = jax.jit(family.generate)
     key = evaluators.eval_key(seed)
     start = time.time()
-    for batch in pipeline.eval_batches(source, batch_size, limit=n or len(source)):
+    for batch in pipeline.eval_batches(source, batch_size, limit=n or len(source)) if wanted != {MERGED} else ():
         images = jax.device_get(fn(state, jax.device_put(batch, device), key))
+        if wanted and (missing := wanted - {MERGED} - set(images)):
+            raise ConfigError(f"--kinds {','.join(sorted(missing))}: family {cfg.family!r} makes "
+                              f"{', '.join(sorted(images))} (and merged, for a swap run on videos)")
+        images = {k: v for k, v in images.items() if not wanted or k in wanted}
         for row in np.flatnonzero(batch[pipeline.VALID]):
             writer.add(batch, int(row), images)
+    merged = _merged(writer, family.export(state), source, n, crop_size, crop_scale, batch_size) \
+        if MERGED in wanted else None
     record = {"command": " ".join(command), "config": config_name, "seed": seed, "counts": writer.counts(),
               **meta, "source": spec, "n": n, "batch_size": batch_size,
-              "watermark": writer.watermark(),
+              "watermark": writer.watermark(), **({"kinds": sorted(wanted)} if wanted else {}),
+              **({MERGED: merged} if merged else {}),
               "zoo_version": provenance.package_versions("deepfake-zoo").get("deepfake-zoo"),
               "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "seconds": round(time.time() - start, 3)}
@@ -101,6 +124,116 @@ def generate(out: str | pathlib.Path, *, workdir: str | None = None, export: str
     with atomic_write(out / MANIFEST) as tmp:
         tmp.write_text("".join(json.dumps(line) + "\n" for line in writer.lines))
     return record
+
+
+def _check_kinds(kinds: Sequence[str], family: str, source: Any, crop_size: int, crop_scale: float) -> set[str]:
+    """The kinds asked for (empty: the family's), refused before anything is written where they cannot be made."""
+    wanted = set(kinds)
+    if unknown := wanted - set(PAIRED_SIDE) - {MERGED}:
+        raise ConfigError(f"--kinds {','.join(sorted(unknown))}: choose from {', '.join([*PAIRED_SIDE, MERGED])}")
+    if MERGED not in wanted:
+        return wanted
+    if crop_size < 0 or not crop_scale > 0:
+        raise ConfigError(f"--crop-size {crop_size} / --crop-scale {crop_scale}: pass a size >= 0 (0: the model's "
+                          "resolution) and a scale > 0 (FF++ uses 1.3)")
+    bases = [origins.base_source(s) for s in (source.a, source.b)] if family == "swap" else []
+    if not bases or not all(_held_out_frames(base, 1) is not None for base in bases):
+        raise ConfigError(f"--kinds merged needs a swap run whose data are videos (aligned:VIDEO, an extraction of "
+                          f"videos, or video:); this is a {family!r} run on {source!r}")
+    return wanted
+
+
+def _held_out_frames(base: Any, limit: int) -> dict[pathlib.Path, list[tuple[int, int]]] | None:
+    """{video: [(example index, frame number)]} of a source's first `limit` examples; None unless it is of videos."""
+    from data.faces.aligned import AlignedSource
+    from data.media import VIDEO_EXTENSIONS, VideoSource
+
+    if isinstance(base, AlignedSource):
+        where = [(pathlib.Path(r["source"]), int(r["frame"])) for r in base.records[:limit]]
+    elif isinstance(base, VideoSource):
+        where = [(base.videos[int(v)], int(f)) for v, f in base.frame_index[:limit]]
+    else:
+        return None
+    if any(path.suffix.lower() not in VIDEO_EXTENSIONS for path, _ in where):
+        return None
+    frames: dict[pathlib.Path, list[tuple[int, int]]] = {}
+    for index, (path, frame) in enumerate(where):
+        frames.setdefault(path, []).append((index, frame))
+    return {path: sorted(found, key=lambda item: item[1]) for path, found in frames.items()}
+
+
+def _merged(writer: _Writer, exported: Any, source: Any, n: int, crop_size: int, crop_scale: float,
+            batch_size: int) -> dict[str, Any]:
+    """Write the merged kind (module docstring) for both sides; returns what generate.json records of it."""
+    import dataclasses
+
+    from data.faces import crops
+    from data.faces import merge as merging
+    from data.faces.dlib_models import FaceAnalyzer
+    from train import merge
+    from zoo import registry
+
+    module = registry.create_model(exported.model, **exported.model_config)
+    model = merge.SwapModel(module, exported.params, exported.model, dict(exported.model_config), "",
+                            writer.meta["checkpoint"])
+    resolution = int(module.resolution)
+    size = crop_size or resolution
+    options, stats, analyzer = merging.MergeOptions(), merge.Stats(), FaceAnalyzer()
+    skipped = []
+    for side, direction in (("a", "a2b"), ("b", "b2a")):
+        side_source = writer.sides[side][0]
+        base = origins.base_source(side_source)
+        for video, wanted in (_held_out_frames(base, min(n or len(source), len(source))) or {}).items():
+            footage, originals = _footage(video, [frame for _, frame in wanted])
+            find = _finder(base, footage, resolution)
+            merged_frames = merge.merged_frames_with_masks(footage, find, model, direction, options, batch_size, stats)
+            for k, merged in enumerate(merged_frames):
+                (index, number), original = wanted[k], originals[k]
+                box = analyzer.largest_face(original)
+                if box is None or not merged.mask.any():
+                    skipped.append(f"{video.name} frame {number}: " + ("no face in the original frame" if box is None
+                                                                       else "the merge swapped no face"))
+                    continue
+                writer.add_merged(side, direction, index, origins.origin(side_source, index), box,
+                                  crops.face_crop(original, box, crop_scale, size),
+                                  crops.face_crop(merged.frame, box, crop_scale, size))
+    return {"crop": {"scale": crop_scale, "size": size, "edge": "clip"}, "merge": dataclasses.asdict(options),
+            "frames": stats.frames, "skipped": skipped}
+
+
+def _footage(video: pathlib.Path, numbers: list[int]) -> tuple[Any, list[np.ndarray]]:
+    """The merge verb's footage of these frames of a video only, and the list their decoded originals fill."""
+    from train import merge
+
+    full = merge.open_footage(video, 25.0)
+    originals: list[np.ndarray] = []
+
+    def picked() -> Any:
+        wanted = set(numbers)
+        try:
+            for k, frame in enumerate(full.frames):
+                if k in wanted:
+                    originals.append(frame)
+                    yield frame
+                if k >= numbers[-1]:
+                    return
+        finally:
+            full.frames.close()
+        raise DataError(f"{video}: decodes {len(originals)} of the frames {numbers[0]}..{numbers[-1]} its faces came "
+                        "from; extract it again")
+
+    return merge.Footage("video", picked(), [f"{video.stem}_{k:06d}" for k in numbers], full.fps, None, [video],
+                         [(video.name, k) for k in numbers]), originals
+
+
+def _finder(base: Any, footage: Any, resolution: int) -> Any:
+    """The merge verb's frame -> faces function: the extraction's faces at the model's resolution, else dlib's."""
+    from data.faces.aligned import AlignedSource
+    from train import merge
+
+    if isinstance(base, AlignedSource) and {int(r["size"]) for r in base.records} == {resolution}:
+        return merge.extraction_lookup(base.directory, footage, resolution, None)[0]
+    return merge.detector_lookup(getattr(base, "face_type", None) or merge.DEFAULT_FACE_TYPE, resolution, False)
 
 
 def _load(workdir: str | None, export: str | None, config: str | None, step: int | None
@@ -183,6 +316,24 @@ class _Writer:
             unknown = {"identity": None, "video": None, "frame": None}
             self.lines.append(self._line(file, 1, kind, generator, found[side] if side else unknown, pair, index))
 
+    def add_merged(self, side: str, direction: str, index: int, origin: dict[str, Any], box: np.ndarray,
+                   real: np.ndarray, fake: np.ndarray) -> None:
+        """One merged fake (the crop of the merged frame) and its pair, the same crop of the original frame."""
+        from data.faces import crops
+
+        pair, file = f"real/crop_{side}/{index}.png", f"fake/{MERGED}/{direction}/{index}.png"
+        where = {"Index": index, "Identity": origin["identity"], "Video": origin["video"], "Frame": origin["frame"],
+                 "Box": json.dumps([int(v) for v in box])}
+        provenance.save_png(self.out / pair, real, {"Kind": "real", "Source": self.sides[side][1],
+                                                    "Split": self.meta["split"], **where}, notice=crops.CROP_NOTICE)
+        self.lines.append(self._line(pair, 0, "real", None, origin, None, index))
+        generator = f"{self.meta['model']}/{MERGED}"
+        provenance.save_png(self.out / file, fake, {
+            "Kind": MERGED, "Model": self.meta["model"], "Family": self.meta["family"], "Generator": generator,
+            "Checkpoint": self.meta["checkpoint"], "Direction": direction, "Split": self.meta["split"], **where,
+            "Pair": pair})
+        self.lines.append(self._line(file, 1, MERGED, generator, origin, pair, index))
+
     def _line(self, file: str, label: int, kind: str, generator: str | None, origin: dict[str, Any],
               pair: str | None, index: int) -> dict[str, Any]:
         m = self.meta
@@ -222,6 +373,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="noise seed for samples (default: the config's)")
     p.add_argument("--batch-size", type=int, default=None, help="examples per call (default: eval.batch_size)")
     p.add_argument("--overwrite", action="store_true", help="replace the fake set in a non-empty --out")
+    p.add_argument("--kinds", default="", help="comma-separated kinds to write (default: the family's); merged: "
+                   "FF++ crops of merged frames, for a swap run on videos")
+    p.add_argument("--crop-size", type=int, default=0, help="merged: the crops' side (default 0: the model's "
+                   "resolution; FF++'s Xception takes 299)")
+    p.add_argument("--crop-scale", type=float, default=1.3, help="merged: the dlib box's enlargement (FF++: 1.3)")
     p.add_argument("--debug", action="store_true",
                    help=f"show the traceback of a bad-input error (or {cli.DEBUG_ENV}=1)")
     return p
@@ -234,7 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = cli.guarded(generate)(
         args.out, workdir=args.workdir, export=args.export, config=args.config, step=args.step, n=args.n,
         split=args.split, seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite,
-        command=["python", "-m", "train.generate", *(sys.argv[1:] if argv is None else argv)])
+        kinds=[k.strip() for k in args.kinds.split(",") if k.strip()], crop_size=args.crop_size,
+        crop_scale=args.crop_scale, command=["python", "-m", "train.generate", *(sys.argv[1:] if argv is None else argv)])
     print(f"wrote {args.out}: {json.dumps(record['counts'])} ({record['checkpoint']})", flush=True)
     return 0
 

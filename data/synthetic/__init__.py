@@ -16,13 +16,22 @@ Parameter vectors (float32, in this order), as the `SyntheticFaces` source yield
 `Expression.from_vector` / `Pose.from_vector` turn such rows back into parameters for `render`.
 
 Modules, one job each: `params` (the parameter types), `sampling` (seeded identities, expressions
-and poses), `raster` (anti-aliased shape coverage and the pose frame), `render` (faces and masks)
-and `source` (the `SyntheticFaces` source and its spec parser `from_spec`).
+and poses, and smooth clip trajectories), `raster` (anti-aliased shape coverage and the pose frame),
+`render` (faces and masks), `source` (the `SyntheticFaces` source and its spec parser `from_spec`)
+and `clips` (talking clips: `SyntheticClips`, the `synthetic_clips:` spec's `clips_from_spec`, and
+`reenact_truth`).
 """
 
+from data.synthetic.clips import SyntheticClips, reenact_truth
+from data.synthetic.clips import from_spec as clips_from_spec
 from data.synthetic.params import EXPRESSION_FIELDS, HAIR_STYLES, POSE_FIELDS, Expression, Identity, Pose
 from data.synthetic.render import eyes_mouth_mask, face_mask, face_masks, render, swap_ground_truth
-from data.synthetic.sampling import identity, indexed_expression_pose, random_expression_pose
+from data.synthetic.sampling import (
+    clip_expression_pose,
+    identity,
+    indexed_expression_pose,
+    random_expression_pose,
+)
 from data.synthetic.source import SyntheticFaces, from_spec
 
 _indexed_expression_pose = indexed_expression_pose  # the name tests/test_pairs.py reads
@@ -34,7 +43,10 @@ __all__ = [
     "Expression",
     "Identity",
     "Pose",
+    "SyntheticClips",
     "SyntheticFaces",
+    "clip_expression_pose",
+    "clips_from_spec",
     "eyes_mouth_mask",
     "face_mask",
     "face_masks",
@@ -42,6 +54,7 @@ __all__ = [
     "identity",
     "indexed_expression_pose",
     "random_expression_pose",
+    "reenact_truth",
     "render",
     "swap_ground_truth",
 ]

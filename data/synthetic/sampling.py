@@ -175,3 +175,58 @@ def indexed_expression_pose(seed: int, split: str, indices: np.ndarray) -> tuple
     idx = np.asarray(indices, dtype=np.uint64).reshape(-1, 1)
     counters = idx * np.uint64(_EP_UNIFORMS) + np.arange(_EP_UNIFORMS, dtype=np.uint64)
     return _expression_pose_from_uniform(_uniform(key, counters))
+
+
+def hashed_uniform(parts: Sequence[int], counters: np.ndarray) -> np.ndarray:
+    """Uniform [0, 1) floats keyed by the ints `parts` and indexed by `counters`, for other seeded index maps.
+
+    The same splitmix64 hashing as every draw here, so a map from (seed, index) to a choice is stable
+    across runs, processes and numpy releases, and any subset of indices draws what the whole would.
+    """
+    return _uniform(_key(*parts), counters)
+
+
+_TAG_CLIP = 0xC1
+POSE_SPACING_FACTOR = 3  # pose keyframes lie this many expression keyframes apart: heads turn slower than faces talk
+_LIGHT = [POSE_FIELDS.index("light_angle"), POSE_FIELDS.index("light_strength")]
+
+
+def keyframes_needed(frames: int, spacing: int) -> int:
+    """How many keyframes `ease_through_keys` reads for a clip: one every `spacing` frames, past the last frame."""
+    return (int(frames) - 1) // int(spacing) + 2
+
+
+def ease_through_keys(keys: np.ndarray, frames: int, spacing: int) -> np.ndarray:
+    """[frames, F] float64 values passing through keys[k] at frame k * spacing, eased by half a cosine in between.
+
+    Cosine easing keeps every value between its two keyframes (so parameters stay in their ranges, where
+    a cubic spline would overshoot) and has zero velocity at each keyframe, so the trajectory is C1:
+    the step between frames is at most pi/2 * |key step| / spacing and never jumps at a keyframe.
+    """
+    keys = np.asarray(keys, np.float64)
+    segment, offset = np.divmod(np.arange(int(frames)), int(spacing))
+    weight = (1.0 - np.cos(np.pi * offset / spacing)) / 2.0
+    return keys[segment] + weight[:, None] * (keys[segment + 1] - keys[segment])
+
+
+def clip_expression_pose(
+    seed: int, split: str, person: int, clip: int, frames: int, spacing: int
+) -> tuple[Expression, Pose]:
+    """The per-frame expression and pose of clip `clip` of identity seed `person`: a synthetic person talking.
+
+    Keyframes are drawn from the still faces' distribution, hashed from (seed, split, person, clip),
+    so train and test clips are different trajectories and a clip does not depend on which other
+    people or clips a source holds. Expression keyframes lie `spacing` frames apart, pose keyframes
+    POSE_SPACING_FACTOR times further; lighting stays that of the first pose keyframe for the whole
+    clip, as one recording has one light.
+    """
+    n_expression = keyframes_needed(frames, spacing)
+    n_pose = keyframes_needed(frames, spacing * POSE_SPACING_FACTOR)
+    key = _key(_TAG_CLIP, seed, _SPLIT_CODES[split], person, clip)
+    u = _uniform(key, np.arange((n_expression + n_pose) * _EP_UNIFORMS)).reshape(-1, _EP_UNIFORMS)
+    expression_keys = _expression_pose_from_uniform(u[:n_expression])[0].vector()
+    pose_keys = _expression_pose_from_uniform(u[n_expression:])[1].vector()
+    expression = ease_through_keys(expression_keys, frames, spacing)
+    pose = ease_through_keys(pose_keys, frames, spacing * POSE_SPACING_FACTOR)
+    pose[:, _LIGHT] = pose_keys[0, _LIGHT]
+    return Expression.from_vector(expression), Pose.from_vector(pose)

@@ -199,6 +199,25 @@ def _parse_ids(text: str) -> list[int]:
     return ids
 
 
+def spec_values(rest: str, defaults: dict[str, str], kind: str, example: str) -> dict[str, str]:
+    """The "key=value;..." items of a `kind` spec over `defaults`, each key known, valued and set once."""
+    values = dict(defaults)
+    seen: set[str] = set()
+    for item in filter(None, (s.strip() for s in rest.split(";"))):
+        key, eq, value = (t.strip() for t in item.partition("="))
+        if key not in defaults:
+            raise DataError(
+                f"unknown key {key!r} in {kind} spec {rest!r}; valid keys: {', '.join(defaults)} (e.g. {example})"
+            )
+        if not eq or not value:
+            raise DataError(f"{kind} spec {rest!r}: {key!r} needs a value, as in {key}={defaults[key]}")
+        if key in seen:
+            raise DataError(f"{kind} spec {rest!r} sets {key!r} twice")
+        seen.add(key)
+        values[key] = value
+    return values
+
+
 def from_spec(rest: str, split: str) -> SyntheticFaces:
     """A SyntheticFaces source from "key=value;..." text, so configs can name synthetic data as a string.
 
@@ -207,21 +226,7 @@ def from_spec(rest: str, split: str) -> SyntheticFaces:
     seed = expression/pose seed (default 0); masks = 1 to add face and eyes/mouth masks (default 0).
     Example: "ids=0-9;n=2000;size=128;seed=1;masks=1".
     """
-    values = dict(_SPEC_DEFAULTS)
-    seen: set[str] = set()
-    for item in filter(None, (s.strip() for s in rest.split(";"))):
-        key, eq, value = (t.strip() for t in item.partition("="))
-        if key not in _SPEC_DEFAULTS:
-            raise DataError(
-                f"unknown key {key!r} in synthetic_faces spec {rest!r}; valid keys: {', '.join(_SPEC_DEFAULTS)} "
-                "(e.g. ids=0,1;n=1000;size=64;seed=0)"
-            )
-        if not eq or not value:
-            raise DataError(f"synthetic_faces spec {rest!r}: {key!r} needs a value, as in {key}={_SPEC_DEFAULTS[key]}")
-        if key in seen:
-            raise DataError(f"synthetic_faces spec {rest!r} sets {key!r} twice")
-        seen.add(key)
-        values[key] = value
+    values = spec_values(rest, _SPEC_DEFAULTS, "synthetic_faces", "ids=0,1;n=1000;size=64;seed=0")
     try:
         ids = _parse_ids(values["ids"])
         n, size, seed, masks = (int(values[k]) for k in ("n", "size", "seed", "masks"))

@@ -78,7 +78,7 @@ def test_served_faces_equal_an_explicit_extract_and_aligned_dir(shared_data, cac
         assert [r["frame"] for r in ours.records] == [r["frame"] for r in theirs.records]
         assert len(ours) == len(theirs) > 0
         for a, b in zip(_items(ours), _items(theirs)):
-            assert a.keys() == b.keys() == {"image", "label", "mask", "em_mask"}
+            assert a.keys() == b.keys() == {"image", "label", "mask", "em_mask", "video", "frame"}
             for key in a:
                 np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     records = extract.read_index(ours.directory)

@@ -156,11 +156,13 @@ def test_aligned_source_yields_faces_and_masks_at_any_size(extraction):
     assert len(test) == -(-n // 10) and len(train) + len(test) == n
     assert train.info.image_shape == (64, 64, 3) and train.info.num_classes == 1
     example = test[0]
-    assert set(example) == {"image", "label", "mask", "em_mask"}
+    assert set(example) == {"image", "label", "mask", "em_mask", "video", "frame"}
     chex.assert_shape([example["image"], example["mask"], example["em_mask"]], [(64, 64, 3), (64, 64, 1), (64, 64, 1)])
     assert example["image"].dtype == example["mask"].dtype == example["em_mask"].dtype == np.uint8
     assert example["label"] == 0 and example["label"].dtype == np.int64
     first = extract.read_index(out)[0]  # test item 0 is record 0
+    assert example["video"] == 0 and example["frame"] == first["frame"] and example["frame"].dtype == np.int64
+    np.testing.assert_array_equal(test.frame_index[:, 1], [r["frame"] for r in extract.read_index(out)[::10]])
     full = iio.imread(out / first["file"])
     np.testing.assert_array_equal(example["image"], cv2.resize(full, (64, 64), interpolation=cv2.INTER_AREA))
     assert example["mask"].max() == 255 and example["em_mask"].max() == 255

@@ -5,19 +5,22 @@ zoo's cache at size N (default 256), face type T (default whole_face) and every 
 and served from there (data/faces/cached.py says where, how the entry is keyed and how it stays whole);
 `workers=N` spreads a long video's first extraction over N processes.
 
-Each example is {"image": uint8 [S,S,3], "label": int64, "mask": uint8 [S,S,1], "em_mask": uint8 [S,S,1]},
-the fields data/synthetic's faces carry with masks=1, so `masked_training` and `eyes_mouth_prio` read
-real faces exactly as synthetic ones. "mask" is the landmark hull (forehead included for whole_face and
-head), "em_mask" the eyes and mouth, 255 = inside. S is the extraction's size, or size=N: faces are
-resized with OpenCV (INTER_AREA to shrink, bicubic to enlarge) and masks bilinearly, so mask edges become
-soft (values between 0 and 255), as synthetic masks' anti-aliased edges are.
+Each example is {"image": uint8 [S,S,3], "label": int64, "mask": uint8 [S,S,1], "em_mask": uint8 [S,S,1],
+"video": int64, "frame": int64}, the fields data/synthetic's faces carry with masks=1, so `masked_training`
+and `eyes_mouth_prio` read real faces exactly as synthetic ones. "mask" is the landmark hull (forehead
+included for whole_face and head), "em_mask" the eyes and mouth, 255 = inside. S is the extraction's size,
+or size=N: faces are resized with OpenCV (INTER_AREA to shrink, bicubic to enlarge) and masks bilinearly,
+so mask edges become soft (values between 0 and 255), as synthetic masks' anti-aliased edges are.
 
 Label = the index of the face's group among the extraction's sorted groups, a group being the source
 video, or for images the folder holding the image: a one-video extraction, or one of a flat folder of
 photos, is all label 0; a folder with one sub-folder per person gets one label per person. Splits follow
-the other sources: the records in index order (frame order), "test" = every 10th (0, 10, 20, ...), "train" = the rest, "all" =
-every one. As with video:, neighbouring frames fall in both splits, so "test" measures reconstruction
-of seen footage, not of an unseen clip; extract a held-out clip into its own directory for that.
+the other sources: the records in index order (frame order), "test" = every 10th (0, 10, 20, ...),
+"train" = the rest, "all" = every one. "video" is the label and "frame" the face's frame number in its
+video (an image's position in its folder), as synthetic clips number theirs, so `video_pairs:` pairs faces
+of one video (`frame_index` holds both for every face without reading one). As with video:, neighbouring
+frames fall in both splits, so "test" measures reconstruction of seen footage, not of an unseen clip;
+extract a held-out clip into its own directory for that.
 
 Faces are decoded from their PNGs on access (about 2 ms a 256 px face and its masks), so an extraction
 of any length costs no memory up front. For faster reading, `python -m data.local_tfds` packs an aligned
@@ -88,6 +91,8 @@ class AlignedSource:
             raise DataError(f"aligned {self.directory}: {len(missing)} face file(s) of {INDEX} are missing, e.g. "
                             f"{missing[0]}; the extraction is incomplete: re-run `{EXTRACT_HINT}` into a new directory")
         self._labels = np.asarray([label_of[_group(r["source"])] for r in self.records], np.int64)
+        self.frame_index = np.stack([self._labels, np.asarray([r["frame"] for r in self.records], np.int64)], 1)
+        self.frame_index.flags.writeable = False
         types = sorted({str(r["face_type"]) for r in records})
         self.face_type = types[0] if len(types) == 1 else None  # what a model trained on these faces expects
         side = self.size or sizes[0]
@@ -114,7 +119,9 @@ class AlignedSource:
         image = _resize(self._read(self.directory / rec["file"], "RGB"), side, mask=False)
         mask = _resize(self._read(self.directory / MASKS / rec["file"], "L"), side, mask=True)
         em_mask = _resize(self._read(self.directory / MASKS / f"em_{rec['file']}", "L"), side, mask=True)
-        return {"image": image, "label": self._labels[i], "mask": mask[..., None], "em_mask": em_mask[..., None]}
+        video, frame = self.frame_index[i]
+        return {"image": image, "label": self._labels[i], "mask": mask[..., None], "em_mask": em_mask[..., None],
+                "video": video, "frame": frame}
 
     @property
     def labels(self) -> np.ndarray:

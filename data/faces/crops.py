@@ -204,6 +204,7 @@ class FaceCropSource:
                        for g in self.groups]
         self._labels = np.asarray([label_of[_group(r["source"])] for r in self.records], np.int64)
         self._frames = np.asarray([r["frame"] for r in self.records], np.int64)
+        self.frame_index = np.stack([self._labels, self._frames], 1)  # (video, frame) rows, for video_pairs:
         first = self._read(0)
         self.info = SourceInfo(name=self.directory.name, image_shape=first.shape, num_classes=len(self.groups),
                                num_examples=len(self.records))

@@ -23,6 +23,8 @@ only where the data has labels) and `source.info`. Spec forms (see `list_sources
                            (data/faces/aligned.py).
   fakeset:<dir>[;filters]  a fake set written by `python -m train.generate` (data/fakeset.py).
   facecrop:<video|dir>[;..] FaceForensics++-style 1.3x face crops, cached (data/faces/crops.py).
+  synthetic_clips[:...]    synthetic people talking: smooth clips with video and frame fields (data/synthetic/clips.py).
+  video_pairs:[..@]<spec>  (source, driving) frame pairs of one video from a frame source (data/video_pairs.py).
 """
 from __future__ import annotations
 
@@ -66,6 +68,8 @@ _SPEC_FORMS = {
     "tfds:<name>[:split]": "TFDS dataset prepared as array_record, read without TensorFlow via tfds.data_source",
     "synthetic_faces[:ids=0,1;n=1000;size=64;seed=0]": "parametric cartoon faces with known identity, expression "
     "and pose (data/synthetic.py): label = identity; train/test draw disjoint expressions and poses",
+    "synthetic_clips[:ids=0,1;clips=4;frames=32;size=64;seed=0;spacing=8]": "synthetic people talking: clips of "
+    "smooth expression and pose trajectories, with video and frame fields; train/test hold different clips",
 }
 
 
@@ -93,6 +97,14 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
         from data import synthetic
 
         return synthetic.from_spec(rest, split)
+    if kind == "synthetic_clips":
+        from data.synthetic import clips
+
+        return clips.from_spec(rest, split)
+    if kind == "video_pairs":
+        from data import video_pairs
+
+        return video_pairs.from_spec(rest, split, get_source)
     if kind == "aligned" and rest:
         from data.faces import aligned
 
@@ -115,11 +127,11 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
 
 def list_sources() -> dict[str, str]:
     """Spec forms `get_source` accepts, each with a one-line description, for help texts and the CLI."""
-    from data import fakemix, fakeset, media
+    from data import fakemix, fakeset, media, video_pairs
     from data.faces import aligned, crops
 
     return {**_SPEC_FORMS, **media.SPEC_FORMS, **aligned.SPEC_FORMS, **crops.SPEC_FORMS, **fakemix.SPEC_FORMS,
-            **fakeset.SPEC_FORMS}
+            **fakeset.SPEC_FORMS, **video_pairs.SPEC_FORMS}
 
 
 def local_datasets(root: str | os.PathLike[str] | None = None) -> list[str]:

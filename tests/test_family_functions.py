@@ -4,7 +4,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -69,6 +68,7 @@ def test_swap_autoencoder_loss_sums_both_sides_weighted_terms():
 
     (la, mse_a), (lb, mse_b) = hand(batch["a"], 0.25), hand(batch["b"], 0.75)
     np.testing.assert_allclose(metrics["a_loss"], la, rtol=1e-5)
+    np.testing.assert_allclose(metrics["a_mse"], mse_a, rtol=1e-5)
     np.testing.assert_allclose(metrics["b_mse"], mse_b, rtol=1e-5)
     np.testing.assert_allclose(loss, la + lb, rtol=1e-5)
     assert float(metrics["loss"]) == float(loss)

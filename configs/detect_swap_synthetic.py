@@ -8,7 +8,9 @@ synthetic persons 0 and 1): each real render of another person is swapped both w
 decoder, b2a through A's), so a real face and its two fakes sit side by side, as FaceForensics++ pairs a
 manipulated video with its original. Training people are 2-41 and test people 42-61, so no identity is
 in both splits (FF++ splits by video pair; DeepfakeBench's cross-dataset tests are the harder version).
-The xception-style detector is narrow for 2 CPU cores; `:smoke` is the test suite's few-step version.
+The xception-style detector is narrow for 2 CPU cores; `:narrow` (width 8, a 3 MB float32 file) is the one
+the pretrained catalogue bundles as `detect_swap_synthetic_narrow`, the pinned detector `--metrics
+detectability` uses for the synthetic-face swaps; `:smoke` is the test suite's few-step version.
 """
 from train import sections
 
@@ -35,7 +37,11 @@ def get_config(arg: str | None = None):
     c.checkpoint.every = 200
     c.eval.batch_size = 100
     c.eval.metrics = ("bce", "detect")
-    return sections.apply_variant(c, arg, {"smoke": _smoke})
+    return sections.apply_variant(c, arg, {"smoke": _smoke, "narrow": _narrow})
+
+
+def _narrow(c):
+    c.model.width = 8
 
 
 def _smoke(c):

@@ -17,7 +17,7 @@ detection configs split them, so no person (or image) is in both:
 For each detector and each training generator the detector learns that generator's train fakes against
 its reals and is scored on the test reals against each generator's test fakes (frame-level AUC, with AP,
 accuracy and TPR at 1%/5% FPR per cell). CNNs train through the trainer (`train.trainer.train`, the group's
-detect config with the model swapped, `--steps` steps, sweeps off); the spectral baselines are fitted in
+detect config with the model swapped, `--steps` steps or the config's, sweeps off); the spectral baselines are fitted in
 closed form (`train.spectral_head`). The fakes are made once per generator and kept as an npz for all
 detectors. `--baselines` adds the ladder of the detection reference's point (a): Durall and Frank fitted on
 20, 100 and 1000 training images (half real, half fake, `--repeats` draws), accuracy and AUC on the same
@@ -167,7 +167,8 @@ def score(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 
 
 def cnn_config(group: Group, detector: str, steps: int, npz: pathlib.Path, overrides: Sequence[str]) -> Any:
-    """The group's detect config with `detector`'s network, `steps` steps, data from `npz`, no checkpoints or sweeps."""
+    """The group's detect config with `detector`'s network, `steps` steps (0: the config's), data from `npz`, no
+    checkpoints or sweeps."""
     from train import config as config_lib
     from train import sections
 
@@ -177,8 +178,8 @@ def cnn_config(group: Group, detector: str, steps: int, npz: pathlib.Path, overr
     with config.unlocked():
         config.model = sections.model_section(name, **fields)
         config.data.source = config.data.eval_source = f"npz:{npz}"
-        config.total_steps = steps
-        config.log_every = steps
+        config.total_steps = steps or config.total_steps
+        config.log_every = config.total_steps
         config.preview_every = config.eval_every = config.checkpoint.every = 0
         config.eval.metrics = ("detect",)
         config.detect.sweep = ()
@@ -263,7 +264,8 @@ def matrix(group: Group, detector: str, data: dict[str, Data], steps: int = 0,
     auc = [[cells[r][c]["auc"] for c in names] for r in names]
     diagonal = [auc[i][i] for i in range(len(names))]
     off = [auc[i][j] for i in range(len(names)) for j in range(len(names)) if i != j]
-    return {"model": DETECTORS[detector], "steps": None if detector in SPECTRAL else steps,
+    steps_run = None if detector in SPECTRAL else cnn_config(group, detector, steps, pathlib.Path("-"), overrides).total_steps
+    return {"model": DETECTORS[detector], "steps": steps_run,
             "trained_on": names, "tested_on": names, "auc": auc,
             "in_domain_auc": float(np.mean(diagonal)), "cross_auc": float(np.mean(off)) if off else None,
             "cells": cells, "seconds": seconds}
@@ -367,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--generators", default="", help="comma list of generator names (default: all)")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=EXPORT",
                         help="a swap, GAN or VAE export as generator(s) NAME[/kind]")
-    parser.add_argument("--steps", type=int, default=1000, help="training steps of each CNN")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="training steps of each CNN (default: the group's detect config's total_steps)")
     parser.add_argument("--detector", default="all", help=f"{', '.join(DETECTORS)}, a comma list, or all")
     parser.add_argument("--faces-per-person", default="40,25", help="synthetic images per person, train,test")
     parser.add_argument("--fashion-images", default="20000,5000", help="Fashion-MNIST real images, train,test")
@@ -379,8 +382,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
-    if args.steps < 1:
-        raise ConfigError(f"--steps {args.steps}: train each CNN for at least 1 step")
+    if args.steps < 0:
+        raise ConfigError(f"--steps {args.steps}: give a step count, or 0 for each detect config's own")
     faces, fashion = _pair(args.faces_per_person, "--faces-per-person"), _pair(args.fashion_images, "--fashion-images")
     detectors = _detectors(args.detector)
     sizes = [int(s) for s in args.ladder.split(",") if s.strip()] if args.baselines else []

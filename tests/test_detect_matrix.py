@@ -98,3 +98,15 @@ def test_the_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
         dm.main(args)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["matrix.json"]
+
+
+def test_a_cnn_trains_with_its_groups_detect_config_and_only_the_named_detectors_overrides(tmp_path):
+    from train import config as config_lib
+
+    recipe = config_lib.load(str(dm.ROOT / "configs/detect_gan_fashion_mnist.py"))
+    config = dm.cnn_config(dm.FASHION, "xception", 0, tmp_path / "d.npz", ("resnet:model.widths=4,8", "xception:model.width=4"))
+    assert config.total_steps == recipe.total_steps and config.optim.learning_rate == recipe.optim.learning_rate
+    assert config.model.name == "xception_detector" and config.model.input_size == 32 and config.model.width == 4
+    assert config.data.source == config.data.eval_source == f"npz:{tmp_path / 'd.npz'}"
+    assert config.checkpoint.every == config.preview_every == 0 and tuple(config.detect.sweep) == ()
+    assert dm.cnn_config(dm.FASHION, "resnet", 7, tmp_path / "d.npz", ("batch_size=16",)).total_steps == 7

@@ -64,8 +64,8 @@ def run_metrics(
     for name in host:
         extra |= family.host_evaluators[name](state, source, num_examples)
     if detectability.NAME in own:
-        extra |= detectability.evaluate(family, state, source, detector=detector, batch_size=batch_size, seed=seed,
-                                        num_examples=num_examples)
+        extra |= detectability.evaluate(compiled(family.generate), state, source, detector=detector,
+                                        batch_size=batch_size, key=key, seed=seed, num_examples=num_examples)
     if not names:
         return extra
     totals: dict[str, float] = {}

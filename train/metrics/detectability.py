@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -124,17 +124,15 @@ def _check_pin(path: pathlib.Path, pinned: Any) -> None:
                            f"{', '.join(_PIN_FIELDS)}); re-export the detector with `python -m train.export`")
 
 
-def evaluate(family: Any, state: Any, source: Any, *, detector: str, batch_size: int, seed: int,
-             num_examples: int = 0) -> dict[str, Any]:
+def evaluate(generate: Callable[[Any, Any, jax.Array], dict[str, jax.Array]], state: Any, source: Any, *,
+             detector: str, batch_size: int, key: jax.Array, seed: int, num_examples: int = 0) -> dict[str, Any]:
     """`detectability/<kind>/{auc,flagged,real_flagged}` of the family's outputs on the split's first `num_examples`
-    (0 = all), and `detectability/protocol`."""
-    from train import evaluators
+    (0 = all), and `detectability/protocol`.
 
-    if family.generate is None:
-        raise ConfigError("detectability scores a run's fakes, and this family makes none (its Family has no generate)")
+    `generate` is the family's compiled `Family.generate` and `key` the evaluation key of `seed`, both from the
+    metric driver (`train.evaluators`), which imports this module and so is not imported by it.
+    """
     pinned = load_detector(detector)
-    generate = evaluators.compiled(family.generate)
-    key = evaluators.eval_key(seed)
     fake_scores: dict[str, list[np.ndarray]] = {}
     real_scores: dict[str, list[np.ndarray]] = {}
     limit = min(num_examples or len(source), len(source))

@@ -4,10 +4,12 @@
     python -m train.evaluate --workdir runs/detect_swap --metrics detect
 
 The fakes are made at start-up by the bundled `swap_df_synthetic_narrow` (DeepFaceLab's DF trained on
-synthetic persons 0 and 1): each real render of another person is swapped both ways (a2b through B's
-decoder, b2a through A's), so a real face and its two fakes sit side by side, as FaceForensics++ pairs a
-manipulated video with its original. Training people are 2-41 and test people 42-61, so no identity is
-in both splits (FF++ splits by video pair; DeepfakeBench's cross-dataset tests are the harder version).
+synthetic persons 0 and 1): each real render is swapped both ways (a2b through B's decoder, b2a through
+A's), so a real face and its two fakes sit side by side, as FaceForensics++ pairs a manipulated video
+with its original. Every fake wears person 0's or person 1's face, so both are in the real class too
+(200 renders each to train, 50 held-out expressions and poses each to test): without them a detector
+learns "looks like person 0 or 1" instead of the swap's artifacts, and flags their real faces (a first
+run did: 96-100% of their renders). The other people are disjoint: 2-41 train, 42-61 test.
 The xception-style detector is narrow for 2 CPU cores; `:narrow` (width 8, a 3 MB float32 file) is the one
 the pretrained catalogue bundles as `detect_swap_synthetic_narrow`, the pinned detector `--metrics
 detectability` uses for the synthetic-face swaps; `:smoke` is the test suite's few-step version.
@@ -15,8 +17,10 @@ detectability` uses for the synthetic-face swaps; `:smoke` is the test suite's f
 from train import sections
 
 SWAP = "swap_df_synthetic_narrow"
-TRAIN = f"fakemix:model={SWAP};seed=0@synthetic_faces:ids=2-41;n=40;size=64;seed=0"
-TEST = f"fakemix:model={SWAP};seed=1@synthetic_faces:ids=42-61;n=25;size=64;seed=5"
+TRAIN = (f"fakemix:model={SWAP};seed=0@synthetic_faces:ids=0-1;n=200;size=64;seed=0 + "
+         "synthetic_faces:ids=2-41;n=40;size=64;seed=0")
+TEST = (f"fakemix:model={SWAP};seed=1@synthetic_faces:ids=0-1;n=50;size=64;seed=5 + "
+        "synthetic_faces:ids=42-61;n=25;size=64;seed=5")
 
 
 def get_config(arg: str | None = None):

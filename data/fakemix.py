@@ -8,9 +8,11 @@ fake of kind `kinds[s - 1]` for s >= 1, so every fake sits beside the real image
 (as FaceForensics++ pairs each manipulated video with its original) and any split of the real source
 splits the fakes the same way: identity-disjoint real splits give identity-disjoint fake sets.
 
-`REAL_SPEC` may join several specs with " + " (spaces around the plus), one per person or video, e.g.
-the aligned faces of four GRID speakers; with more than one, a part's position is its identity, and each
-part's reals and each part's fakes of one kind form a `video` for video-level metrics.
+`REAL_SPEC` may join several specs with " + " (spaces around the plus), e.g. the aligned faces of four
+GRID speakers, one video each, or a swap model's own two people beside people it never saw. A part's
+people keep their identity seeds where the part is synthetic; otherwise, with more than one part, a
+part's position is its identity. Where every part's examples carry a `video` (aligned extractions),
+each video's reals and each video's fakes of one kind form a video of their own for video-level metrics.
 
 Each example carries `label` (1 = fake, 0 = real), `identity` (the real image's person: a synthetic
 face's identity seed, another source's class label, the part's position, -1 when unknown; fakes keep
@@ -47,9 +49,10 @@ class FakeMix:
         family = fake_makers.model_kind(module)
         kinds = tuple(kinds) or fake_makers.KINDS[family]
         read = [_read_all(part, limit) for part in parts]
-        real_images = np.concatenate([images for images, _ in read])
-        part = np.concatenate([np.full(len(images), i) for i, (images, _) in enumerate(read)])
-        identity = part if len(parts) > 1 else read[0][1]
+        real_images = np.concatenate([r["image"] for r in read])
+        part = np.concatenate([np.full(len(r["image"]), i) for i, r in enumerate(read)])
+        identity = np.concatenate([r["identity"] if r["seeded"] or len(parts) == 1 else np.full(len(r["image"]), i)
+                                   for i, r in enumerate(read)])
         real = parts[0]
         self.kinds, self.model = kinds, model
         fakes = [_make_all(fake_makers.fake_maker(module, variables, k), real_images, seed, slot, batch_size)
@@ -62,8 +65,10 @@ class FakeMix:
         slots = np.tile(np.arange(per), len(real_images))
         self._fields = {"label": (slots > 0).astype(np.int64), "identity": np.repeat(identity, per),
                         "generator": slots.astype(np.int64), "pair": np.repeat(np.arange(len(real_images)), per)}
-        if len(parts) > 1:
-            self._fields["video"] = np.repeat(part, per) * per + slots
+        if all("video" in r for r in read):
+            clip = np.unique(np.stack([part, np.concatenate([r["video"] for r in read])], 1), axis=0,
+                             return_inverse=True)[1].reshape(-1)
+            self._fields["video"] = np.repeat(clip, per) * per + slots
         names = " + ".join(p.info.name for p in parts)
         self.info = SourceInfo(name=f"fakemix({model}:{','.join(kinds)}@{names})",
                                image_shape=tuple(int(d) for d in real_images.shape[1:]), num_classes=2,
@@ -132,21 +137,23 @@ def _cached(model: str, kinds: tuple[str, ...], seed: int, size: int, limit: int
         raise DataError(f"fakemix:model={model}: {error}") from error
 
 
-def _read_all(real: Any, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `limit` (0 = all) real images (uint8) and each one's identity (-1 when the source has none)."""
+def _read_all(real: Any, limit: int) -> dict[str, Any]:
+    """The first `limit` (0 = all) real images (uint8), each one's identity (-1 when the source has none), whether
+    that identity is a synthetic person's seed, and their video ids where the source has them."""
     n = min(limit or len(real), len(real))
     if hasattr(real, "gather"):
         batch = real.gather(np.arange(n))
     else:
         examples = [real[i] for i in range(n)]
-        batch = {"image": np.stack([e["image"] for e in examples])}
-        if "label" in examples[0]:
-            batch["label"] = np.asarray([e["label"] for e in examples])
+        batch = {k: np.stack([e[k] for e in examples]) for k in ("image", "label", "video") if k in examples[0]}
     images = batch["image"]
     labels = np.asarray(batch.get("label", np.full(len(images), -1)), np.int64)
     seeds = getattr(real, "identity_seeds", None)
     identity = np.asarray(seeds, np.int64)[labels] if seeds is not None else labels
-    return images, identity
+    out = {"image": images, "identity": identity, "seeded": seeds is not None}
+    if "video" in batch:
+        out["video"] = np.asarray(batch["video"], np.int64)
+    return out
 
 
 def _make_all(maker: Any, images: np.ndarray, seed: int, slot: int, batch_size: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 Modeled on timm's registry: a model file registers a linen module class (or a factory with
 the same fields) under a name; `create_model` calls it with keyword overrides or, with
 `pretrained=True`, loads a published checkpoint of it (`zoo.catalogue`). The built-in model files
-(detectors, gan, stylegan2, swap, vae) are imported by every lookup here before it answers, so
+(detectors, gan, reenact, stylegan2, swap, vae) are imported by every lookup here before it answers, so
 `zoo.list_models()` is complete however the registry was reached, while `import zoo` alone imports
 no model and no JAX. Those imports are explicit, so nothing is found by string import paths.
 """
@@ -23,7 +23,7 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 def _load_builtin() -> None:
     """Import the zoo's model files, which register their models (once: later calls find them imported)."""
-    from zoo import detectors, gan, stylegan2, swap, vae  # noqa: F401
+    from zoo import detectors, gan, reenact, stylegan2, swap, vae  # noqa: F401
 
 
 def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:

@@ -32,6 +32,10 @@ Interface (images NHWC in [0, 1]; coordinates (x, y) in [-1, 1], `zoo.warp`'s co
   ResNets keep torchvision's BatchNorm, so `tpsmm` has "batch_stats" too. The keypoint detector
   and the background predictor see single frames with `train=True` several times per step
   (source, driving, transformed driving): each call updates the running statistics, as in FOMM.
+  Why each: the published models differ here and their numbers were measured so; both are
+  replica-independent (SyncBatchNorm's global statistics are what `bound_data_axis` gives pmap, and
+  sharded jit has them already), so the pmap and jit strategies train the same model either way.
+  Instance norm needs no running statistics, which also makes evaluation equal training-mode output.
 
 Fields default to the published 256 px networks (vox-256.yaml of each repository); `CPU_PRESETS`
 holds the 64 px CPU configurations (same code, narrower and shallower). Parameter counts at the

@@ -6,7 +6,8 @@
 
 A generator is a pair of `fakemix:` specs (train, test) over one group's real images, split as the
 detection configs split them, so no person (or image) is in both:
-- synthetic_faces: synthetic people 2-41 train, 42-61 test, 64 px (configs/detect_swap_synthetic.py);
+- synthetic_faces: synthetic people 2-41 train, 42-61 test, 64 px, with the swap models' own people 0 and 1
+  (whose faces every swap wears) in the real class of both splits (configs/detect_swap_synthetic.py);
   the bundled DF swap's `a2b` and `b2a` are two generators, and each `--extra NAME=EXPORT` of a swap
   export (LIAE, Original, ... trained by the user) adds NAME/a2b and NAME/b2a;
 - fashion_mnist32: Fashion-MNIST train vs test images at 32 px (configs/detect_gan_fashion_mnist.py); the
@@ -92,6 +93,13 @@ class Data:
     test_y: np.ndarray
 
 
+def face_reals(people: str, per_person: int, own_factor: int, seed: int) -> str:
+    """Real faces of `people` plus the swap models' own people 0 and 1 (`own_factor` times as many renders each),
+    as configs/detect_swap_synthetic.py has them: without 0 and 1 a detector learns their faces, not the swap."""
+    return (f"synthetic_faces:ids=0-1;n={own_factor * per_person};size=64;seed={seed} + "
+            f"synthetic_faces:ids={people};n={per_person};size=64;seed={seed}")
+
+
 def generators_for(model: str, label: str, kinds: Sequence[str], faces: tuple[int, int],
                    fashion: tuple[int, int]) -> list[Generator]:
     """One generator per kind of `model` (a catalogue name or export path), named `label[/kind]`, in its group."""
@@ -105,8 +113,8 @@ def generators_for(model: str, label: str, kinds: Sequence[str], faces: tuple[in
         options = f"model={model};kinds={kind}"
         name = label if len(kinds) == 1 else f"{label}/{kind}"
         if kind in fake_makers.KINDS["swap"]:
-            out.append(Generator(name, FACES, f"fakemix:{options};seed=0@synthetic_faces:ids=2-41;n={faces[0]};size=64;seed=0",
-                                 f"fakemix:{options};seed=1@synthetic_faces:ids=42-61;n={faces[1]};size=64;seed=5"))
+            out.append(Generator(name, FACES, f"fakemix:{options};seed=0@{face_reals('2-41', faces[0], 5, 0)}",
+                                 f"fakemix:{options};seed=1@{face_reals('42-61', faces[1], 2, 5)}"))
         else:
             out.append(Generator(name, FASHION, f"fakemix:{options};seed=0;size=32;n={fashion[0]}@{FASHION_MNIST}",
                                  f"fakemix:{options};seed=1;size=32;n={fashion[1]}@{FASHION_MNIST}"))

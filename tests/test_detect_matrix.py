@@ -24,9 +24,11 @@ def test_a_tiny_run_has_one_detection_row_per_trained_and_tested_generator():
     out = dm.run(generators, ["resnet", "durall"], steps=2, overrides=TINY)
     assert list(out) == ["synthetic_faces"]
     group = out["synthetic_faces"]
-    for name in names:  # 40 training people and 20 test people, one image each, and one fake per real
+    # 40 training people, one image each, and persons 0 and 1 with 5 each; 20 test people and 0 and 1 with 2 each;
+    # one fake per real
+    for name in names:
         counts = {k: v for k, v in group["generators"][name].items() if k not in ("train", "test")}
-        assert counts == {"train_images": 80, "train_fakes": 40, "test_images": 40, "test_fakes": 20}
+        assert counts == {"train_images": 100, "train_fakes": 50, "test_images": 48, "test_fakes": 24}
     assert set(group["matrices"]) == {"resnet", "durall"}
     for detector, result in group["matrices"].items():
         assert result["trained_on"] == result["tested_on"] == names

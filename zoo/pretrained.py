@@ -131,6 +131,8 @@ def read(path: str | os.PathLike) -> Pretrained:
     _check_params(path, module, params, trees, _example_inputs(path, module, header))
     config = {"model": header["model"], "model_config": model_config, "format_version": version,
               "metadata": _json_field(path, header, "metadata", dict, default="{}")}
+    if "input_shape" in header:
+        config["input_shape"] = _json_field(path, header, "input_shape", list)
     return Pretrained(module, jax.tree.map(jnp.asarray, params), config, jax.tree.map(jnp.asarray, trees))
 
 

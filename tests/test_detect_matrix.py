@@ -41,7 +41,7 @@ def test_a_tiny_run_has_one_detection_row_per_trained_and_tested_generator():
             for j, col in enumerate(names):
                 cell = result["cells"][row][col]
                 assert ROW_KEYS <= set(cell), (detector, row, col)
-                assert cell["num_real"] == cell["num_fake"] == 20 and cell["auc"] == auc[i, j]
+                assert cell["num_real"] == cell["num_fake"] == 24 and cell["auc"] == auc[i, j]
         assert result["in_domain_auc"] == pytest.approx(np.mean(np.diag(auc)))
         assert result["cross_auc"] == pytest.approx((auc[0, 1] + auc[1, 0]) / 2)
     assert group["matrices"]["resnet"]["steps"] == 2 and group["matrices"]["durall"]["steps"] is None

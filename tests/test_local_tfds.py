@@ -162,7 +162,9 @@ def test_an_aligned_extraction_is_read_back_with_its_masks(grid_extraction, tmp_
         assert len(packed) == len(original) == {"train": 9, "test": 1}[split]
         for i in range(len(original)):
             want, got = original[i], packed[i]
-            assert sorted(got) == sorted(want) == ["em_mask", "image", "label", "mask"]
+            # a pack keeps the image, label and masks; the clip and frame ids of the extraction are not packed
+            assert sorted(got) == ["em_mask", "image", "label", "mask"]
+            assert sorted(want) == ["em_mask", "frame", "image", "label", "mask", "video"]
             chex.assert_shape([got["mask"], got["em_mask"]], (side, side, 1))
             for key in ("image", "mask", "em_mask"):
                 assert got[key].dtype == np.uint8 and np.array_equal(got[key], want[key]), (split, i, key)

@@ -50,6 +50,7 @@ def test_peak_and_mfu_follow_the_datasheet_and_the_flop_count():
     assert gpu.summarise({"error": "x"}, 1000.0) == {"error": "x"}
 
 
+@pytest.mark.slow  # 10-20 s each: the fast step stays under 15 min on 2 cores
 def test_the_gpu_worker_runs_a_bf16_step_at_another_batch_on_any_backend():
     import_torch()  # the analytic FLOP count
     from benchmarks import torch_twins
@@ -76,6 +77,7 @@ def test_train_step_overrides_take_the_fields_type_and_name_unknown_fields():
         train_step.override(config, "batch_size")
 
 
+@pytest.mark.slow  # 10-20 s each: the fast step stays under 15 min on 2 cores
 def test_train_step_runs_a_paired_config_through_the_trainers_pipeline():
     from benchmarks import train_step
 
@@ -91,6 +93,7 @@ def test_train_step_runs_a_paired_config_through_the_trainers_pipeline():
     assert "input_pipeline_images_per_s" in only and "step_only_steps_per_s" not in only
 
 
+@pytest.mark.slow  # 10-20 s each: the fast step stays under 15 min on 2 cores
 def test_the_gpu_benchmark_times_both_layer_forms_and_compares_them(tmp_path, monkeypatch):
     """`--forms plain,fast` on a tiny step, its workers run in this process: both runs, and fast/plain in the JSON."""
     import json

@@ -18,6 +18,7 @@ def _swaps(per_person: int = 1) -> list[dm.Generator]:
                      f"{dm.SWAP}/a2b,{dm.SWAP}/b2a")
 
 
+@pytest.mark.slow  # 10-20 s each: the fast step stays under 15 min on 2 cores
 def test_a_tiny_run_has_one_detection_row_per_trained_and_tested_generator():
     generators = _swaps()
     names = [g.name for g in generators]

@@ -106,6 +106,7 @@ def test_frozen_config_with_another_discriminator_reloads(tmp_path, in_repo):
     assert reloaded.gan.discriminator.to_dict() == config.gan.discriminator.to_dict()
 
 
+@pytest.mark.slow  # 10-20 s each: the fast step stays under 15 min on 2 cores
 def test_generator_steps_every_n_critic_and_r1_on_its_interval(tmp_path, in_repo):
     from train import trainer
 
@@ -172,6 +173,7 @@ def test_one_device_jit8_and_pmap8_reach_the_same_parameters(name, extra, tmp_pa
                 np.testing.assert_allclose(a, b, **tol)
 
 
+@pytest.mark.slow  # 10-20 s each: the fast step stays under 15 min on 2 cores
 def test_missing_fid_weights_name_the_download_and_cost_no_checkpoint(tmp_path, in_repo, monkeypatch):
     from train import checkpoint, trainer
 

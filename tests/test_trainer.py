@@ -107,6 +107,7 @@ def _assert_same_next_batch(workdir_a, workdir_b, step):
     np.testing.assert_equal(batches[0], batches[1])
 
 
+@pytest.mark.slow  # 10-20 s each: the fast step stays under 15 min on 2 cores
 def test_checkpoint_saved_on_8_devices_restores_on_1_and_2(tmp_path):
     run_worker(8, "train", json.dumps({"eval_every": 0}), str(tmp_path / "run"), str(tmp_path / "trained.npz"))
     trained = load(tmp_path / "trained.npz")

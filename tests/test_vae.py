@@ -124,6 +124,7 @@ def test_importance_weighted_bound_equals_exact_marginal_for_a_linear_gaussian()
     np.testing.assert_allclose(nll, exact, rtol=1e-4)
 
 
+@pytest.mark.slow  # 10-20 s each: the fast step stays under 15 min on 2 cores
 def test_iwae_bound_is_above_the_elbo_and_tightens_with_k_on_a_trained_model():
     """On the trained, bundled digits VAE: NLL_k <= neg-ELBO, decreasing in k (Burda et al. 2016, Thm 1)."""
     from data import sources

@@ -103,3 +103,11 @@ def test_export_carries_params_and_batch_statistics():
     chex.assert_trees_all_equal(exported.params, state["params"]["detector"])
     assert set(exported.collections) == set(state["collections"]["detector"])
     assert optax.global_norm(exported.params) > 0
+
+
+@pytest.mark.parametrize("name", detect.SPECTRAL)
+def test_spectral_baselines_are_refused_with_where_to_fit_them(name):
+    from zoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="spectral_head"):
+        detect.make(_config(name), (32, 32, 3))

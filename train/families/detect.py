@@ -32,8 +32,10 @@ from train.config import model_kwargs
 from train.families.base import Batch, Export, Family, State, Step
 from train.metrics import detectability, detection
 from zoo import registry
+from zoo.errors import ConfigError
 
 GROUP_FIELDS = ("video",)
+SPECTRAL = ("spectrum_durall_detector", "spectrum_frank_detector")
 
 
 def section() -> ml_collections.ConfigDict:
@@ -43,6 +45,11 @@ def section() -> ml_collections.ConfigDict:
 
 def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Family:
     """The detection family for `config`, on images of `image_shape` (H, W, C)."""
+    if config.model.name in SPECTRAL:
+        raise ConfigError(f"model.name = {config.model.name!r} is a spectral baseline: its feature statistics come from "
+                          "the whole training set, which this trainer's steps never see at once; fit it in seconds with "
+                          "train.spectral_head.fit_spectral_head (or python -m benchmarks detect_matrix --detector "
+                          "durall,frank), and train xception_detector or resnet_detector here")
     kw = model_kwargs(config.model)
     model = registry.create_model(config.model.name, **kw)
     tx = optim_lib.make(config.optim, config.total_steps)

@@ -33,7 +33,7 @@ def get_config(arg: str | None = None):
     c.preview_every = 5000
     c.eval_every = 50_000
     c.checkpoint.every = 5000
-    c.eval.batch_size = 500
+    c.eval.batch_size = 400  # a multiple of D's minibatch-stddev group (8)
     c.eval.metrics = ("fid",)
     return sections.apply_variant(c, arg, {"smoke": _smoke, "ada": _ada})
 

@@ -31,7 +31,7 @@ def get_config(arg: str | None = None):
     c.preview_every = 350
     c.eval_every = 700
     c.checkpoint.every = 350
-    c.eval.batch_size = 250
+    c.eval.batch_size = 200  # a multiple of D's minibatch-stddev group (4)
     c.eval.num_examples = 5000
     c.eval.metrics = ("fid", "disc")
     return sections.apply_variant(c, arg, {"smoke": _smoke})

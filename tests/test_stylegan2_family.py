@@ -257,3 +257,17 @@ def test_w_space_metrics_name_the_generator_they_need(metric):
     family = gan.make(config, (32, 32, 1))
     with pytest.raises(ConfigError, match="needs a style-based generator"):
         family.host_evaluators[metric]({}, None, 0)
+
+
+def test_a_batch_the_minibatch_stddev_cannot_group_is_refused_at_start():
+    """An evaluation batch of 250 with groups of 4 once failed only at the end of a 34-minute run."""
+    from train import sections
+    from train.families import gan as gan_family
+    from zoo.errors import ConfigError
+
+    config = sections.load("configs/stylegan2_synthetic_faces.py")
+    config.eval.batch_size = 250
+    with pytest.raises(ConfigError, match="eval.batch_size = 250 is not a multiple of gan.discriminator.mbstd_group"):
+        gan_family._validate(config)
+    config.eval.batch_size = 200
+    gan_family._validate(config)

@@ -138,6 +138,12 @@ def _validate(config: ml_collections.ConfigDict) -> None:
                           "(0.5, 0.7, 1.0)")
     if not 0.0 <= hp.style_mixing <= 1.0:
         raise ConfigError(f"gan.style_mixing = {hp.style_mixing} is a probability: use 0 .. 1 (StyleGAN2: 0.9)")
+    group = hp.discriminator.get("mbstd_group", 0)
+    for field, batch in (("batch_size", config.batch_size), ("eval.batch_size", config.eval.batch_size)):
+        if group and batch % min(group, batch):  # D's minibatch stddev groups consecutive examples
+            raise ConfigError(f"{field} = {batch} is not a multiple of gan.discriminator.mbstd_group = {group}; "
+                              f"D's minibatch stddev would fail on it (at the first evaluation, after training): "
+                              f"use a multiple of {group}")
     if hp.pl_weight and config.batch_size % hp.pl_batch_shrink:
         raise ConfigError(f"gan.pl_batch_shrink = {hp.pl_batch_shrink} must divide batch_size = {config.batch_size}")
     if (hp.ada_target or hp.ada_p) and hp.diffaugment:

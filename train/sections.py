@@ -216,6 +216,40 @@ def detect() -> ml_collections.ConfigDict:
     return s
 
 
+def reenact() -> ml_collections.ConfigDict:
+    """The `config.reenact` defaults: FOMM's vox-256 losses and schedule (train/families/reenact.py says what each does)."""
+    s = ml_collections.ConfigDict()
+    s.scales = (1.0, 0.5, 0.25, 0.125)  # reconstruction pyramid, anti-aliased as FOMM's
+    s.vgg_weights = ""  # torchvision's vgg19 file: the VGG19 perceptual pyramid; empty: L1 + DSSIM at the same scales
+    s.perceptual_weights = (10.0, 10.0, 10.0, 10.0, 10.0)  # relu1_1 .. relu5_1
+    s.l1_weight = 10.0
+    s.dssim_weight = 10.0
+    s.equivariance_value = 10.0
+    s.equivariance_jacobian = 10.0  # fomm with estimate_jacobian only
+    s.sigma_affine = 0.05
+    s.sigma_tps = 0.005
+    s.points_tps = 5
+    s.warp_weight = 10.0  # tps only: driving encoder maps vs warped source maps
+    s.bg_weight = 10.0  # tps with background_affine: |A(s, d) A(d, s) - I|
+    s.bg_start_step = 0  # TPSMM switches the background predictor on after 10 epochs
+    s.dropout_p = 0.0  # TPSMM's contribution-map dropout: the largest p (0.3); 0 = off
+    s.dropout_start_p = 0.1
+    s.dropout_ramp_steps = 1  # p grows by dropout_p every dropout_ramp_steps steps from dropout_start_p
+    s.dropout_steps = 0  # dropout while step < dropout_steps
+    s.gan_weight = 0.0  # LSGAN with feature matching (FOMM's vox-adv: 1); 0 = off
+    s.feature_matching = (10.0, 10.0, 10.0, 10.0)  # per discriminator block
+    s.d_scales = (1.0,)
+    s.d_block_expansion = 32
+    s.d_max_features = 512
+    s.d_num_blocks = 4
+    s.d_use_kp = True  # the driving keypoints' heatmaps beside the image
+    s.d_spectral_norm = True
+    s.lr_milestones = (0.6, 0.9)  # fractions of total_steps where the learning rate is multiplied by lr_decay
+    s.lr_decay = 0.1
+    s.ema_decay = 0.0  # 0 = off; evaluation, previews and exports use the EMA when on
+    return s
+
+
 def model_section(name: str, **fields: Any) -> ml_collections.ConfigDict:
     """A `config.model` holding every constructor field of registered model `name`, defaults filled in.
 

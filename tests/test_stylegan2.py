@@ -12,7 +12,7 @@ import pytest
 import scipy.signal
 from jax import lax
 
-from zoo import registry, resample, stylegan2
+from zoo import layers, registry, resample, stylegan2
 
 SMALL_G = dict(image_shape=(16, 16, 3), latent_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
 SMALL_D = dict(image_shape=(16, 16, 3), channel_base=256, channel_max=16)
@@ -22,17 +22,52 @@ def _upfirdn_1d_scipy(x: np.ndarray, taps: np.ndarray, up: int, down: int, axis:
     return np.apply_along_axis(lambda v: scipy.signal.upfirdn(taps, v, up, down), axis, x)
 
 
+@pytest.mark.parametrize("forms", ["plain", "fast"])
 @pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (1, 2), (3, 2)])
-def test_upfirdn2d_equals_scipy_upfirdn_along_both_axes(up, down):
+def test_upfirdn2d_equals_scipy_upfirdn_along_both_axes(up, down, forms):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 9, 11, 3)).astype(np.float32)
     taps = np.array([1.0, 3.0, 3.0, 1.0]) / 8.0
     f2 = np.outer(taps, taps)
     # scipy's full convolution is upfirdn2d with pads (len - 1, len - up): the zero insertion leaves up - 1 trailing zeros.
     p0, p1 = len(taps) - 1, len(taps) - up
-    got = np.asarray(resample.upfirdn2d(jnp.asarray(x), f2, up=up, down=down, pad=(p0, p1, p0, p1)))
+    with layers.use_forms(forms):
+        got = np.asarray(resample.upfirdn2d(jnp.asarray(x), f2, up=up, down=down, pad=(p0, p1, p0, p1)))
     want = _upfirdn_1d_scipy(_upfirdn_1d_scipy(x, taps, up, down, axis=1), taps, up, down, axis=2)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("up,down,taps", [(2, 1, (1.0, 3.0, 3.0, 1.0)), (1, 2, (1.0, 3.0, 3.0, 1.0)), (1, 1, (1.0, 2.0, 1.0))])
+def test_upfirdn2d_fast_form_has_the_depthwise_convs_value_and_gradient(up, down, taps):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 8, 8, 5)), jnp.float32)
+    reference = None
+    f = resample.fir_filter(taps)
+
+    def loss(x, forms):
+        with layers.use_forms(forms):
+            y = resample.upfirdn2d(x, f, up=up, down=down, pad=(2, 1, 1, 2), gain=up * up)
+        return jnp.sum(y * jnp.sin(jnp.arange(y.size, dtype=y.dtype).reshape(y.shape)))
+
+    for forms in ("plain", "fast"):
+        value, grad = jax.value_and_grad(loss)(x, forms)
+        if reference is None:
+            reference = value, grad
+        else:
+            np.testing.assert_allclose(value, reference[0], rtol=1e-5)
+            np.testing.assert_allclose(grad, reference[1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_filter_that_is_not_separable_keeps_the_depthwise_conv():
+    f = np.array([[0.0, 1.0], [1.0, 0.0]])
+    assert resample.separable_factors(f) is None
+    column, row = resample.separable_factors(resample.fir_filter())
+    np.testing.assert_allclose(np.outer(column, row), resample.fir_filter(), rtol=1e-6)
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(1, 5, 5, 2)), jnp.float32)
+    with layers.use_forms("fast"):
+        got = resample.upfirdn2d(x, f)
+    want = np.stack([scipy.signal.convolve2d(np.asarray(x)[0, :, :, c], f, mode="valid") for c in range(2)], -1)
+    np.testing.assert_allclose(np.asarray(got)[0], want, rtol=1e-5, atol=1e-6)
 
 
 def test_upsample_and_downsample_keep_a_constant_image_constant_and_halve_or_double_the_size():

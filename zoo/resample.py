@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from zoo import layers
+
 Array = jax.Array
 
 __all__ = ["BINOMIAL_4", "downsample2d", "fir_filter", "upfirdn2d", "upsample2d"]
@@ -39,6 +41,9 @@ def upfirdn2d(x: Array, f: np.ndarray, *, up: int = 1, down: int = 1, pad: tuple
 
     Output side: (H * up + y0 + y1 - fh) // down + 1 (likewise W). Each channel is filtered on
     its own (a depthwise convolution); the filter is a constant, so gradients flow to `x` only.
+    On XLA:CPU a separable filter (every `fir_filter`) is applied as two 1-D passes of strided
+    slices instead (`_taps`): StyleGAN2's 64 px step (batch 32, D, G, lazy R1 and path length) went
+    from 0.38 to about 2 steps/s on 2 cores; elsewhere the grouped conv, the vendor kernel, stays.
     """
     if up < 1 or down < 1:
         raise ValueError(f"up and down must be >= 1, got up={up}, down={down}")
@@ -46,10 +51,41 @@ def upfirdn2d(x: Array, f: np.ndarray, *, up: int = 1, down: int = 1, pad: tuple
     channels = x.shape[-1]
     x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (y0, y1 + up - 1, up - 1), (x0, x1 + up - 1, up - 1),
                                              (0, 0, 0)])
+    factors = separable_factors(f)
+    if factors is not None and layers.fast_forms_enabled():
+        column, row = factors
+        return _taps(_taps(x, column * gain, down, axis=1), row, down, axis=2)
     kernel = jnp.asarray(np.flip(f, (0, 1)) * gain, x.dtype)
     kernel = jnp.broadcast_to(kernel[:, :, None, None], kernel.shape + (1, channels))
     return lax.conv_general_dilated(x, kernel, (down, down), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                     feature_group_count=channels)
+
+
+def separable_factors(f: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(column, row) with outer(column, row) == f to float32 precision, or None when `f` is not rank one."""
+    f = np.asarray(f, np.float64)
+    u, s, vt = np.linalg.svd(f)
+    column, row = u[:, 0] * np.sqrt(s[0]), vt[0] * np.sqrt(s[0])
+    if not np.allclose(np.outer(column, row), f, rtol=1e-6, atol=1e-7 * np.abs(f).max()):
+        return None
+    return column, row
+
+
+def _taps(x: Array, taps: np.ndarray, down: int, axis: int) -> Array:
+    """A true (flipped) 1-D convolution of `x` along `axis` with constant `taps`, "VALID", keeping every `down`-th output.
+
+    XLA:CPU's fast form of the depthwise conv (`zoo.layers.fast_forms_enabled`): a sum of len(taps) strided
+    slices, each times one constant, whose gradients are pads; the grouped conv it replaces (feature_group_count =
+    channels) runs its gradients 10-30x slower there (zoo.detectors.depthwise_conv measured the same).
+    """
+    n = x.shape[axis]
+    k = len(taps)
+    out = (n - k) // down + 1
+    total = None
+    for t, weight in enumerate(np.flip(taps)):
+        part = lax.slice_in_dim(x, t, t + down * (out - 1) + 1, down, axis) * jnp.asarray(weight, x.dtype)
+        total = part if total is None else total + part
+    return total
 
 
 def upsample2d(x: Array, f: np.ndarray, up: int = 2) -> Array:

@@ -21,13 +21,15 @@ keys name the protocol (`recon/akd_64px`, `cross/motion_corr`, `truth/psnr`) and
   frames), and retrieval, the fraction of frames nearer X's centroid than Y's. Motion followed: the
   Pearson correlation of the landmark displacements since frame 0 of the output and of the driving
   clip. Baselines: `copy_source/*` (the source frame unchanged: identity kept, no motion, correlation
-  0) and `driving/*` (the driving frames: perfect motion, Y's identity).
+  0) and `driving/*` (the driving frames: perfect motion, Y's identity; Y's centroid holds these very
+  frames, so theirs is the nearest Y can be). A pair where dlib found none of X's or Y's gallery faces
+  scores no identity (`no_gallery_pairs`).
 - `truth`: synthetic people only (`data.synthetic.clips`). X's first frame animated by Y's clip is
   compared by PSNR and SSIM with `reenact_truth`, X rendered with Y's expression and pose in every
   frame and the source frame's light, and with `relative_truth`, X's source-frame parameters moved
   by Y's change since Y's frame 0, which is what relative mode's formula asks for in parameter space
-  (the two differ by X's and Y's pose difference at frame 0). Baselines: the source frame unchanged
-  and the driving frames.
+  (the two differ by X's and Y's pose difference at frame 0). Frames 1.. are scored. Baselines: the
+  source frame unchanged and the driving frames. No face detector is involved.
 
 Faces are found by dlib (`data.faces.dlib_models`; HOG detector, 68-point predictor, ResNet
 embedding) on frames upscaled (bicubic) to `ANALYSIS_SIZE` px first, and landmarks are mapped back to
@@ -37,9 +39,16 @@ faces) the HOG detector found none at 64 px without upsampling (its window is 80
 jitter under +-2 levels of pixel noise was 0.21 px (at 64 px) analysed at 64 px, 0.16 at 128 and
 0.12 at 256, hence 256. Analysis costs about 0.15 s a frame on 2 busy cores, most of it the embedding.
 A frame where dlib finds no face is left out of AKD, AED, identity and motion and counted
-(`no_face_driving`, `no_face_output`, `face_missed_rate`), never dropped silently.
+(`no_face_driving`, `no_face_output`, `face_missed_rate`, `frames_scored`, `id_frames`), never dropped
+silently; a figure with nothing to average is NaN. dlib found 16 of 32 synthetic 64 px faces (the
+synthetic smoke config's test clips), so on synthetic data `truth` is the measure and `reenact`'s face
+figures are thin.
 
-`host_evaluator(kind, make_animate)` wraps them as the family's host evaluators (`reenact`, `reenact_truth`).
+`host_evaluator(kind, make_animate)` wraps them as the family's host evaluators, one per name of KINDS:
+
+    host_evaluators={kind: reenact.host_evaluator(kind, make_animate) for kind in reenact.KINDS}
+
+where make_animate(state) returns the animate callable (train/families/reenact.py: animate_callable).
 """
 from __future__ import annotations
 
@@ -375,30 +384,34 @@ def cross_identity(animate: Animate, clips: Sequence[Clip], pairs: Sequence[tupl
     faces = DlibFaces() if faces is None else faces
     found = [faces(c.frames) for c in clips]
     parts = {"model": _Scores(), COPY: _Scores(), DRIVING: _Scores()}
+    no_gallery = 0
     for i, j in pairs:
         x, y = clips[i].label, clips[j].label
         gallery_x = [f.embeddings[1:] if k == i else f.embeddings for k, f in enumerate(found) if clips[k].label == x]
         centre_x = _centroid(gallery_x)
         centre_y = _centroid([f.embeddings for k, f in enumerate(found) if clips[k].label == y])
+        galleries = bool(np.all(np.isfinite(centre_x)) and np.all(np.isfinite(centre_y)))
+        no_gallery += not galleries
         driving = clips[j].frames
         outputs = {"model": _animated(animate, clips[i].frames[0], driving, "relative"),
                    COPY: np.broadcast_to(clips[i].frames[:1], driving.shape), DRIVING: driving}
         for name, output in outputs.items():
             scores, out_faces = parts[name], faces(output)
-            emb = out_faces.embeddings[out_faces.found].astype(np.float64)
+            scores.count("no_face_output", (~out_faces.found).sum())
+            emb = out_faces.embeddings[out_faces.found & galleries].astype(np.float64)
             to_x, to_y = np.linalg.norm(emb - centre_x, axis=-1), np.linalg.norm(emb - centre_y, axis=-1)
             scores.add("source_id_l2", to_x)
             scores.add("driving_id_l2", to_y)
             scores.add("source_id_retrieval", (to_x < to_y).astype(np.float64))
-            scores.count("frames_scored", out_faces.found.sum())
-            scores.count("no_face_output", (~out_faces.found).sum())
+            scores.count("id_frames", len(emb))
             corr, used = motion_correlation(out_faces, found[j])
             if used:
                 scores.add("motion_corr", corr)
             scores.count("motion_pairs", int(used > 0))
             scores.count("motion_frames", used)
     common = {"num_pairs": float(len(pairs)), "num_frames": float(sum(len(clips[j].frames) for _, j in pairs)),
-              "no_face_driving": float(sum((~found[j].found).sum() for _, j in pairs))}
+              "no_face_driving": float(sum((~found[j].found).sum() for _, j in pairs)),
+              "no_gallery_pairs": float(no_gallery)}
     return _finish("cross", parts, common)
 
 
@@ -465,7 +478,9 @@ def truth(animate: Animate, source: Any, pairs: Sequence[tuple[int, int]] | None
     """PSNR/SSIM of X's first frame animated by Y's clip (relative mode) against the rendered truth.
 
     source is a `SyntheticClips` (or a VideoPairs over one); pairs are (video_x, video_y) of it,
-    default `truth_pairs(source)`; max_frames > 0 scores the first that many frames of each clip.
+    default `truth_pairs(source)`; max_frames > 0 animates the first that many frames of each clip.
+    Frames 1.. are scored (num_frames counts them): frame 0 of the relative truth is the source frame
+    itself, whose PSNR, capped at 100 dB, would swamp a per-frame mean for the copy baseline.
     `truth/*` is against `reenact_truth` (Y's expression and pose, X's source light), `truth/rel_*`
     against `relative_truth`; the SSIM window is min(ssim_window, size), stated under truth/ssim_window.
     """
@@ -481,6 +496,8 @@ def truth(animate: Animate, source: Any, pairs: Sequence[tuple[int, int]] | None
         if x == synth.video_label(vy):
             raise DataError(f"reenact_truth pair {(vx, vy)}: both clips show person {x}; pair different people")
         take_y = synth.clip_indices(vy)[:max_frames or None]
+        if len(take_y) < 2:
+            raise DataError(f"reenact_truth: max_frames={max_frames}; need at least 2 frames (frame 0 drives nothing)")
         source_frame = _read(synth, synth.clip_indices(vx)[:1])[0]
         driving = _read(synth, take_y)[0]
         lighting = synth.clip(vx)[1][:1]
@@ -490,10 +507,10 @@ def truth(animate: Animate, source: Any, pairs: Sequence[tuple[int, int]] | None
                    COPY: np.broadcast_to(source_frame, driving.shape), DRIVING: driving}
         for name, output in outputs.items():
             for tag, reference in references.items():
-                psnr, ssim = _quality(output, reference, window)
+                psnr, ssim = _quality(output[1:], reference[1:], window)
                 parts[name].add(f"{tag}psnr", psnr)
                 parts[name].add(f"{tag}ssim", ssim)
-        frames += len(take_y)
+        frames += len(take_y) - 1
     common = {"num_pairs": float(len(pairs)), "num_frames": float(frames), "size_px": float(synth.size),
               "ssim_window": float(window)}
     return _finish("truth", parts, common)

@@ -514,7 +514,7 @@ class TPSDenseMotion(nn.Module):
     `num_occlusion` masks, coarse to fine, each a factor 2 apart and the finest at the image size:
     from the hourglass's finest maps while their size allows, then from UpBlocks of half the
     channels (TPSMM: 4 masks, 2 + 2 at scale 0.25). Without `multi_mask`: one mask at the
-    dense-motion size. `dropout_p` > 0 drops contribution maps (needs the "dropout" rng).
+    dense-motion size. `dropout_p` > 0, or a traced p (a schedule), drops contribution maps (needs the "dropout" rng).
     """
 
     num_tps: int = 10
@@ -553,7 +553,8 @@ class TPSDenseMotion(nn.Module):
                               name="hourglass", **kw)
         levels = hourglass(x.astype(self.dtype), train, all_levels=True)
         logits = _conv(levels[-1], self.num_tps + 1, 7, 3, "zeros", "maps", **kw).astype(jnp.float32)
-        masks = _dropout_softmax(logits, dropout_p, self.make_rng("dropout")) if dropout_p else jax.nn.softmax(logits)
+        dropout = not isinstance(dropout_p, (int, float)) or dropout_p > 0
+        masks = _dropout_softmax(logits, dropout_p, self.make_rng("dropout")) if dropout else jax.nn.softmax(logits)
         occlusion = []
         if self.multi_mask:
             below = self.num_occlusion - self.up_levels

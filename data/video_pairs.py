@@ -13,7 +13,10 @@ Each example is {"source_image", "driving_image": uint8 [H, W, C], "video", "sou
 "driving_frame", "label": int64}: the frame source's video id, the two frame numbers (as the frame
 source numbers them) and the source frame's label. A frame source's videos and frames come from its
 `frame_index` ([N, 2] (video, frame) rows) when it has one, else from its examples' "video" and
-"frame" fields; videos with a single frame give no pair and are left out (logged).
+"frame" fields; videos with a single frame give no pair and are left out (logged). Several frame specs
+joined by " + " (spaces around the plus) are one frame source (`JoinedFrames`): each part's videos and
+labels numbered on after the previous parts', so the four GRID speakers' `aligned:` videos, each its
+source's video 0, stay four videos.
 """
 from __future__ import annotations
 
@@ -29,9 +32,9 @@ from zoo.errors import DataError
 log = logging.getLogger(__name__)
 
 SPEC_FORMS = {
-    "video_pairs:[num_repeats=75;seed=0@]<frame spec>": "(source, driving) pairs of two frames of one video from "
-    "a frame source with video and frame fields (synthetic_clips:, aligned:, facecrop:, video:); V videos x "
-    "num_repeats pairs, hashed from (seed, index)",
+    "video_pairs:[num_repeats=75;seed=0@]<frame spec>[ + <frame spec>...]": "(source, driving) pairs of two frames "
+    "of one video from a frame source with video and frame fields (synthetic_clips:, aligned:, facecrop:, video:), "
+    "or several joined by ' + '; V videos x num_repeats pairs, hashed from (seed, index)",
 }
 DEFAULT_REPEATS = 75  # FOMM's num_repeats for VoxCeleb (vox-256.yaml)
 _TAG = 0x5A1
@@ -52,6 +55,44 @@ def video_frames(source: Any) -> np.ndarray:
                             f"(example {i} holds {', '.join(sorted(example))}); pair frames of {_HINT}")
         rows.append((int(example["video"]), int(example["frame"])))
     return np.asarray(rows, np.int64).reshape(-1, 2)
+
+
+class JoinedFrames:
+    """Frame sources one after another: part k's videos and labels numbered on after parts 0..k-1's."""
+
+    def __init__(self, parts: list[Any]) -> None:
+        shapes = sorted({tuple(p.info.image_shape) for p in parts})
+        if len(shapes) > 1:
+            raise DataError(f"video_pairs: the joined frame sources have frames of shapes {shapes}; give every part "
+                            "one size (e.g. size=64 on each aligned: part)")
+        self.parts = parts
+        self._starts = np.cumsum([0] + [len(p) for p in parts])
+        rows, self._video_offsets, self._label_offsets = [], [], []
+        videos = labels = 0
+        for part in parts:
+            index = video_frames(part).copy()
+            self._video_offsets.append(videos)
+            self._label_offsets.append(labels)
+            index[:, 0] += videos
+            rows.append(index)
+            videos = int(index[:, 0].max()) + 1 if len(index) else videos
+            labels += int(part.info.num_classes or 0)
+        self.frame_index = np.concatenate(rows)
+        self.frame_index.flags.writeable = False
+        self.info = SourceInfo(name=" + ".join(p.info.name for p in parts), image_shape=shapes[0],
+                               num_classes=labels or None, num_examples=int(self._starts[-1]))
+
+    def __len__(self) -> int:
+        return self.info.num_examples
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i = check_index(index, len(self))
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        example = dict(self.parts[k][i - int(self._starts[k])])
+        example["video"], example["frame"] = (np.int64(v) for v in self.frame_index[i])
+        if "label" in example:
+            example["label"] = np.int64(int(example["label"]) + self._label_offsets[k])
+        return example
 
 
 class VideoPairs:
@@ -154,5 +195,6 @@ def from_spec(rest: str, split: str, get_source: Callable[[str, str], Any]) -> V
         raise DataError(f"video_pairs:{rest}: no frame source; write video_pairs:<frame spec>, e.g. "
                         "video_pairs:synthetic_clips:ids=0-9;clips=4;frames=32 or video_pairs:aligned:clip.mp4")
     num_repeats, seed = _options(head, rest) if options_given else (DEFAULT_REPEATS, 0)
-    frames = get_source(spec, split)
+    parts = [get_source(part.strip(), split) for part in spec.split(" + ")]
+    frames = parts[0] if len(parts) == 1 else JoinedFrames(parts)
     return VideoPairs(frames, num_repeats, seed)

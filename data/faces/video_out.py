@@ -207,6 +207,7 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: flo
     """
     import imageio_ffmpeg
 
+    ffmpeg_exe()  # sets the no-fork setting before imageio-ffmpeg starts its subprocess
     path = check_output(path)
     if not 0 <= crf <= 51:
         raise DataError(f"crf={crf}: libx264 takes 0 (lossless) to 51 (worst); 18 is visually lossless")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from train.families import detect, gan, swap, vae
+from train.families import detect, gan, reenact, swap, vae
 from zoo.errors import ConfigError
 
-FAMILIES: dict[str, ModuleType] = {"vae": vae, "gan": gan, "swap": swap, "detect": detect}
+FAMILIES: dict[str, ModuleType] = {"vae": vae, "gan": gan, "swap": swap, "detect": detect, "reenact": reenact}
 
 
 def get(name: str) -> ModuleType:

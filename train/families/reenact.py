@@ -22,7 +22,8 @@ loss, as the papers' (reference part A), is the sum of
 - with `gan_weight` > 0, FOMM's LSGAN: a multi-scale patch discriminator (`zoo.reenact_discriminator`)
   on the driving frame (real) and the prediction (fake), each with the driving keypoints' heatmaps,
   (1 - D(fake))^2 times `gan_weight` plus feature matching (`feature_matching`, L1 per block), and its
-  own step "discriminator" ((1 - D(real))^2 + D(fake)^2) on the prediction of the updated reenactor.
+  own step "discriminator" ((1 - D(real))^2 + D(fake)^2) on the prediction of the updated reenactor
+  (FOMM's uses the prediction made before the update: a second forward pass here keeps the steps apart).
 
 Adam (FOMM: lr 2e-4, betas 0.5, 0.999) with the learning rate multiplied by `lr_decay` at the
 `lr_milestones` fractions of total_steps (FOMM: epochs 60 and 90 of 100); `optim.weight_decay` with

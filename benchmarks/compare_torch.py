@@ -1,6 +1,6 @@
 """A zoo training step against its PyTorch twin on this machine: time ratio JAX / PyTorch per setting.
 
-    python -m benchmarks compare_torch --model {vae_conv64,df64,df128,dcgan64,stylegan2_64} [--batch B] [--steps 30]
+    python -m benchmarks compare_torch --model {vae_conv64,df64,df128,dcgan64,stylegan2_64,fomm64} [--batch B] [--steps 30]
         [--warmup 5] [--rounds 3] [--settings eager,channels_last,compile,compile_channels_last] [--no-donate]
         [--json out.json]
 
@@ -43,7 +43,7 @@ from benchmarks.torch_step import SETTINGS, time_steps
 from benchmarks.twin_specs import SPECS, Spec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-_NETS = {"vae": ("vae",), "swap": ("swap",), "gan": ("G", "D")}
+_NETS = {"vae": ("vae",), "swap": ("swap",), "gan": ("G", "D"), "reenact": ("reenactor",)}
 _MISSING = "<missing>"
 
 
@@ -115,6 +115,8 @@ def check_spec(spec: Spec, config: Any) -> None:
                 same(f"{name}.{f.name}", fields.get(f.name, _MISSING), getattr(model, f.name))
     if spec.family == "gan":
         same("image size (data.resolution or the source's size=)", spec.image[0], image_size(config))
+    if spec.family == "reenact" and image_size(config):  # a user's extraction (vox256) states no size here
+        same("image size (data.resolution or the source's size=)", spec.image[0], image_size(config))
     if spec.family == "swap":
         same("image", spec.image, (config.model.resolution, config.model.resolution, 3))
         same("masks in both sources", spec.masks, all("masks=1" in s for s in (config.data.source, config.data.source_b)))
@@ -134,9 +136,12 @@ def jax_param_counts(spec: Spec) -> dict[str, int]:
 
 
 def synthetic_batch(spec: Spec, batch: int | None = None) -> dict[str, Any]:
-    """A host batch as the family's step receives it: uint8 images, or swap sides of [0, 1) floats (and masks)."""
+    """A host batch as the family's step receives it: uint8 images (reenact: source and driving frames), or swap
+    sides of [0, 1) floats (and masks)."""
     rng = np.random.default_rng(0)
     b, (h, w, c) = batch or spec.batch, spec.image
+    if spec.family == "reenact":
+        return {k: rng.integers(0, 256, (b, h, w, c), dtype=np.uint8) for k in ("source_image", "driving_image")}
     if spec.family != "swap":
         return {"image": rng.integers(0, 256, (b, h, w, c), dtype=np.uint8)}
 

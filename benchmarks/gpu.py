@@ -1,6 +1,6 @@
 """The zoo's default training steps on one GPU, in float32 and bfloat16: images/s, MFU, peak memory.
 
-    python -m benchmarks gpu [--models vae_conv64,df64,df128,dcgan64] [--dtypes float32,bfloat16]
+    python -m benchmarks gpu [--models vae_conv64,df64,df128,dcgan64,fomm64] [--dtypes float32,bfloat16]
         [--forms plain,fast] [--forms-models df64,dcgan64] [--batch-scale 1 | --batch N]
         [--steps 30] [--warmup 5] [--budget-s 280] [--peak-tflops T] [--json out.json]
 
@@ -23,6 +23,15 @@ cycle; `--steps` and `--warmup` are rounded up to whole cycles. Its "float32" ru
 own precision, the 4 highest resolutions in bfloat16 with conv_clamp 256 (NVIDIA's fp16 setting,
 the one behind its 12.53 s/kimg on one A100), "bfloat16" every resolution; `precision` says which.
 ADA is off in both, as in the config's default variant.
+
+FOMM (`--models fomm256`, `gpu.sh`'s third call): the published 256 px networks of
+`configs/reenact_fomm_vox256.py` (59.8M parameters) at its batch of 40 pairs, one step of the reenact
+family (three keypoint-detector passes, dense motion, generator, the anti-aliased reconstruction pyramid
+and both equivariance terms); images/s counts reconstructed driving frames (one per pair). The
+reconstruction is L1 + DSSIM at FOMM's four scales, not the config's VGG19 pyramid (no VGG19 file on
+the device), so the VGG19 forward and backward are not in the time. "bfloat16" computes the convs in
+bfloat16; heatmap softmaxes, keypoints, Jacobians, sampling grids and the losses stay float32 (the zoo
+casts them), and parameters stay float32.
 
 `zoo.layers` has two forms of its convs and dense layers: XLA:CPU's custom-VJP ("fast") forms and
 plain `lax` convolutions with JAX's autodiff ("plain"), which the zoo uses on GPU/TPU because the
@@ -54,6 +63,16 @@ BF16_DENSE_PEAK_TFLOPS = {
     "NVIDIA H200": 989.4,
     "NVIDIA A100": 312.0,
 }
+
+
+# Steps the default run leaves out: StyleGAN2's (gpu.sh times paper256 in a call of its own) and the 256 px
+# FOMM (likewise); each of those calls takes most of a device session's 5 minutes.
+LARGE = ("stylegan2_64", "stylegan2_256", "fomm256")
+
+
+def default_models() -> list[str]:
+    """The steps a plain `python -m benchmarks gpu` times: every spec but those in `LARGE`."""
+    return [m for m in SPECS if m not in LARGE]
 
 
 def peak_tflops(device_kind: str, override: float) -> float | None:
@@ -142,8 +161,8 @@ def summarise(result: dict[str, Any], peak: float | None) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(m for m in SPECS if not m.startswith("stylegan2")),
-                        help=f"steps to time, from {','.join(SPECS)} (default: all but StyleGAN2's)")
+    parser.add_argument("--models", default=",".join(default_models()),
+                        help=f"steps to time, from {','.join(SPECS)} (default: all but {', '.join(LARGE)})")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--forms", default="plain,fast", help="zoo.layers forms to time the --forms-models steps in")
     parser.add_argument("--forms-models", default="df64,dcgan64", help="steps timed in every --forms entry")

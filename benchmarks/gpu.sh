@@ -4,7 +4,9 @@
 # Writes $OUT/gpu.json (runs/gpu.json without $OUT) within about 5 minutes: every default step in
 # float32 and bfloat16, images/s, MFU against the card's dense bf16 peak, peak device memory; then
 # $OUT/gpu_stylegan2.json within about 5 more: StyleGAN2 at 256 px (paper256, batch 64) in the
-# config's precision (4 highest resolutions bf16) and all-bf16, with s/kimg (NVIDIA: 12.53 on one A100).
+# config's precision (4 highest resolutions bf16) and all-bf16, with s/kimg (NVIDIA: 12.53 on one A100);
+# then $OUT/gpu_fomm.json: FOMM's published 256 px networks (batch 40) in bfloat16 and float32, steps/s
+# and images/s (L1 + DSSIM pyramid in place of VGG19, whose weights are not on the device).
 # DF-64 and DCGAN-64 run first in both zoo.layers forms (plain lax convs, the zoo's GPU default, and
 # the XLA:CPU custom-VJP forms); "forms_comparison" gives fast/plain images/s, which decides
 # whether GPUs keep the plain forms (`--forms`, `--forms-models` choose otherwise).
@@ -26,3 +28,4 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -m benchmarks gpu --json "$out/gpu.json" "$@"
 python3 -m benchmarks gpu --models stylegan2_256 --dtypes float32,bfloat16 --json "$out/gpu_stylegan2.json"
+python3 -m benchmarks gpu --models fomm256 --dtypes bfloat16,float32 --json "$out/gpu_fomm.json"

@@ -13,6 +13,8 @@ extra: nothing else imports torch). Each twin builds its nets from an entry of
 | stylegan2_64  | configs/stylegan2_synthetic_faces.py, ADA off    | 32          | Adam 0.0025 (0, 0.99), lazy-scaled  | G 275,144, D 296,401       |
 |               |   (stylegan2_g, stylegan2_d)                     |             |   per net: D x 16/17, G x 4/5       |                            |
 | stylegan2_256 | configs/stylegan2_ffhq256.py (paper256)          | 64          | the same                            | G 24,767,458, D 24,001,089 |
+| fomm64        | configs/reenact_fomm_synthetic.py (fomm)         | 16 pairs    | Adam 2e-4, b1 0.5                   | 720,871                    |
+| fomm256       | configs/reenact_fomm_vox256.py, no VGG19 (fomm)  | 40 pairs    | the same                            | 59,790,759                 |
 
 | twin          | model fields, input                                                    | step and loss                                     |
 |---------------|------------------------------------------------------------------------|---------------------------------------------------|
@@ -27,6 +29,11 @@ extra: nothing else imports torch). Each twin builds its nets from an entry of
 |               |   64x64x3, x-flipped reals                                             |   EMA), path length every 4 on half the batch     |
 | stylegan2_256 | z = w 512, 8 mapping layers, channel_base 16384, max 512, clamp 256;   | the same, R1 gamma 1; the twin computes in        |
 |               |   D mbstd 8; 256x256x3 (FLOP count and GPU benchmark only)             |   float32 where the zoo has bf16 top resolutions  |
+| fomm64        | CPU preset: 10 keypoints + Jacobians, kp/dm hourglasses 16..256 of 3   | kp(S), kp(D), dense motion, generator, kp(T D);   |
+|               |   blocks at 1/4 scale, generator 16..128, 2 down, 2 ResBlocks,         |   10 (L1 + DSSIM) over the 1, 1/2, 1/4, 1/8       |
+|               |   batch norm; (source, driving) uint8 pairs, 64x64x3                   |   pyramid, 10 equivariance value, 10 Jacobian     |
+| fomm256       | FOMM's vox-256 networks (kp 32..1024 of 5 blocks, dm 64..1024 of 5,    | the same with the config's VGG19 pyramid replaced |
+|               |   generator 64..512, 6 ResBlocks); 256x256x3 (FLOPs and GPU only)      |   by L1 + DSSIM (no VGG19 file on the device)     |
 
 StyleGAN2's twin (`StyleGAN2Twin`) runs the GAN family's schedule: each `step` is one trainer step
 (D and G always, lazy R1 when count % 16 == 0, path length when count % 4 == 0), so the timed
@@ -53,13 +60,25 @@ What differs from the JAX models, none of it changing shapes, parameter counts o
   from per-example JAX keys); `num_bf16_res` is ignored (float32 throughout); D's epilogue FC reads
   NCHW-flattened features.
 
+FOMM's twin (`FOMMTwin`, `FOMM`) is written from zoo/reenact.py, zoo/warp.py and
+train/families/reenact.py, not from FOMM's repository: its random warp T is drawn from torch's
+generator (the zoo keys one per example), the warp's Jacobian is in closed form (the zoo's by
+`jax.jacfwd`), sampling is `F.grid_sample(..., align_corners=True)` (zeros in the models,
+reflection for T D) as `zoo.warp.grid_sample`, the anti-aliasing blur a strided depthwise conv
+(the zoo's a matrix product); the learning-rate milestones (60% and 90% of total_steps) are not
+applied, as no benchmark reaches them. A test puts the twin's weights into the zoo's model and
+compares the training pass, the keypoints and Jacobians, and the loss.
+
 FLOPs (`FLOP_CONVENTION`): the MACs of every Conv2d, ConvTranspose2d and Linear call of a forward
 pass (and of the functional conv/linear calls of StyleGAN2's twin, its demodulation's
 [B, I] x [I, O] product included), read from shapes; a forward pass costs 2 x MACs, one with the
 input gradient 4 x, one with input and weight gradients 6 x (the first layer's unneeded input
-gradient included), a double backward (R1, path length) 12 x. SSIM filters, StyleGAN2's depthwise
-[1, 3, 3, 1] FIR resampling filters, norms, activations and optimisers are not counted; a test
-checks the StyleGAN2 counts against the convs and products of the zoo models' traced forward.
+gradient included), a double backward (R1, path length) 12 x. FOMM's forward is the whole training
+pass per (source, driving) pair (three keypoint-detector calls, dense motion, generator), 6 x.
+SSIM filters, StyleGAN2's depthwise [1, 3, 3, 1] FIR resampling filters, FOMM's anti-aliasing blurs,
+grid sampling, heatmap and flow sums, norms, activations and optimisers are not counted; tests
+check the StyleGAN2 counts against the convs and products of the zoo models' traced forward, and
+FOMM's against the convs of the family's traced training pass.
 """
 from __future__ import annotations
 
@@ -74,10 +93,13 @@ from benchmarks.twin_specs import SPECS, Spec
 
 FLOP_CONVENTION = ("conv/dense MACs from shapes; forward = 2 x MACs, forward + input gradient = 4 x, "
                    "forward + input and weight gradients = 6 x, double backward (R1, path length) = 12 x; "
-                   "SSIM and FIR resampling filters, norms, activations, optimiser not counted")
+                   "SSIM, FIR resampling and anti-aliasing filters, grid sampling, norms, activations, "
+                   "optimiser not counted")
 # Forward-pass multiples per net and step: VAE and swap train one net; DCGAN's D step runs G forward and
 # D forward-backward on the real and the fake batch, its G step G forward-backward and D forward + input grad.
-PASSES: dict[str, dict[str, int]] = {"vae": {"vae": 3}, "swap": {"swap": 3}, "gan": {"G": 1 + 3, "D": 3 + 3 + 2}}
+PASSES: dict[str, dict[str, int]] = {"vae": {"vae": 3}, "swap": {"swap": 3}, "gan": {"G": 1 + 3, "D": 3 + 3 + 2},
+                                      "reenact": {"reenactor": 3}}
+_EXAMPLES = {"swap": "an A/B pair", "reenact": "a (source, driving) pair"}
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh, "relu": F.relu, "silu": F.silu, "elu": F.elu, "leaky_relu": F.leaky_relu}
 
@@ -939,7 +961,360 @@ class StyleGAN2Twin(_GANTwinBase):
         self.count += 1
 
 
-_TWINS: dict[str, type[Twin]] = {"vae": VAETwin, "swap": SwapTwin, "gan": GANTwin}
+# ---------------------------------------------------------------------------------------------------
+# FOMM (zoo.reenact's `fomm`, the reenact family's step)
+
+
+def coordinate_grid(h: int, w: int, device: torch.device | None = None) -> Tensor:
+    """zoo.warp.make_coordinate_grid: [h, w, 2] (x, y) of pixel centres from -1 to 1, grid_sample's align_corners grid."""
+    x, y = torch.linspace(-1.0, 1.0, w, device=device), torch.linspace(-1.0, 1.0, h, device=device)
+    return torch.stack(torch.meshgrid(x, y, indexing="xy"), -1)
+
+
+def antialias_downsample(x: Tensor, scale: float) -> Tensor:
+    """zoo.warp.antialias_downsample: FOMM's Gaussian blur (zero padding) then every (1/scale)-th pixel from pixel 0.
+
+    The blur is strided separable depthwise convs (sigma (1/scale - 1) / 2, 2 round(4 sigma) + 1 taps).
+    """
+    if scale == 1:
+        return x
+    stride = round(1 / scale)
+    sigma = (stride - 1) / 2
+    size = 2 * round(sigma * 4) + 1
+    taps = gaussian(size, sigma).to(x.device, x.dtype)
+    c, pad = x.shape[1], (size - 1) // 2
+    x = F.conv2d(x, taps.view(1, 1, size, 1).expand(c, 1, size, 1), stride=(stride, 1), padding=(pad, 0), groups=c)
+    return F.conv2d(x, taps.view(1, 1, 1, size).expand(c, 1, 1, size), stride=(1, stride), padding=(0, pad), groups=c)
+
+
+def kp2gaussian(kp: Tensor, h: int, w: int, variance: float) -> Tensor:
+    """zoo.warp.kp2gaussian, channels first: kp [B, K, 2] -> [B, K, h, w] maps exp(-|z - kp|^2 / (2 variance))."""
+    diff = coordinate_grid(h, w, kp.device)[None, None] - kp[:, :, None, None, :]
+    return torch.exp(-0.5 * diff.square().sum(-1) / variance)
+
+
+def resize_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
+    """A flow [B, h, w, 2] resized bilinearly with align_corners (zoo.warp.resize_bilinear); the same size returns it."""
+    if tuple(flow.shape[1:3]) == tuple(size):
+        return flow
+    return F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
+
+
+def deform(x: Tensor, flow: Tensor) -> Tensor:
+    """zoo.reenact.deform: x [B, C, H, W] sampled at the flow resized to H x W, bilinear, zeros, align_corners."""
+    return F.grid_sample(x, resize_flow(flow, tuple(x.shape[2:])), align_corners=True)
+
+
+class _SameBlock(nn.Module):
+    """zoo.reenact.SameBlock: conv (kernel k, same size) -> BatchNorm -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3) -> None:
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(cin, cout, kernel, padding=kernel // 2), nn.BatchNorm2d(cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
+class _DownBlock(_SameBlock):
+    """zoo.reenact.DownBlock: 3x3 conv -> BatchNorm -> ReLU -> 2x2 average pool."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(super().forward(x), 2)
+
+
+class _UpBlock(_SameBlock):
+    """zoo.reenact.UpBlock: nearest 2x upsampling -> 3x3 conv -> BatchNorm -> ReLU."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class _ResBlock(nn.Module):
+    """zoo.reenact.ResBlock: BN -> ReLU -> 3x3 conv -> BN -> ReLU -> 3x3 conv, plus the input."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.BatchNorm2d(ch), nn.Conv2d(ch, ch, 3, padding=1)
+        self.norm2, self.conv2 = nn.BatchNorm2d(ch), nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.relu(self.norm2(self.conv1(F.relu(self.norm1(x))))))
+
+
+class _Hourglass(nn.Module):
+    """zoo.reenact.Hourglass: DownBlocks to min(max, be 2^(i+1)), UpBlocks back, each concatenated with its skip."""
+
+    def __init__(self, cin: int, block_expansion: int, max_features: int, num_blocks: int) -> None:
+        super().__init__()
+
+        def width(i: int) -> int:
+            return min(max_features, block_expansion * 2**i)
+
+        self.down = nn.ModuleList(_DownBlock(cin if i == 0 else width(i), width(i + 1)) for i in range(num_blocks))
+        self.up = nn.ModuleList(_UpBlock(width(i + 1) * (1 if i == num_blocks - 1 else 2), width(i))
+                                for i in range(num_blocks))  # the zoo's up{i}, run deepest first
+        self.out_channels = block_expansion + cin
+
+    def forward(self, x: Tensor) -> Tensor:
+        skips = [x]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        out = skips.pop()
+        for block in reversed(self.up):
+            out = torch.cat([block(out), skips.pop()], 1)
+        return out
+
+
+class _KeypointDetector(nn.Module):
+    """zoo.reenact.KeypointDetector: anti-aliased input, hourglass, 7x7 heatmap conv, softmax at a temperature,
+    expected coordinates; the 7x7 Jacobian conv initialised to the identity, pooled with the heatmap weights."""
+
+    def __init__(self, colors: int, num_kp: int, block_expansion: int, max_features: int, num_blocks: int,
+                 scale_factor: float, temperature: float, estimate_jacobian: bool, padding: int) -> None:
+        super().__init__()
+        self.scale, self.temperature = scale_factor, temperature
+        self.predictor = _Hourglass(colors, block_expansion, max_features, num_blocks)
+        self.kp = nn.Conv2d(self.predictor.out_channels, num_kp, 7, padding=padding)
+        self.jacobian = None
+        if estimate_jacobian:
+            self.jacobian = nn.Conv2d(self.predictor.out_channels, 4 * num_kp, 7, padding=padding)
+            with torch.no_grad():
+                self.jacobian.weight.zero_()
+                self.jacobian.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0]).repeat(num_kp))
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Images [B, C, H, W] in [0, 1] -> {"value": [B, K, 2], "jacobian": [B, K, 2, 2]}."""
+        features = self.predictor(antialias_downsample(x, self.scale))
+        logits = self.kp(features)
+        b, k, h, w = logits.shape
+        heatmap = F.softmax(logits.flatten(2) / self.temperature, -1).view(b, k, h, w)
+        out = {"value": torch.einsum("bkhw,hwc->bkc", heatmap, coordinate_grid(h, w, x.device))}
+        if self.jacobian is not None:
+            maps = self.jacobian(features).view(b, k, 4, h, w)
+            out["jacobian"] = torch.einsum("bkhw,bkfhw->bkf", heatmap, maps).view(b, k, 2, 2)
+        return out
+
+
+def sparse_motions(h: int, w: int, kp_source: dict[str, Tensor], kp_driving: dict[str, Tensor]) -> Tensor:
+    """zoo.reenact.sparse_motions: [B, K+1, h, w, 2], slot 0 the identity, slot k kp_s + J_s J_d^-1 (z - kp_d)."""
+    grid = coordinate_grid(h, w, kp_driving["value"].device)
+    z = grid[None, None] - kp_driving["value"][:, :, None, None, :]
+    if "jacobian" in kp_driving and "jacobian" in kp_source:
+        jac = kp_source["jacobian"] @ torch.linalg.inv(kp_driving["jacobian"])
+        z = torch.einsum("bkij,bkhwj->bkhwi", jac, z)
+    motions = z + kp_source["value"][:, :, None, None, :]
+    return torch.cat([grid.expand(motions.shape[0], 1, h, w, 2), motions], 1)
+
+
+class _DenseMotion(nn.Module):
+    """zoo.reenact.DenseMotion: per slot the heatmap difference and the source moved by that motion, an hourglass,
+    7x7 convs to K+1 softmax masks (the flow is their mix of the motions) and a sigmoid occlusion map."""
+
+    def __init__(self, colors: int, num_kp: int, block_expansion: int, max_features: int, num_blocks: int,
+                 scale_factor: float, kp_variance: float, estimate_occlusion: bool) -> None:
+        super().__init__()
+        self.scale, self.variance = scale_factor, kp_variance
+        self.hourglass = _Hourglass((num_kp + 1) * (colors + 1), block_expansion, max_features, num_blocks)
+        self.mask = nn.Conv2d(self.hourglass.out_channels, num_kp + 1, 7, padding=3)
+        self.occlusion = nn.Conv2d(self.hourglass.out_channels, 1, 7, padding=3) if estimate_occlusion else None
+
+    def forward(self, source: Tensor, kp_source: dict[str, Tensor], kp_driving: dict[str, Tensor]
+                ) -> tuple[Tensor, Tensor | None]:
+        """-> (flow [B, h, w, 2] in source coordinates, occlusion [B, 1, h, w] or None)."""
+        source = antialias_downsample(source, self.scale)
+        b, c, h, w = source.shape
+        heat = kp2gaussian(kp_driving["value"], h, w, self.variance) - kp2gaussian(kp_source["value"], h, w,
+                                                                                   self.variance)
+        heat = torch.cat([heat.new_zeros(b, 1, h, w), heat], 1)
+        motions = sparse_motions(h, w, kp_source, kp_driving)
+        s = motions.shape[1]
+        moved = F.grid_sample(source, motions.reshape(b, s * h, w, 2), align_corners=True).view(b, c, s, h, w)
+        slots = torch.cat([heat[:, :, None], moved.transpose(1, 2)], 2).reshape(b, s * (c + 1), h, w)
+        features = self.hourglass(slots)
+        masks = F.softmax(self.mask(features), 1)
+        flow = torch.einsum("bshwt,bshw->bhwt", motions, masks)
+        return flow, (torch.sigmoid(self.occlusion(features)) if self.occlusion is not None else None)
+
+
+class _Generator(nn.Module):
+    """zoo.reenact.Generator: 7x7 SameBlock, DownBlocks, warp by the flow, times occlusion, ResBlocks, UpBlocks,
+    7x7 conv, sigmoid."""
+
+    def __init__(self, colors: int, block_expansion: int, max_features: int, num_down_blocks: int,
+                 num_bottleneck_blocks: int) -> None:
+        super().__init__()
+
+        def width(i: int) -> int:
+            return min(max_features, block_expansion * 2**i)
+
+        self.first = _SameBlock(colors, block_expansion, 7)
+        self.down = nn.ModuleList(_DownBlock(block_expansion if i == 0 else width(i), width(i + 1))
+                                  for i in range(num_down_blocks))
+        self.res = nn.ModuleList(_ResBlock(width(num_down_blocks)) for _ in range(num_bottleneck_blocks))
+        self.up = nn.ModuleList(_UpBlock(width(i + 1), width(i)) for i in range(num_down_blocks))  # run deepest first
+        self.final = nn.Conv2d(width(0), colors, 7, padding=3)
+
+    def forward(self, source: Tensor, flow: Tensor, occlusion: Tensor | None) -> Tensor:
+        out = self.first(source)
+        for block in self.down:
+            out = block(out)
+        out = deform(out, flow)
+        if occlusion is not None:
+            size = tuple(out.shape[2:])
+            out = out * (occlusion if tuple(occlusion.shape[2:]) == size else
+                         F.interpolate(occlusion, size=size, mode="bilinear", align_corners=True))
+        for block in [*self.res, *reversed(self.up)]:
+            out = block(out)
+        return torch.sigmoid(self.final(out))
+
+
+class FOMM(nn.Module):
+    """zoo.reenact's `fomm` (Reenactor with motion "fomm", norm "batch"): keypoint detector, dense motion, generator.
+
+    `forward` is the reenact family's training pass (`_training_pass`): keypoints of the source and
+    the driving frame, the source animated to the driving keypoints, keypoints of the warped frame.
+    """
+
+    def __init__(self, image: tuple[int, int, int], motion: str, num_kp: int, kp_scale_factor: float,
+                 kp_block_expansion: int, kp_max_features: int, kp_num_blocks: int, kp_padding: int,
+                 temperature: float, estimate_jacobian: bool, dm_block_expansion: int, dm_max_features: int,
+                 dm_num_blocks: int, dm_scale_factor: float, kp_variance: float, estimate_occlusion: bool,
+                 gen_block_expansion: int, gen_max_features: int, gen_num_down_blocks: int,
+                 gen_num_bottleneck_blocks: int, norm: str, background_affine: bool = False, multi_mask: bool = False,
+                 **tps_fields: Any) -> None:
+        super().__init__()
+        if motion != "fomm" or norm != "batch" or background_affine or multi_mask:
+            raise NotImplementedError("the reenactment twin is FOMM's (motion 'fomm', batch norm); TPSMM has none")
+        colors = image[2]
+        self.kp_detector = _KeypointDetector(colors, num_kp, kp_block_expansion, kp_max_features, kp_num_blocks,
+                                             kp_scale_factor, temperature, estimate_jacobian, kp_padding)
+        self.dense_motion = _DenseMotion(colors, num_kp, dm_block_expansion, dm_max_features, dm_num_blocks,
+                                         dm_scale_factor, kp_variance, estimate_occlusion)
+        self.generator = _Generator(colors, gen_block_expansion, gen_max_features, gen_num_down_blocks,
+                                    gen_num_bottleneck_blocks)
+
+    def forward(self, source: Tensor, driving: Tensor, transformed: Tensor) -> dict[str, Any]:
+        """-> {"prediction" [B, C, H, W], "kp_driving", "kp_transformed"}, frames [B, C, H, W] in [0, 1]."""
+        kp_source, kp_driving = self.kp_detector(source), self.kp_detector(driving)
+        flow, occlusion = self.dense_motion(source, kp_source, kp_driving)
+        prediction = self.generator(source, flow, occlusion)
+        return {"prediction": prediction, "kp_driving": kp_driving, "kp_transformed": self.kp_detector(transformed)}
+
+
+_RANDOM_TPS_EPS = 1e-6
+
+
+def random_tps(batch: int, sigma_affine: float, sigma_tps: float, points: int, device: torch.device | None = None
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """zoo.warp.random_tps from torch's generator: theta [B, 2, 3] = [I | 0] + N(0, sigma_affine), control points
+    [P, 2] on a points x points grid, radial weights [B, P] ~ N(0, sigma_tps)."""
+    theta = torch.eye(2, 3, device=device) + sigma_affine * torch.randn(batch, 2, 3, device=device)
+    control = coordinate_grid(points, points, device).reshape(-1, 2)
+    return theta, control, sigma_tps * torch.randn(batch, points * points, device=device)
+
+
+def random_tps_warp(t: tuple[Tensor, Tensor, Tensor], coords: Tensor) -> Tensor:
+    """zoo.warp.random_tps_warp: theta [z; 1] plus sum_p w_p d_p^2 log(d_p + 1e-6) on both axes, d_p the L1 distance."""
+    theta, control, params = t
+    out = torch.einsum("bij,bnj->bni", theta[:, :, :2], coords) + theta[:, None, :, 2]
+    d = (coords[:, :, None, :] - control).abs().sum(-1)
+    return out + (d.square() * torch.log(d + _RANDOM_TPS_EPS) * params[:, None, :]).sum(-1, keepdim=True)
+
+
+def random_tps_jacobian(t: tuple[Tensor, Tensor, Tensor], coords: Tensor) -> Tensor:
+    """d warp / d z at coords [B, N, 2] -> [B, N, 2, 2] (row i: output i), in closed form: theta's block plus the
+    radial term's gradient sum_p w_p (2 d log(d + eps) + d^2 / (d + eps)) sign(z - c_p) in both rows."""
+    theta, control, params = t
+    offset = coords[:, :, None, :] - control
+    d = offset.abs().sum(-1)
+    slope = params[:, None, :] * (2 * d * torch.log(d + _RANDOM_TPS_EPS) + d.square() / (d + _RANDOM_TPS_EPS))
+    radial = torch.einsum("bnp,bnpj->bnj", slope, torch.sign(offset))
+    return theta[:, None, :, :2] + radial[:, :, None, :]
+
+
+def random_tps_frame(t: tuple[Tensor, Tensor, Tensor], frame: Tensor) -> Tensor:
+    """zoo.warp.random_tps_frame: frame [B, C, H, W] sampled at the warped identity grid, reflection padding."""
+    b, _, h, w = frame.shape
+    grid = coordinate_grid(h, w, frame.device).reshape(1, h * w, 2).expand(b, h * w, 2)
+    warped = random_tps_warp(t, grid).reshape(b, h, w, 2)
+    return F.grid_sample(frame, warped, padding_mode="reflection", align_corners=True)
+
+
+def dssim_window(side: int) -> int:
+    """train.families.reenact.dssim_window: odd, (side // 2) | 1 clipped to [3, 11], never above the side."""
+    return min(side, 11, max(3, (side // 2) | 1))
+
+
+class FOMMTwin(Twin):
+    """The reenact family's step for `fomm`: FOMM's training losses on (source, driving) pairs, one Adam update.
+
+    Per step: FOMM's random warp T per example (`random_tps`, torch's generator), the driving frame
+    warped by it (reflection padding), the training pass (`FOMM.forward`, batch norm in train mode
+    for each of its three keypoint-detector calls), then `l1_weight` L1 + `dssim_weight` DSSIM over the
+    anti-aliased pyramid at `scales` (window `dssim_window` of each map), `equivariance_value`
+    |kp(D) - T(kp(T D))| and `equivariance_jacobian` |I - J(D)^-1 J_T J(T D)|, averaged as the family.
+    """
+
+    LOSSES = ("_loss",)
+
+    def __init__(self, spec: Spec, channels_last: bool = False, compile: bool = False) -> None:
+        hp = spec.hparams
+        if hp["vgg_weights"] or hp["gan_weight"] or hp["ema_decay"] or spec.optim.get("weight_decay"):
+            raise NotImplementedError("the FOMM twin is the L1 + DSSIM pyramid and equivariance step, no VGG19, GAN, "
+                                      "EMA or weight decay")
+        super().__init__(spec, channels_last, compile)
+        side = spec.image[0]
+        self.windows = [gaussian(dssim_window(math.ceil(side * s)), 1.5) for s in hp["scales"]]
+
+    def build(self) -> dict[str, nn.Module]:
+        return {"reenactor": FOMM(self.spec.image, **self.spec.fields)}
+
+    def batch(self, size: int | None = None) -> dict[str, Any]:
+        h, w, c = self.spec.image
+        shape = (size or self.spec.batch, c, h, w)
+        return {"source_image": self._images(shape, torch.uint8), "driving_image": self._images(shape, torch.uint8)}
+
+    def _warp(self, batch: int) -> tuple[Tensor, Tensor, Tensor]:
+        hp = self.spec.hparams
+        return random_tps(batch, hp["sigma_affine"], hp["sigma_tps"], hp["points_tps"])
+
+    def inputs(self, batch: dict[str, Any]) -> dict[str, tuple[Tensor, ...]]:
+        source, driving = (batch[k].float() / 255.0 for k in ("source_image", "driving_image"))
+        return {"reenactor": (source, driving, random_tps_frame(self._warp(source.shape[0]), driving))}
+
+    def _recon(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """train.families.reenact.l1_dssim_pyramid, averaged over the batch."""
+        hp = self.spec.hparams
+        total = prediction.new_zeros(prediction.shape[0])
+        for scale, kernel in zip(hp["scales"], self.windows):
+            p, t = antialias_downsample(prediction, scale), antialias_downsample(target, scale)
+            total = total + hp["l1_weight"] * (p - t).abs().mean((1, 2, 3))
+            if hp["dssim_weight"]:
+                total = total + hp["dssim_weight"] * dssim(p, t, kernel)
+        return total.mean()
+
+    def _loss(self, source_pixels: Tensor, driving_pixels: Tensor) -> Tensor:
+        hp = self.spec.hparams
+        source, driving = source_pixels.float() / 255.0, driving_pixels.float() / 255.0
+        t = self._warp(source.shape[0])
+        out = self.nets["reenactor"](source, driving, random_tps_frame(t, driving))
+        kp_d, kp_t = out["kp_driving"], out["kp_transformed"]
+        loss = self._recon(out["prediction"], driving)
+        loss = loss + hp["equivariance_value"] * (kp_d["value"] - random_tps_warp(t, kp_t["value"])).abs().mean()
+        if "jacobian" in kp_d and hp["equivariance_jacobian"]:
+            moved = random_tps_jacobian(t, kp_t["value"]) @ kp_t["jacobian"]
+            product = torch.linalg.inv(kp_d["jacobian"]) @ moved
+            loss = loss + hp["equivariance_jacobian"] * (torch.eye(2, device=product.device) - product).abs().mean()
+        return loss
+
+    def step(self, batch: dict[str, Any]) -> None:
+        self.loss(batch["source_image"], batch["driving_image"]).backward()
+        self._update("reenactor")
+        self.count += 1
+
+
+_TWINS: dict[str, type[Twin]] = {"vae": VAETwin, "swap": SwapTwin, "gan": GANTwin, "reenact": FOMMTwin}
 
 
 def make(name: str | Spec, channels_last: bool = False, compile: bool = False) -> Twin:
@@ -1020,5 +1395,5 @@ def step_flops(name: str, batch: int = 0) -> dict[str, Any]:
     macs = {k: forward_macs(net, *inputs[k]) for k, net in twin.nets.items()}
     flops = (batch or spec.batch) * sum(2 * macs[k] * n for k, n in PASSES[spec.family].items())
     return {"convention": FLOP_CONVENTION, "forward_macs_per_example": macs,
-            "example": "an A/B pair" if spec.family == "swap" else "an image", "forward_passes": PASSES[spec.family],
+            "example": _EXAMPLES.get(spec.family, "an image"), "forward_passes": PASSES[spec.family],
             "flops_per_step": flops, "gflop_per_step": round(flops / 1e9, 3)}

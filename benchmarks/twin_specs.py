@@ -78,6 +78,24 @@ def _stylegan2_nets(base: int, cmax: int, latent: int, mapping: int, mbstd: int,
 
 
 _SG64_G, _SG64_D = _stylegan2_nets(1024, 64, 64, 2, 4, 0, 0.0)
+
+# Every field of the `fomm` model (zoo.reenact.Reenactor's defaults: FOMM's vox-256 networks), and the
+# 64 px CPU preset (zoo.reenact.CPU_PRESETS["fomm"], configs/reenact_fomm_synthetic.py).
+_FOMM = dict(motion="fomm", num_kp=10, kp_scale_factor=0.25, kp_block_expansion=32, kp_max_features=1024,
+             kp_num_blocks=5, kp_padding=0, temperature=0.1, estimate_jacobian=True, kp_widths=(64, 128, 256, 512),
+             kp_stages=(2, 2, 2, 2), background_affine=False, dm_block_expansion=64, dm_max_features=1024,
+             dm_num_blocks=5, dm_scale_factor=0.25, kp_variance=0.01, estimate_occlusion=True, multi_mask=False,
+             tps_regularization=0.01, gen_block_expansion=64, gen_max_features=512, gen_num_down_blocks=2,
+             gen_num_bottleneck_blocks=6, norm="batch")
+_FOMM_64 = dict(_FOMM, kp_block_expansion=16, kp_max_features=256, kp_num_blocks=3, dm_block_expansion=16,
+                dm_max_features=256, dm_num_blocks=3, gen_block_expansion=16, gen_max_features=128,
+                gen_num_bottleneck_blocks=2)
+# sections.reenact()'s losses as FOMM's configs set them, GAN off; the learning-rate milestones (60% and
+# 90% of total_steps) lie far beyond any benchmark's steps, so the twin keeps the first rate.
+_FOMM_ADAM = dict(_ADAM, learning_rate=2e-4, b1=0.5, weight_decay=0.0)
+_REENACT = dict(scales=(1.0, 0.5, 0.25, 0.125), vgg_weights="", l1_weight=10.0, dssim_weight=10.0,
+                equivariance_value=10.0, equivariance_jacobian=10.0, sigma_affine=0.05, sigma_tps=0.005, points_tps=5,
+                gan_weight=0.0, ema_decay=0.0, dropout_steps=0, lr_milestones=(0.6, 0.9), lr_decay=0.1)
 _SG256_G, _SG256_D = _stylegan2_nets(16384, 512, 512, 8, 8, 4, 256.0)
 
 SPECS: dict[str, Spec] = {
@@ -114,4 +132,12 @@ SPECS: dict[str, Spec] = {
         "gan", "configs/stylegan2_ffhq256.py", "stylegan2_g", _SG256_G, (256, 256, 3), 64,
         dict(_ADAM, learning_rate=0.0025, b1=0.0, b2=0.99),
         dict(_STYLEGAN2, r1_gamma=1.0, ema_half_life_images=20_000.0, ema_rampup=0.0), disc=_SG256_D),
+    "fomm64": Spec(
+        "reenact", "configs/reenact_fomm_synthetic.py", "fomm", _FOMM_64, (64, 64, 3), 16, _FOMM_ADAM, _REENACT),
+    # For the GPU benchmark (JAX side) and its FLOP count: the published networks at 256 px and batch 40
+    # (vox-256.yaml). The reconstruction is L1 + DSSIM at FOMM's four scales, not the config's VGG19
+    # pyramid: no VGG19 file travels to the device, so the VGG19 forward and backward are not timed.
+    "fomm256": Spec(
+        "reenact", "configs/reenact_fomm_vox256.py", "fomm", _FOMM, (256, 256, 3), 40, _FOMM_ADAM, _REENACT,
+        overrides={"reenact.vgg_weights": ""}),
 }

@@ -66,7 +66,9 @@ def test_forward_shapes_at_batch_2(name):
 
 
 NARROW = {"vae": dict(channels=(4, 8), hidden=16), "swap": dict(ae_dims=16, e_dims=4, d_dims=4, d_mask_dims=2),
-          "gan": dict(ngf=8), "stylegan2": dict(channel_base=256, channel_max=8, latent_dim=16, w_dim=16)}
+          "gan": dict(ngf=8), "stylegan2": dict(channel_base=256, channel_max=8, latent_dim=16, w_dim=16),
+          "reenact": dict(num_kp=3, kp_block_expansion=4, kp_max_features=16, dm_block_expansion=4, dm_max_features=16,
+                          gen_block_expansion=4, gen_max_features=16, gen_num_bottleneck_blocks=1)}
 NARROW_D = {"gan": dict(ndf=8), "stylegan2": dict(channel_base=256, channel_max=8)}
 
 
@@ -77,7 +79,7 @@ def narrow(name: str):
     return dataclasses.replace(spec, fields=spec.fields | NARROW[kind], disc=spec.disc | NARROW_D.get(kind, {}))
 
 
-@pytest.mark.parametrize("name", sorted(set(SPECS) - {"stylegan2_256"}))  # its steps are stylegan2_64's code
+@pytest.mark.parametrize("name", sorted(set(SPECS) - {"stylegan2_256", "fomm256"}))  # the 64 px entries' code
 def test_two_training_steps_change_every_net(name):
     """Each spec's step (optimiser, schedule, clip, loss terms), on narrow nets to stay fast.
 
@@ -302,8 +304,9 @@ def test_stylegan2_twin_computes_the_zoo_models_on_the_same_weights():
     assert float(twin.pl_mean) == pytest.approx(pl_mean, rel=1e-5)
 
 
-def _jaxpr_macs(jaxpr) -> int:
-    """MACs of a jaxpr's dense products and non-grouped convolutions (the depthwise FIR filters left out).
+def _jaxpr_macs(jaxpr, dots: bool = True) -> int:
+    """MACs of a jaxpr's dense products (unless `dots` is False) and non-grouped convolutions (the depthwise FIR
+    filters left out).
 
     A convolution with lhs dilation is a transposed conv: input positions x taps x in x out, as
     `FLOP_CONVENTION` counts it; any other: output positions x taps x in per group.
@@ -322,12 +325,12 @@ def _jaxpr_macs(jaxpr) -> int:
                 total += math.prod(lhs) * taps * rhs[spec[0]]
             else:
                 total += math.prod(out) * taps * rhs[spec[1]]
-        elif name == "dot_general":
+        elif name == "dot_general" and dots:
             (lhs_contract, _), _ = eqn.params["dimension_numbers"]
             lhs = eqn.invars[0].aval.shape
             total += math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in lhs_contract)
         for sub in core.jaxprs_in_params(eqn.params):
-            total += _jaxpr_macs(sub)
+            total += _jaxpr_macs(sub, dots)
     return total
 
 
@@ -371,3 +374,150 @@ def test_check_spec_refuses_the_stylegan2_configs_ada_without_the_specs_override
         compare_torch.check_spec(plain, compare_torch.jax_config(plain))
     with pytest.raises(ValueError, match="names no field"):
         compare_torch.jax_config(dataclasses.replace(spec, overrides={"gan.ada_targte": 0.0}))
+
+
+# ---------------------------------------------------------------------------------------------------
+# FOMM (the reenact family's step)
+
+
+def _fomm_zoo_params(shapes: dict, twin_net) -> dict:
+    """The twin's weights as zoo.reenact's param tree: up{i}/down{i}/res{i} -> up.i ..., HWIO kernels, BN scale."""
+    import re
+
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
+    state = twin_net.state_dict()
+    out = {}
+    for path, leaf in flatten_dict(shapes).items():
+        name = ".".join(re.sub(r"^(down|up|res)(\d+)$", r"\1.\2", p) for p in path[:-1])
+        name += "." + {"kernel": "weight", "scale": "weight"}.get(path[-1], path[-1])
+        v = state[name].numpy()
+        v = v.transpose(2, 3, 1, 0) if v.ndim == 4 else v
+        assert v.shape == leaf.shape, (path, v.shape, leaf.shape)
+        out[path] = jnp.asarray(v)
+    return unflatten_dict(out)
+
+
+def _fomm_pair(spec, batch: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (batch, *spec.image), dtype=np.uint8) for _ in range(2)]
+
+
+@pytest.mark.slow  # 15-40 s on 2 busy cores
+def test_fomm_twin_computes_the_zoo_model_and_the_familys_losses_on_the_same_weights(monkeypatch):
+    """With the twin's (perturbed) weights in zoo.reenact's fomm, the family's training pass and loss terms agree.
+
+    Checks what parameter counts cannot: layer order, the hourglass skips, the Jacobian head, the
+    sparse motions, grid_sample's align_corners and padding conventions (zeros in the models,
+    reflection for the warped frame), batch norm in training mode, the anti-aliased pyramid, the
+    DSSIM windows, and the random warp's closed-form Jacobian against `jax.jacfwd`.
+    """
+    from train.families import reenact as family
+    from zoo import warp
+
+    spec = narrow("fomm64")
+    torch.manual_seed(0)
+    twin = torch_twins.make(spec)
+    net = twin.nets["reenactor"]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model = registry.create_model("fomm", image_shape=spec.image, **spec.fields)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), *model.example_inputs())
+    params = _fomm_zoo_params(shapes["params"], net)
+    stats = {"batch_stats": jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes["batch_stats"])}
+    source_px, driving_px = _fomm_pair(spec)
+    t = torch_twins.random_tps(4, 0.05, 0.005, 5)
+    t_jax = warp.RandomTPS(*(jnp.asarray(v.numpy()) for v in t))
+    source, driving = (jnp.asarray(x, jnp.float32) / 255.0 for x in (source_px, driving_px))
+    transformed = warp.random_tps_frame(t_jax, driving)
+
+    def nchw(x):
+        return torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous()
+
+    ours_transformed = torch_twins.random_tps_frame(t, nchw(driving))
+    np.testing.assert_allclose(ours_transformed.permute(0, 2, 3, 1).numpy(), transformed, atol=5e-5)
+    out, _ = jax.jit(lambda p, s, d, t: family.apply_train(model, p, stats, s, d, t, None, 0.0, False, False,
+                                                           method=family._training_pass))(params, source, driving,
+                                                                                          transformed)
+    with torch.no_grad():
+        ours = net.train()(nchw(source), nchw(driving), nchw(transformed))
+    prediction = ours["prediction"].permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(prediction, out["prediction"], atol=1e-3)  # a few pixels: float32 rounding of flows
+    assert np.abs(prediction - out["prediction"]).mean() < 1e-5
+    for kp in ("kp_driving", "kp_transformed"):
+        for key in ("value", "jacobian"):
+            np.testing.assert_allclose(ours[kp][key].numpy(), out[kp][key], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(torch_twins.random_tps_jacobian(t, ours["kp_transformed"]["value"]).numpy(),
+                               warp.random_tps_jacobian(t_jax, out["kp_transformed"]["value"]), rtol=1e-4, atol=1e-5)
+
+    hp = spec.hparams
+    recon = jnp.mean(family.l1_dssim_pyramid(out["prediction"], driving, hp["scales"], 10.0, 10.0))
+    eq = family.equivariance_loss(out["kp_driving"], out["kp_transformed"], t_jax, True)
+    expected = float(recon + 10.0 * eq["equivariance_value"] + 10.0 * eq["equivariance_jacobian"])
+    monkeypatch.setattr(twin, "_warp", lambda batch: t)
+    with torch.no_grad():
+        loss = twin._loss(*(torch.from_numpy(x).permute(0, 3, 1, 2) for x in (source_px, driving_px))).item()
+    assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_fomm_twin_step_lowers_its_loss_on_a_fixed_batch(monkeypatch):
+    torch.manual_seed(0)
+    twin = torch_twins.make(narrow("fomm64"))
+    t = torch_twins.random_tps(4, 0.05, 0.005, 5)
+    monkeypatch.setattr(twin, "_warp", lambda batch: t)
+    batch = twin.batch(4)
+    pixels = (batch["source_image"], batch["driving_image"])
+    before = twin.loss(*pixels).item()
+    for _ in range(5):
+        twin.step(batch)
+    assert twin.count == 5
+    assert twin.loss(*pixels).item() < before
+
+
+def test_check_spec_refuses_a_fomm_spec_that_drifted_from_its_config():
+    spec = SPECS["fomm64"]
+    drifted = dataclasses.replace(spec, fields=dict(spec.fields, num_kp=5),
+                                  hparams=dict(spec.hparams, equivariance_jacobian=1.0), image=(128, 128, 3))
+    with pytest.raises(ValueError, match=r"reenact.equivariance_jacobian: twin 1.0, config 10.0.*"
+                                         r"fomm.num_kp: twin 5, config 10.*image size.*twin 128, config 64"):
+        compare_torch.check_spec(drifted, compare_torch.jax_config(spec))
+
+
+def test_fomm_macs_equal_the_zoo_training_passs_convolutions():
+    """The twin's counted MACs per pair equal the convs of the family's traced training pass (plain forms); the zoo's
+    anti-aliasing is an einsum and its heatmap and flow sums products, left out on both sides as the convention says."""
+    from train.families import reenact as family
+
+    spec = SPECS["fomm64"]
+    (model,) = compare_torch._models(spec, compare_torch.jax_config(spec)).values()
+    variables = jax.eval_shape(model.init, jax.random.key(0), *model.example_inputs())
+    x = jax.ShapeDtypeStruct((1, *spec.image), jnp.float32)
+
+    def training_pass(v, s, d, t):
+        return model.apply(v, s, d, t, None, 0.0, False, False, method=family._training_pass, mutable=["batch_stats"])
+
+    with layers.use_forms("plain"):
+        zoo = _jaxpr_macs(jax.make_jaxpr(training_pass)(variables, x, x, x).jaxpr, dots=False)
+    flops = torch_twins.step_flops("fomm64")
+    assert flops["forward_macs_per_example"] == {"reenactor": zoo}
+    assert flops["flops_per_step"] == 16 * 6 * zoo
+    assert flops["example"] == "a (source, driving) pair"
+
+
+def test_the_gpu_benchmark_leaves_the_256px_steps_to_their_own_calls():
+    from benchmarks import gpu
+
+    assert "fomm64" in gpu.default_models() and not {"fomm256", "stylegan2_256"} & set(gpu.default_models())
+    assert "fomm256" in (compare_torch.ROOT / "benchmarks" / "gpu.sh").read_text()
+
+
+@pytest.mark.slow  # two compiles of the 64 px step on 2 busy cores
+def test_the_gpu_worker_runs_the_fomm_step_in_bf16_at_a_small_batch():
+    """gpu.py's fomm256 entry on CPU at a tiny size: fomm64 is the same family step, spec and code at 64 px."""
+    from benchmarks import gpu
+
+    run = gpu.measure("fomm64", "bfloat16", batch=2, steps=1, warmup=0)
+    assert run["dtype"] == "bfloat16" and run["batch_size"] == 2 and run["steps_per_s"]["median"] > 0
+    assert run["flops_per_step"] == torch_twins.step_flops("fomm64")["flops_per_step"] // 8
+    assert 0.5 < run["xla_flops_per_step"] / run["flops_per_step"] < 3

@@ -1,7 +1,7 @@
 """FOMM at 64 px on real GRID speakers' aligned faces: four speakers train, two others test (../shared/data/grid).
 
     python -m train --config configs/reenact_fomm_grid.py --workdir runs/reenact_grid
-    python -m train.evaluate --workdir runs/reenact_grid --metrics recon
+    python -m train.evaluate --workdir runs/reenact_grid --metrics recon,reenact
 
 Each speaker is one 75-frame video (25 fps). The frames are `aligned:VIDEO;size=64` faces (dlib HOG, 68
 landmarks, whole_face crops, extracted once into the zoo's cache on first use, data/faces/cached.py), joined
@@ -51,7 +51,7 @@ def get_config(arg: str | None = None):
     c.eval_every = 4000
     c.checkpoint.every = 1000
     c.eval.batch_size = 50
-    c.eval.metrics = ("recon",)
+    c.eval.metrics = ("recon", "reenact")
     return sections.apply_variant(c, arg, {"smoke": _smoke})
 
 

@@ -1,7 +1,7 @@
 """FOMM at 64 px on synthetic talking people, tested on people it never saw: the default reenactment job, offline.
 
     python -m train --config configs/reenact_fomm_synthetic.py --workdir runs/reenact_synthetic
-    python -m train.evaluate --workdir runs/reenact_synthetic --metrics recon
+    python -m train.evaluate --workdir runs/reenact_synthetic --metrics recon,reenact_truth
 
 Training pairs are two frames of one clip (`video_pairs:`) of synthetic people 0-39 (4 clips of 32 frames
 each: smooth expression and pose trajectories, data/synthetic/clips.py); evaluation pairs come from the
@@ -44,7 +44,7 @@ def get_config(arg: str | None = None):
     c.eval_every = 4000
     c.checkpoint.every = 1000
     c.eval.batch_size = 50
-    c.eval.metrics = ("recon",)
+    c.eval.metrics = ("recon", "reenact_truth")
     return sections.apply_variant(c, arg, {"smoke": _smoke})
 
 

@@ -2,7 +2,7 @@
 
     python -m train --config configs/reenact_fomm_vox256.py --workdir runs/reenact_vox256 \\
         --config.reenact.vgg_weights=weights/vgg19-dcbb9e9d.pth
-    python -m train.evaluate --workdir runs/reenact_vox256 --metrics recon
+    python -m train.evaluate --workdir runs/reenact_vox256 --metrics recon,reenact
 
 Model: `fomm` at its defaults, the published networks (10 keypoints with Jacobians, hourglasses of 5 blocks,
 expansion 32/64, 1024 features, temperature 0.1, kp variance 0.01, occlusion, generator 64..512 with 6
@@ -68,7 +68,7 @@ def get_config(arg: str | None = None):
     c.checkpoint.keep_every = 100_000
     c.eval.batch_size = 40
     c.eval.num_examples = 2000
-    c.eval.metrics = ("recon",)
+    c.eval.metrics = ("recon", "reenact")
     return sections.apply_variant(c, arg, {"smoke": _smoke})
 
 

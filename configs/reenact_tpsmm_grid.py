@@ -1,7 +1,7 @@
 """TPSMM at 64 px on real GRID speakers' aligned faces: four speakers train, two others test (../shared/data/grid).
 
     python -m train --config configs/reenact_tpsmm_grid.py --workdir runs/reenact_tpsmm_grid
-    python -m train.evaluate --workdir runs/reenact_tpsmm_grid --metrics recon
+    python -m train.evaluate --workdir runs/reenact_tpsmm_grid --metrics recon,reenact
 
 The data, splits and budget (about 30 minutes on 2 CPU cores) of configs/reenact_fomm_grid.py, with the
 thin-plate-spline motion model: `zoo.reenact.CPU_PRESETS["tpsmm"]` (10 TPS transforms of 5 points from a
@@ -53,7 +53,7 @@ def get_config(arg: str | None = None):
     c.eval_every = c.total_steps
     c.checkpoint.every = 1000
     c.eval.batch_size = 50
-    c.eval.metrics = ("recon",)
+    c.eval.metrics = ("recon", "reenact")
     return sections.apply_variant(c, arg, {"smoke": _smoke})
 
 

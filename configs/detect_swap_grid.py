@@ -17,15 +17,9 @@ The data are real people: use them for tests and measurements only, never publis
 """
 from train import sections
 
-GRID = "../shared/data/grid"
 GRID_SWAP = "runs/swap_grid/export/swap_df-1000.safetensors"
-TRAIN_SPEAKERS = ("bbaf2n", "brbk7n", "lbax4n", "lbbc2a")
-TEST_SPEAKERS = ("lrwp9a", "lwbsza")
+TRAIN_SPEAKERS, TEST_SPEAKERS = sections.GRID_TRAIN_SPEAKERS, sections.GRID_TEST_SPEAKERS
 
-
-def faces(speakers: tuple[str, ...], size: int) -> str:
-    """The aligned faces of the speakers' videos, one fakemix part each."""
-    return " + ".join(f"aligned:{GRID}/{s}.mpg;size={size}" for s in speakers)
 
 
 def get_config(arg: str | None = None):
@@ -33,8 +27,8 @@ def get_config(arg: str | None = None):
     c.family = "detect"
     c.detect = sections.detect()
     c.model = sections.model_section("xception_detector", input_size=128)
-    c.data.source = f"fakemix:model={GRID_SWAP};seed=0@{faces(TRAIN_SPEAKERS, 128)}"
-    c.data.eval_source = f"fakemix:model={GRID_SWAP};seed=1@{faces(TEST_SPEAKERS, 128)}"
+    c.data.source = f"fakemix:model={GRID_SWAP};seed=0@{sections.grid_faces(TRAIN_SPEAKERS, 128)}"
+    c.data.eval_source = f"fakemix:model={GRID_SWAP};seed=1@{sections.grid_faces(TEST_SPEAKERS, 128)}"
     c.data.train_split = c.data.eval_split = "all"  # people, not frames, are held out
     c.data.worker_count = 1
     c.batch_size = 32
@@ -55,6 +49,6 @@ def _smoke(c):
     sections.smoke(c)
     c.model.input_size = 64
     bundled = "swap_df_synthetic_narrow"
-    c.data.source = f"fakemix:model={bundled};n=8@{faces(TRAIN_SPEAKERS[:2], 64)}"
-    c.data.eval_source = f"fakemix:model={bundled};n=8;seed=1@{faces(TEST_SPEAKERS, 64)}"
+    c.data.source = f"fakemix:model={bundled};n=8@{sections.grid_faces(TRAIN_SPEAKERS[:2], 64)}"
+    c.data.eval_source = f"fakemix:model={bundled};n=8;seed=1@{sections.grid_faces(TEST_SPEAKERS, 64)}"
     c.detect.sweep = ("h264_crf40",)

@@ -18,18 +18,11 @@ The data are real people: use them for tests and measurements only, never publis
 """
 from train import sections
 
-GRID = "../shared/data/grid"
-TRAIN_SPEAKERS = ("bbaf2n", "brbk7n", "lbax4n", "lbbc2a")
-TEST_SPEAKERS = ("lrwp9a", "lwbsza")
+TRAIN_SPEAKERS, TEST_SPEAKERS = sections.GRID_TRAIN_SPEAKERS, sections.GRID_TEST_SPEAKERS
 # zoo.reenact.CPU_PRESETS["tpsmm"] less image_shape, which the data give.
 TPSMM_64 = dict(kp_widths=(16, 32, 64, 128), kp_stages=(1, 1, 1, 1), dm_block_expansion=16, dm_max_features=256,
                 dm_num_blocks=3, gen_block_expansion=16, gen_max_features=128, gen_num_bottleneck_blocks=1)
 
-
-def faces(speakers: tuple[str, ...], size: int = 64, every: int = 1) -> str:
-    """The speakers' aligned faces as one frame source, one video each."""
-    options = f";every={every}" if every > 1 else ""
-    return " + ".join(f"aligned:{GRID}/{s}.mpg;size={size}{options}" for s in speakers)
 
 
 def get_config(arg: str | None = None):
@@ -37,8 +30,8 @@ def get_config(arg: str | None = None):
     c.family = "reenact"
     c.reenact = sections.reenact()
     c.model = sections.model_section("tpsmm", **TPSMM_64)
-    c.data.source = f"video_pairs:num_repeats=1000;seed=0@{faces(TRAIN_SPEAKERS)}"
-    c.data.eval_source = f"video_pairs:num_repeats=50;seed=1@{faces(TEST_SPEAKERS)}"
+    c.data.source = f"video_pairs:num_repeats=1000;seed=0@{sections.grid_faces(TRAIN_SPEAKERS, 64)}"
+    c.data.eval_source = f"video_pairs:num_repeats=50;seed=1@{sections.grid_faces(TEST_SPEAKERS, 64)}"
     c.data.train_split = c.data.eval_split = "all"  # people, not frames, are held out
     c.data.worker_count = 1
     c.batch_size = 16
@@ -72,5 +65,5 @@ def _smoke(c):
     _tpsmm_schedule(c)
     c.batch_size = 8
     c.eval.batch_size = 8
-    c.data.source = f"video_pairs:num_repeats=8;seed=0@{faces(TRAIN_SPEAKERS[:2], every=5)}"
-    c.data.eval_source = f"video_pairs:num_repeats=8;seed=1@{faces(TEST_SPEAKERS[:1], every=5)}"
+    c.data.source = f"video_pairs:num_repeats=8;seed=0@{sections.grid_faces(TRAIN_SPEAKERS[:2], 64, every=5)}"
+    c.data.eval_source = f"video_pairs:num_repeats=8;seed=1@{sections.grid_faces(TEST_SPEAKERS[:1], 64, every=5)}"

@@ -20,6 +20,9 @@ from typing import Any, Iterable
 import ml_collections
 
 MODEL_FIELDS = pathlib.Path(__file__).with_name("model_fields.json")
+GRID = "../shared/data/grid"  # the GRID corpus videos the shared data holds (relative to the repository)
+GRID_TRAIN_SPEAKERS = ("bbaf2n", "brbk7n", "lbax4n", "lbbc2a")
+GRID_TEST_SPEAKERS = ("lrwp9a", "lwbsza")  # held out: people, not frames, split the GRID configs
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -273,6 +276,12 @@ def model_section(name: str, **fields: Any) -> ml_collections.ConfigDict:
 def model_field_defaults() -> dict[str, dict[str, Any]]:
     """Each registered model's config fields and their defaults, as `model_fields.json` records them."""
     return json.loads(MODEL_FIELDS.read_text())
+
+
+def grid_faces(speakers: Iterable[str], size: int, every: int = 1) -> str:
+    """The speakers' aligned GRID faces as one source spec, one video each (`aligned:` parts joined by " + ")."""
+    options = f";every={every}" if every > 1 else ""
+    return " + ".join(f"aligned:{GRID}/{s}.mpg;size={size}{options}" for s in speakers)
 
 
 def apply_variant(config: ml_collections.ConfigDict, arg: str | None, variants: dict) -> ml_collections.ConfigDict:

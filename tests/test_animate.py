@@ -148,6 +148,7 @@ def reference(model, variables, source, driving_frame, kp_driving=None):
     return as_uint8(out["prediction"][0]), kp_s
 
 
+@pytest.mark.slow  # 7-16 s: the default step stays near 15 min on 2 cores
 def test_absolute_mode_of_fomm_is_the_model_called_directly():
     model, variables = tiny("fomm")
     source, driving = frames(1, seed=1)[0], frames(5, seed=2)

@@ -205,6 +205,7 @@ def test_a_few_steps_lower_the_loss_on_a_toy_clip():
     assert any(not np.allclose(e, n) for e, n in zip(ema, now))  # the EMA (decay 0.5) trails the params
 
 
+@pytest.mark.slow  # 7-16 s: the default step stays near 15 min on 2 cores
 def test_evaluation_and_preview_measure_the_reconstruction():
     family, state, batch = _toy()
     assert set(family.host_evaluators) == {"reenact", "reenact_truth"} and family.default_metrics == ("recon",)
@@ -254,6 +255,7 @@ def test_tpsmm_trains_with_its_warp_background_and_dropout_terms():
 # ---------------------------------------------------------------- export and configs
 
 
+@pytest.mark.slow  # 7-16 s: the default step stays near 15 min on 2 cores
 def test_export_round_trips_through_zoo_pretrained(tmp_path):
     from zoo import pretrained
 

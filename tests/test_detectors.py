@@ -230,7 +230,7 @@ def test_resnet18_fields_give_torchvision_parameter_count_less_the_imagenet_head
     assert _n_params(shapes["params"]) == 11_689_512 - (512 * 1000 + 1000) + (512 + 1)
 
 
-@pytest.mark.parametrize("name", ["xception_detector", "resnet_detector"])
+@pytest.mark.parametrize("name", [pytest.param("xception_detector", marks=pytest.mark.slow), "resnet_detector"])
 def test_cnn_logits_are_one_float32_per_image_at_32_64_and_299_px(name):
     """At input_size 32 no resize runs; 64 and 299 px images are resized to 32 inside the module."""
     module = create_model(name, input_size=32, **TINY[name])

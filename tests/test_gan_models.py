@@ -67,7 +67,7 @@ def test_registered_with_config_fields():
     assert dict(section) == dict(name="sngan_d", ndf=128, num_classes=10, spectral_norm=True, dtype="float32")
 
 
-@pytest.mark.parametrize("image_shape", [(32, 32, 1), (64, 64, 3)])
+@pytest.mark.parametrize("image_shape", [(32, 32, 1), pytest.param((64, 64, 3), marks=pytest.mark.slow)])
 def test_dcgan_shapes_and_range(image_shape):
     g, d = _model("dcgan_g", image_shape), _model("dcgan_d", image_shape)
     gv, dv = _variables("dcgan_g", image_shape), _variables("dcgan_d", image_shape)
@@ -83,7 +83,7 @@ def test_dcgan_shapes_and_range(image_shape):
     chex.assert_tree_all_finite(logits)
 
 
-@pytest.mark.parametrize("num_classes", [0, 10])
+@pytest.mark.parametrize("num_classes", [pytest.param(0, marks=pytest.mark.slow), 10])
 def test_sngan_shapes_and_range(num_classes):
     shape = (32, 32, 3)
     g, d = _model("sngan_g", shape, num_classes=num_classes), _model("sngan_d", shape, num_classes=num_classes)

@@ -19,9 +19,6 @@ The data are real people: use them for tests and measurements only, never publis
 from train import sections
 
 TRAIN_SPEAKERS, TEST_SPEAKERS = sections.GRID_TRAIN_SPEAKERS, sections.GRID_TEST_SPEAKERS
-# zoo.reenact.CPU_PRESETS["fomm"] less image_shape, which the data give.
-FOMM_64 = dict(kp_block_expansion=16, kp_max_features=256, kp_num_blocks=3, dm_block_expansion=16, dm_max_features=256,
-               dm_num_blocks=3, gen_block_expansion=16, gen_max_features=128, gen_num_bottleneck_blocks=2)
 
 
 
@@ -29,16 +26,14 @@ def get_config(arg: str | None = None):
     c = sections.base_config()
     c.family = "reenact"
     c.reenact = sections.reenact()
-    c.model = sections.model_section("fomm", **FOMM_64)
+    c.model = sections.model_section("fomm", **sections.REENACT_CPU_FIELDS["fomm"])
     c.data.source = f"video_pairs:num_repeats=1000;seed=0@{sections.grid_faces(TRAIN_SPEAKERS, 64)}"
     c.data.eval_source = f"video_pairs:num_repeats=50;seed=1@{sections.grid_faces(TEST_SPEAKERS, 64)}"
     c.data.train_split = c.data.eval_split = "all"  # people, not frames, are held out
     c.data.worker_count = 1
     c.batch_size = 16
     c.total_steps = 4000  # configs/reenact_fomm_synthetic.py's network and batch: 2.3-2.5 steps/s under load
-    c.optim.name = "adam"
-    c.optim.learning_rate = 2e-4
-    c.optim.b1, c.optim.b2 = 0.5, 0.999
+    sections.fomm_adam(c)
     c.log_every = 50
     c.preview_every = 1000
     c.eval_every = 4000

@@ -19,9 +19,6 @@ test suite's few-step version on 8 clips.
 """
 from train import sections
 
-# zoo.reenact.CPU_PRESETS["fomm"] less image_shape, which the data give.
-FOMM_64 = dict(kp_block_expansion=16, kp_max_features=256, kp_num_blocks=3, dm_block_expansion=16, dm_max_features=256,
-               dm_num_blocks=3, gen_block_expansion=16, gen_max_features=128, gen_num_bottleneck_blocks=2)
 TRAIN = "video_pairs:num_repeats=75;seed=0@synthetic_clips:ids=0-39;clips=4;frames=32;size=64;seed=0"
 TEST = "video_pairs:num_repeats=10;seed=1@synthetic_clips:ids=40-49;clips=1;frames=32;size=64;seed=0"
 
@@ -30,15 +27,13 @@ def get_config(arg: str | None = None):
     c = sections.base_config()
     c.family = "reenact"
     c.reenact = sections.reenact()
-    c.model = sections.model_section("fomm", **FOMM_64)
+    c.model = sections.model_section("fomm", **sections.REENACT_CPU_FIELDS["fomm"])
     c.data.source, c.data.eval_source = TRAIN, TEST
     c.data.train_split, c.data.eval_split = "train", "test"
     c.data.worker_count = 1
     c.batch_size = 16
     c.total_steps = 4000  # 2.3-2.5 steps/s measured under nice on 2 shared cores (load 3-4): 27-29 min there
-    c.optim.name = "adam"
-    c.optim.learning_rate = 2e-4
-    c.optim.b1, c.optim.b2 = 0.5, 0.999
+    sections.fomm_adam(c)
     c.log_every = 50
     c.preview_every = 1000
     c.eval_every = 4000

@@ -42,9 +42,6 @@ TRAIN_CLIPS = 19_550  # vox-metadata.csv's training clips
 EPOCHS, REPEATS, BATCH = 100, 75, 40
 TRAIN = f"video_pairs:num_repeats={REPEATS};seed=0@aligned:faces/vox_train"
 TEST = "video_pairs:num_repeats=1;seed=1@aligned:faces/vox_test"
-# zoo.reenact.CPU_PRESETS["fomm"] less image_shape: the smoke's 64 px model.
-FOMM_64 = dict(kp_block_expansion=16, kp_max_features=256, kp_num_blocks=3, dm_block_expansion=16, dm_max_features=256,
-               dm_num_blocks=3, gen_block_expansion=16, gen_max_features=128, gen_num_bottleneck_blocks=2)
 
 
 def get_config(arg: str | None = None):
@@ -58,9 +55,7 @@ def get_config(arg: str | None = None):
     c.data.worker_count = 8
     c.batch_size = BATCH
     c.total_steps = EPOCHS * math.ceil(TRAIN_CLIPS * REPEATS / BATCH)
-    c.optim.name = "adam"
-    c.optim.learning_rate = 2e-4
-    c.optim.b1, c.optim.b2 = 0.5, 0.999
+    sections.fomm_adam(c)
     c.log_every = 100
     c.preview_every = 5000
     c.eval_every = 50_000
@@ -74,7 +69,7 @@ def get_config(arg: str | None = None):
 
 def _smoke(c):
     sections.smoke(c)
-    for key, value in FOMM_64.items():
+    for key, value in sections.REENACT_CPU_FIELDS["fomm"].items():
         c.model[key] = value
     c.reenact.vgg_weights = ""
     c.batch_size = 8

@@ -278,6 +278,23 @@ def model_field_defaults() -> dict[str, dict[str, Any]]:
     return json.loads(MODEL_FIELDS.read_text())
 
 
+# zoo.reenact.CPU_PRESETS less image_shape (which the data give), written out so configs load without JAX;
+# tests/test_reenact_family.py keeps the configs' models equal to the presets.
+REENACT_CPU_FIELDS = {
+    "fomm": dict(kp_block_expansion=16, kp_max_features=256, kp_num_blocks=3, dm_block_expansion=16, dm_max_features=256,
+                 dm_num_blocks=3, gen_block_expansion=16, gen_max_features=128, gen_num_bottleneck_blocks=2),
+    "tpsmm": dict(kp_widths=(16, 32, 64, 128), kp_stages=(1, 1, 1, 1), dm_block_expansion=16, dm_max_features=256,
+                  dm_num_blocks=3, gen_block_expansion=16, gen_max_features=128, gen_num_bottleneck_blocks=1),
+}
+
+
+def fomm_adam(config: ml_collections.ConfigDict) -> None:
+    """FOMM's and TPSMM's optimiser: Adam at 2e-4 with betas (0.5, 0.999); `reenact.lr_milestones` decays it."""
+    config.optim.name = "adam"
+    config.optim.learning_rate = 2e-4
+    config.optim.b1, config.optim.b2 = 0.5, 0.999
+
+
 def grid_faces(speakers: Iterable[str], size: int, every: int = 1) -> str:
     """The speakers' aligned GRID faces as one source spec, one video each (`aligned:` parts joined by " + ")."""
     options = f";every={every}" if every > 1 else ""

@@ -27,10 +27,7 @@ def split_arrays(config: Any, train: bool) -> tuple[np.ndarray, np.ndarray, np.n
     from train import runs
     from train.families import detect
 
-    if train:
-        source = runs._source(config.data.source, config.data.train_split, config.data.resolution)
-    else:
-        source, _ = runs.evaluation_source(config)
+    source = runs.training_source(config) if train else runs.evaluation_source(config)[0]
     return detect.held_out(source, 0)
 
 

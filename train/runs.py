@@ -42,10 +42,7 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     """Validate the config and construct family, sources and the (abstract) state layout."""
     family_module = families.get(config.family)
     config_lib.validate(config, family_module.section())
-    d = config.data
-    train_source = _source(d.source, d.train_split, d.resolution)
-    if d.source_b:
-        train_source = pairs.PairedSource(train_source, _source(d.source_b, d.train_split, d.resolution))
+    train_source = training_source(config)
     eval_source, eval_spec = evaluation_source(config)
     family = family_module.make(config, train_source.info.image_shape)
     runner = parallel.Runner.create(config.parallel.strategy, config.parallel.num_devices)
@@ -55,6 +52,15 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     shardings = runner.state_shardings(abstract)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     return Setup(config, family, train_source, eval_source, eval_spec, runner, abstract, root_key, init_args)
+
+
+def training_source(config: ml_collections.ConfigDict) -> Any:
+    """The config's training source on data.train_split, paired for two identities."""
+    d = config.data
+    source = _source(d.source, d.train_split, d.resolution)
+    if d.source_b:
+        source = pairs.PairedSource(source, _source(d.source_b, d.train_split, d.resolution))
+    return source
 
 
 def evaluation_source(config: ml_collections.ConfigDict, split: str | None = None) -> tuple[Any, str]:

@@ -118,6 +118,13 @@ def test_model_config_that_is_not_json_is_named(tmp_path):
     _refused(_rewrite(tmp_path, model_config="{latent_dim: 2"), "'model_config' that is not valid JSON")
 
 
+def test_a_model_config_whose_example_inputs_cannot_be_built_is_named(tmp_path):
+    """A negative latent_dim fails in the model's own example_inputs, before init (found by tests/test_fuzz.py)."""
+    config = {"image_shape": [4, 4, 1], "latent_dim": -1, "hidden": [8], "activation": "tanh",
+              "likelihood": "bernoulli", "dtype": "float32"}
+    _refused(_rewrite(tmp_path, model_config=json.dumps(config)), "cannot be built with", "re-export it")
+
+
 def test_float16_arrays_are_refused_for_a_float32_model(tmp_path):
     from safetensors.numpy import load_file
 

@@ -315,10 +315,18 @@ def _constructor_fields(model_config: Mapping[str, Any]) -> dict[str, Any]:
 _UNBUILDABLE = (TypeError, ValueError, ArithmeticError, EinopsError, FlaxError)
 
 
+def _unbuildable(path: pathlib.Path, module: nn.Module, error: Exception) -> WeightsError:
+    return WeightsError(f"{path} holds model {type(module).__name__} with a config it cannot be built with "
+                        f"({type(error).__name__}: {error}); re-export it with train.export")
+
+
 def _example_inputs(path: pathlib.Path, module: nn.Module, header: Mapping[str, str]) -> tuple[jax.Array, ...]:
     """What `init` builds the model's arrays from: its own example inputs, or a zero image of the file's input_shape."""
     if hasattr(module, "example_inputs"):
-        return module.example_inputs()
+        try:
+            return module.example_inputs()
+        except _UNBUILDABLE as error:  # a model_config of the right types with impossible values (latent_dim -1)
+            raise _unbuildable(path, module, error) from error
     if "input_shape" not in header:
         raise WeightsError(f"{path} holds model {type(module).__name__}, which takes images of any size, but no "
                            "input_shape in its metadata, so its arrays cannot be checked; re-export it with "
@@ -336,8 +344,7 @@ def _check_params(path: pathlib.Path, module: nn.Module, params: Any, collection
     try:
         variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *example))
     except _UNBUILDABLE as error:  # a model_config of the right types with impossible values (a zero width...)
-        raise WeightsError(f"{path} holds model {type(module).__name__} with a config it cannot be built with "
-                           f"({type(error).__name__}: {error}); re-export it with train.export") from error
+        raise _unbuildable(path, module, error) from error
     expected = {"params": variables["params"]} | {c: v for c, v in variables.items() if c in _EXPORTED}
     given = {"params": params, **collections}
     want = {_key(c, k): v for c, tree in expected.items() for k, v in traverse_util.flatten_dict(tree).items()}

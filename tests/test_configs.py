@@ -95,6 +95,21 @@ def test_bad_config_fails_at_start_with_the_field_named(override, expected, tmp_
     assert not (tmp_path / "w" / "checkpoints").exists()
 
 
+def test_a_tuple_field_holding_items_of_another_kind_is_named_with_the_empty_form():
+    """`--config.reenact.lr_milestones=` arrives as ('',): named at validation, not a TypeError in the family."""
+    from train import families
+
+    config = config_lib.load("configs/reenact_fomm_synthetic.py:smoke")
+    section = families.get(config.family).section()
+    for value, ok in [(("",), False), ((0.5, "x"), False), ((), True), ((0.5, 1), True)]:
+        config.reenact.lr_milestones = value
+        if ok:
+            config_lib.validate(config, section)
+        else:
+            with pytest.raises(config_lib.ConfigError, match=r"reenact.lr_milestones = .* not float.*'\(\)' for none"):
+                config_lib.validate(config, section)
+
+
 def test_unknown_variant_lists_the_valid_ones():
     with pytest.raises(config_lib.ConfigError, match="choose one of: local, smoke"):
         config_lib.load("configs/vae_mnist.py:smok")

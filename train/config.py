@@ -127,6 +127,10 @@ def _check_known_fields(config: ml_collections.ConfigDict, reference: ml_collect
                 raise ConfigError(f"{path} must be a section with fields {sorted(expected.keys())}, got {value!r}")
             _check_known_fields(value, expected, path + ".")
         elif not _same_kind(value, expected):
+            if isinstance(value, (tuple, list)) and isinstance(expected, (tuple, list)):
+                raise ConfigError(f"{path} = {tuple(value)!r} holds items that are not {type(expected[0]).__name__}, "
+                                  f"as its default {tuple(expected)!r}; write a comma list of them, or "
+                                  f"--config.{path}='()' for none")
             raise ConfigError(f"{path} = {value!r} has type {type(value).__name__}; expected {type(expected).__name__}")
     missing = [key for key in reference.keys() if key not in config]
     if missing:  # e.g. --config.optim={} or --config.optim="{'name': 'sgd'}": a section override replaces it whole
@@ -190,8 +194,8 @@ def _same_kind(value: Any, expected: Any) -> bool:
         return isinstance(value, bool) == isinstance(expected, bool)
     if isinstance(expected, float):
         return isinstance(value, (int, float))
-    if isinstance(expected, (tuple, list)):
-        return isinstance(value, (tuple, list))
+    if isinstance(expected, (tuple, list)):  # items as the default's first (an empty default takes any)
+        return isinstance(value, (tuple, list)) and (not expected or all(_same_kind(v, expected[0]) for v in value))
     return isinstance(value, type(expected))
 
 

@@ -156,3 +156,22 @@ def test_a_benchmark_started_as_its_own_module_gets_the_xla_cpu_flag(monkeypatch
         if name == "torch_step":  # the PyTorch worker imports no JAX, so it needs no XLA flag
             continue
         assert 'if __name__ == "__main__":\n    main()' not in text, f"benchmarks/{name}.py skips common.entry"
+
+
+@pytest.mark.slow
+def test_the_reenact_probe_reads_a_pair_of_equal_frames_as_the_identity_case():
+    """Driving = source: the copy costs nothing, the prediction is the identity row, and blur costs more at 4x."""
+    from benchmarks import reenact_probe
+    from train import config as config_lib
+    from train.families import reenact
+
+    config = config_lib.load("configs/reenact_fomm_synthetic.py:smoke")
+    model = reenact.build_model(config, (64, 64, 3))
+    variables = model.init(jax.random.key(0), *model.example_inputs())
+    frames = np.asarray(jax.random.randint(jax.random.key(1), (2, 64, 64, 3), 0, 256), np.uint8)
+    rows = reenact_probe.probe_split(model, dict(variables), {"source_image": frames, "driving_image": frames})
+    assert rows["copy"] == 0.0
+    assert rows["prediction"] == pytest.approx(rows["identity"], abs=1e-7)
+    assert rows["prediction_train_mode"] != rows["prediction"]  # batch statistics, not the initial running ones
+    assert 0 < rows["blur_2x"] < rows["blur_4x"]
+    assert all(0 <= v <= 1 for v in rows.values())

@@ -78,7 +78,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
     _validate(config, image_shape)
     kw = model_kwargs(config.model)
     kw["dtype"] = jnp.dtype(kw.get("dtype", "float32"))
-    model = registry.create_model(config.model.name, image_shape=tuple(int(d) for d in image_shape), **kw)
+    model = build_model(config, image_shape)
     tx = optimizer(config)
     recon_name, recon_fn, frozen = reconstruction_loss(hp, tuple(image_shape))
     recon = (recon_name, recon_fn)
@@ -98,6 +98,13 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         export=functools.partial(export, config.model.name, fields, ema),
         host_evaluators=host_evaluators(model, ema, config),
     )
+
+
+def build_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Any:
+    """The config's reenactor (`zoo.reenact.Reenactor`) for frames of `image_shape`, as the family trains it."""
+    kw = model_kwargs(config.model)
+    kw["dtype"] = jnp.dtype(kw.get("dtype", "float32"))
+    return registry.create_model(config.model.name, image_shape=tuple(int(d) for d in image_shape), **kw)
 
 
 def _validate(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> None:

@@ -242,7 +242,7 @@ def test_cnn_logits_are_one_float32_per_image_at_32_64_and_299_px(name):
         chex.assert_tree_all_finite(logits)
 
 
-@pytest.mark.slow  # 8.5 s; the 32 and 64 px cases keep the default step's check
+@pytest.mark.slow  # 8.5 s; test_xception_resizes_inputs_of_another_size_and_takes_grey_images keeps xception fast
 def test_xception_runs_at_299_px_without_resizing():
     module = create_model("xception_detector", input_size=299, **TINY["xception_detector"])
     x = jnp.asarray(_images((1, 299, 299, 3)))

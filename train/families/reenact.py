@@ -76,9 +76,8 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
     """The reenactment family for `config`, on frames of `image_shape` (H, W, C)."""
     hp = config.reenact
     _validate(config, image_shape)
-    kw = model_kwargs(config.model)
-    kw["dtype"] = jnp.dtype(kw.get("dtype", "float32"))
-    model = build_model(config, image_shape)
+    kw = _model_fields(config, image_shape)
+    model = registry.create_model(config.model.name, **kw)
     tx = optimizer(config)
     recon_name, recon_fn, frozen = reconstruction_loss(hp, tuple(image_shape))
     recon = (recon_name, recon_fn)
@@ -87,7 +86,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
     steps = {"train": Step(functools.partial(train_step, model, disc, tx, hp, recon), prefix="")}
     if disc is not None:
         steps[DISC] = Step(functools.partial(discriminator_step, model, disc, tx, hp))
-    fields = dict(kw, dtype=kw["dtype"].name, image_shape=tuple(int(d) for d in image_shape))
+    fields = dict(kw, dtype=kw["dtype"].name)
     return Family(
         init=functools.partial(init_state, model, disc, tx, ema, bool(hp.d_use_kp), frozen),
         steps=steps,
@@ -102,9 +101,15 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
 
 def build_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Any:
     """The config's reenactor (`zoo.reenact.Reenactor`) for frames of `image_shape`, as the family trains it."""
+    return registry.create_model(config.model.name, **_model_fields(config, image_shape))
+
+
+def _model_fields(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """The reenactor's constructor fields: the model section, its dtype as a dtype, the frames' image_shape."""
     kw = model_kwargs(config.model)
     kw["dtype"] = jnp.dtype(kw.get("dtype", "float32"))
-    return registry.create_model(config.model.name, image_shape=tuple(int(d) for d in image_shape), **kw)
+    kw["image_shape"] = tuple(int(d) for d in image_shape)
+    return kw
 
 
 def _validate(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> None:

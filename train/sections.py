@@ -222,6 +222,8 @@ def detect() -> ml_collections.ConfigDict:
 def reenact() -> ml_collections.ConfigDict:
     """The `config.reenact` defaults: FOMM's vox-256 losses and schedule (train/families/reenact.py says what each does)."""
     s = ml_collections.ConfigDict()
+    s.hflip = True  # FOMM's augmentation (data/pair_augment.py): both frames of a pair mirrored alike, p = 0.5
+    s.jitter = (0.1, 0.1, 0.1, 0.1)  # and recoloured alike: brightness, contrast, saturation, hue; () = off
     s.scales = (1.0, 0.5, 0.25, 0.125)  # reconstruction pyramid, anti-aliased as FOMM's
     s.vgg_weights = ""  # torchvision's vgg19 file: the VGG19 perceptual pyramid; empty: L1 + DSSIM at the same scales
     s.perceptual_weights = (10.0, 10.0, 10.0, 10.0, 10.0)  # relu1_1 .. relu5_1

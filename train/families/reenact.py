@@ -1,8 +1,9 @@
 """Reenactment family: FOMM and TPSMM (`zoo.reenact`) trained on (source, driving) frames of one video.
 
-Batches come from `video_pairs:` ({"source_image", "driving_image"} uint8). The network animates the
-source with the motion between the two frames' keypoints and must reproduce the driving frame; the
-loss, as the papers' (reference part A), is the sum of
+Batches come from `video_pairs:` ({"source_image", "driving_image"} uint8), both frames mirrored
+(`reenact.hflip`) and recoloured (`reenact.jitter`) alike in the input workers, as FOMM's
+(`data.pair_augment`). The network animates the source with the motion between the two frames'
+keypoints and must reproduce the driving frame; the loss, as the papers' (reference part A), is the sum of
 
 - reconstruction over an anti-aliased pyramid (`reenact.scales`, FOMM's 1, 1/2, 1/4, 1/8): with
   `reenact.vgg_weights` naming torchvision's vgg19 file, the VGG19 perceptual pyramid (L1 of relu1_1 ..
@@ -49,6 +50,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from data import pair_augment
 from train import losses, parallel, sections
 from train import optim as optim_lib
 from train.config import model_kwargs
@@ -96,6 +98,7 @@ def make(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -
         default_metrics=METRICS,
         export=functools.partial(export, config.model.name, fields, ema),
         host_evaluators=host_evaluators(model, ema, config),
+        train_transforms=functools.partial(train_transforms, hp),
     )
 
 
@@ -136,6 +139,7 @@ def _validate(config: ml_collections.ConfigDict, image_shape: tuple[int, int, in
     side = min(image_shape[:2])
     if side * min(hp.scales) < 1:
         raise ConfigError(f"reenact.scales {tuple(hp.scales)} go below 1 px on {side} px frames; drop the smallest")
+    train_transforms(hp, None, None)  # a bad reenact.jitter is named here, not in the input workers
     if not 0.0 <= hp.ema_decay < 1.0:
         raise ConfigError(f"reenact.ema_decay = {hp.ema_decay} must be in [0, 1); 0 switches the EMA off")
     if hp.dropout_steps and not 0.0 <= hp.dropout_start_p <= hp.dropout_p < 1.0:
@@ -471,6 +475,14 @@ def discriminator_step(model: Any, disc: Any, tx: optax.GradientTransformation, 
     new, _, (cols, metrics) = optim_lib.descend(state, DISC, tx, loss_fn)
     new["collections"] = dict(state["collections"], **{DISC: cols})
     return new, metrics
+
+
+def train_transforms(hp: ml_collections.ConfigDict, source: Any, source_b: Any) -> tuple[Any, None]:
+    """FOMM's mirror and colour jitter of each training pair, run in the input workers; None when both are off."""
+    del source, source_b
+    if not hp.hflip and not any(hp.jitter):
+        return None, None
+    return pair_augment.PairAugment(horizontal_flip=bool(hp.hflip), jitter=tuple(hp.jitter)), None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def _clip_array(frames: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _animated(animate: Animate, source: np.ndarray, driving: np.ndarray, mode: str) -> np.ndarray:
+def animated(animate: Animate, source: np.ndarray, driving: np.ndarray, mode: str) -> np.ndarray:
     """animate's frames for (source, driving), checked to be uint8 of the driving clip's shape."""
     out = np.asarray(animate(source, driving, mode))
     if out.shape != driving.shape or out.dtype != np.uint8:
@@ -315,7 +315,7 @@ def reconstruction(animate: Animate, clips: Sequence[Clip], *, faces: FaceFn | N
         faces = DlibFaces()
     for clip in clips:
         driving = clip.frames
-        outputs = {"model": _animated(animate, driving[0], driving, "absolute"),
+        outputs = {"model": animated(animate, driving[0], driving, "absolute"),
                    COPY: np.broadcast_to(driving[:1], driving.shape)}
         target = driving.astype(np.float64) / 255.0
         for name, output in outputs.items():
@@ -393,7 +393,7 @@ def cross_identity(animate: Animate, clips: Sequence[Clip], pairs: Sequence[tupl
         galleries = bool(np.all(np.isfinite(centre_x)) and np.all(np.isfinite(centre_y)))
         no_gallery += not galleries
         driving = clips[j].frames
-        outputs = {"model": _animated(animate, clips[i].frames[0], driving, "relative"),
+        outputs = {"model": animated(animate, clips[i].frames[0], driving, "relative"),
                    COPY: np.broadcast_to(clips[i].frames[:1], driving.shape), DRIVING: driving}
         for name, output in outputs.items():
             scores, out_faces = parts[name], faces(output)
@@ -440,12 +440,17 @@ def relative_truth(source: Any, label_x: int, video_x: int, video_y: int) -> np.
                          source.size)
 
 
-def _synthetic(source: Any) -> Any:
-    """The SyntheticClips behind `source`, or a ConfigError naming the data that has a truth."""
+def is_synthetic(source: Any) -> bool:
+    """Whether `source` (or the frame source inside a VideoPairs) is synthetic people, whose truth can be rendered."""
     from data.synthetic.clips import SyntheticClips
 
+    return isinstance(frame_source(source), SyntheticClips)
+
+
+def _synthetic(source: Any) -> Any:
+    """The SyntheticClips behind `source`, or a ConfigError naming the data that has a truth."""
     inner = frame_source(source)
-    if not isinstance(inner, SyntheticClips):
+    if not is_synthetic(inner):
         raise ConfigError(f"metric 'reenact_truth' needs synthetic people, whose exact reenactment can be rendered; "
                           f"the evaluation data is {getattr(inner, 'info', inner)}: use data.source = "
                           "'video_pairs:synthetic_clips:...' (configs/reenact_fomm_synthetic.py) or drop the metric")
@@ -503,7 +508,7 @@ def truth(animate: Animate, source: Any, pairs: Sequence[tuple[int, int]] | None
         lighting = synth.clip(vx)[1][:1]
         references = {"": synth.truth(x, vy, lighting=lighting)[:len(take_y)],
                       "rel_": relative_truth(synth, x, vx, vy)[:len(take_y)]}
-        outputs = {"model": _animated(animate, source_frame[0], driving, "relative"),
+        outputs = {"model": animated(animate, source_frame[0], driving, "relative"),
                    COPY: np.broadcast_to(source_frame, driving.shape), DRIVING: driving}
         for name, output in outputs.items():
             for tag, reference in references.items():

@@ -107,6 +107,24 @@ def test_missing_config_variant(tmp_path):
     _assert_message(proc, "config error", "unknown config variant 'nosuch'", "choose one of: smoke")
 
 
+def test_a_comma_list_in_one_metric_item_is_split_and_a_misspelt_metric_fails_before_training(tmp_path):
+    """`--config.eval.metrics=recon,reenact_truth` arrived as one word and failed after a 42-minute run."""
+    from train import config as config_lib
+    from train import evaluators, trainer
+    from zoo.errors import ConfigError
+
+    family = types.SimpleNamespace(evaluators={"recon": None}, host_evaluators={"reenact_truth": None},
+                                   default_metrics=("recon",))
+    assert evaluators.metric_names(family, ("recon,reenact_truth",)) == ("recon", "reenact_truth")
+    assert evaluators.metric_names(family, ["recon", " reenact_truth"]) == ("recon", "reenact_truth")
+    assert evaluators.metric_names(family, ()) == ("recon",)
+    config = config_lib.load("configs/vae_digits.py:smoke")
+    config.eval.metrics = ("elbo,nosuch",)
+    with pytest.raises(ConfigError, match=r"unknown metrics \['nosuch'\]"):
+        trainer.train(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 @pytest.mark.parametrize("module", ["train.evaluate", "train.export"])
 @pytest.mark.parametrize(
     "kind, expected",

@@ -34,7 +34,7 @@ def evaluate(workdir: str | pathlib.Path, step: int | None = None, metrics: Sequ
     cli.check_writable(out, "pass --out DIR to write the report elsewhere")
     setup, step, state = runs.load_run(workdir, step)
     config = setup.config
-    names = tuple(metrics) or tuple(config.eval.metrics) or setup.family.default_metrics
+    names = evaluators.metric_names(setup.family, tuple(metrics) or tuple(config.eval.metrics))
     start = time.time()
     results = evaluators.run_metrics(
         setup.family, state, setup.eval_source, names=names, batch_size=config.eval.batch_size, seed=config.seed,

@@ -49,11 +49,7 @@ def run_metrics(
     scores the family's fakes with the pinned `detector` (the config's eval.detector).
     """
     driver = driver_metrics(family)
-    known = list(family.evaluators) + list(family.host_evaluators) + driver
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(f"unknown metrics {unknown}; this family has: {', '.join(known)} (--metrics a,b or "
-                          "eval.metrics in the config)")
+    names = metric_names(family, names)
     host = [n for n in names if n in family.host_evaluators]
     own = [n for n in names if n in driver and n not in host]
     names = [n for n in names if n in family.evaluators]
@@ -82,6 +78,21 @@ def run_metrics(
                 totals[metric] = totals.get(metric, 0.0) + float(value)
         count += count_here
     return {metric: value / count for metric, value in totals.items()} | {"num_examples": int(count)} | extra
+
+
+def metric_names(family: Family, names: Sequence[str]) -> tuple[str, ...]:
+    """`names` checked against what `family` measures, or its default metrics when there are none.
+
+    An item holding a comma list is split: absl gives `--config.eval.metrics=recon,reenact` to the config
+    as the one word 'recon,reenact'. `runs.build` calls this, so a bad name ends a run before training.
+    """
+    names = tuple(part.strip() for name in names for part in str(name).split(",") if part.strip())
+    known = list(family.evaluators) + list(family.host_evaluators) + driver_metrics(family)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown metrics {unknown}; this family has: {', '.join(known)} (--metrics a,b or "
+                          "eval.metrics in the config)")
+    return names or tuple(family.default_metrics)
 
 
 def driver_metrics(family: Family) -> list[str]:

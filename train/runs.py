@@ -45,6 +45,7 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     train_source = training_source(config)
     eval_source, eval_spec = evaluation_source(config)
     family = family_module.make(config, train_source.info.image_shape)
+    evaluators.metric_names(family, config.eval.metrics)  # a misspelt metric fails now, not after training
     runner = parallel.Runner.create(config.parallel.strategy, config.parallel.num_devices)
     root_key = jax.random.key(config.seed)
     init_args = (jax.random.fold_in(root_key, 0x696E6974), evaluators.preview_batch(train_source, 1))

@@ -180,7 +180,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
 
 def _evaluate(setup: runs.Setup, state: Any, writer: MetricWriter, step: int) -> None:
     config = setup.config
-    names = tuple(config.eval.metrics) or setup.family.default_metrics
+    names = evaluators.metric_names(setup.family, config.eval.metrics)
     results = evaluators.run_metrics(
         setup.family, state, setup.eval_source, names=names, batch_size=config.eval.batch_size, seed=config.seed,
         num_examples=config.eval.num_examples, mesh=setup.runner.mesh if config.parallel.strategy == "jit" else None,

@@ -173,7 +173,8 @@ def test_evaluate_prints_the_report_when_writing_it_fails(tmp_path, monkeypatch,
     config = ml_collections.ConfigDict({"seed": 0, "model": {"name": "m"},
                                         "eval": {"metrics": ["m"], "batch_size": 1, "num_examples": 0,
                                                  "detector": ""}})
-    setup = types.SimpleNamespace(config=config, family=None, eval_source=None, eval_spec="digits:test")
+    family = types.SimpleNamespace(evaluators={"m": None}, host_evaluators={}, default_metrics=())
+    setup = types.SimpleNamespace(config=config, family=family, eval_source=None, eval_spec="digits:test")
     (tmp_path / "config.json").write_text("{}")
     monkeypatch.setattr(runs, "load_run", lambda workdir, step: (setup, 7, None))
     monkeypatch.setattr(evaluators, "run_metrics", lambda *args, **kwargs: {"m": 1.5})

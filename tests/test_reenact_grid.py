@@ -84,7 +84,7 @@ def test_the_verb_draws_a_trained_runs_held_out_people(tmp_path, capsys):
     out = tmp_path / "figs" / "grid.png"
     assert reenact_grid.main(["--workdir", str(tmp_path / "run"), "--out", str(out), "--pairs", "2",
                               "--frames", "4"]) == 0
-    assert "person 4" in capsys.readouterr().out
+    assert "video 0 (label 0) by video 1 (label 1); video 1 (label 1) by video 2 (label 2)" in capsys.readouterr().out
     chunks = provenance.read_provenance(out)
     assert chunks["Step"] == "1" and "rows driving, truth, model" in chunks["Layout"]
     with provenance.Image.open(out) as image:

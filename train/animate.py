@@ -42,7 +42,7 @@ import logging
 import pathlib
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -311,18 +311,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16, help="frames animated in one call of the compiled program")
     p.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 (lossless) .. 51; 18 looks lossless")
     p.add_argument("--no-audio", action="store_true", help="leave out the driving video's audio")
-    p.add_argument("--debug", action="store_true",
-                   help=f"show the traceback of a bad-input error (or {cli.DEBUG_ENV}=1)")
-    return p
+    return cli.add_debug_flag(p)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, animate, print the summary; bad input ends in one line on stderr and exit status 2."""
-    args = parser().parse_args(argv)
-    cli.setup_logging()
-    written, result, seconds = cli.guarded(animate)(args)
-    print(summary(written, result, seconds, args), flush=True)
-    return 0
+def run(args: argparse.Namespace) -> str:
+    """Animate and return the summary line."""
+    return summary(*animate(args), args)
+
+
+main = cli.argparse_main(parser, run)
 
 
 if __name__ == "__main__":

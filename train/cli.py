@@ -1,12 +1,14 @@
-"""Shared set-up for the command-line entry points (train, evaluate, export).
+"""Shared set-up for the command-line entry points (train, evaluate, export; the argparse verbs).
 
 `run` is absl's `app.run` with bad input reported as a message: any `ZooError` prints one or two
 lines and exits with status 2, and a traceback appears only with `--debug` or `ZOO_DEBUG=1`.
+`argparse_main` is the same for the verbs built on argparse (animate, merge, generate, reenact_grid).
 It first calls `prepare_process`, so every command built on it sets the XLA:CPU flag before JAX
 starts, while importing the library (this module included) leaves the environment alone.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import os
@@ -66,6 +68,31 @@ def guarded(fn: Callable[..., T]) -> Callable[..., T]:
             fail(error)
 
     return wrapper
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--debug` on an argparse verb: the traceback of a bad-input error instead of its one line."""
+    parser.add_argument("--debug", action="store_true", help=f"show the traceback of a bad-input error (or {DEBUG_ENV}=1)")
+    return parser
+
+
+def argparse_main(parser: Callable[[], argparse.ArgumentParser], body: Callable[[argparse.Namespace], str]
+                  ) -> Callable[[Sequence[str] | None], int]:
+    """An argparse verb's `main(argv)`: parse, set up logging, run `body` guarded and print the line it returns.
+
+    A ZooError from `body` ends in one line on stderr and exit status 2 (`guarded`; the parser takes
+    `--debug` from `add_debug_flag` for the traceback instead). `body` finds the
+    arguments as given (sys.argv[1:] when argv is None) in `args.argv`, for the records it writes.
+    """
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        args = parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        setup_logging()
+        print(guarded(body)(args), flush=True)
+        return 0
+
+    return main
 
 
 def debugging(argv: Sequence[str] | None = None) -> bool:

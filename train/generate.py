@@ -378,22 +378,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-size", type=int, default=0, help="merged: the crops' side (default 0: the model's "
                    "resolution; FF++'s Xception takes 299)")
     p.add_argument("--crop-scale", type=float, default=1.3, help="merged: the dlib box's enlargement (FF++: 1.3)")
-    p.add_argument("--debug", action="store_true",
-                   help=f"show the traceback of a bad-input error (or {cli.DEBUG_ENV}=1)")
-    return p
+    return cli.add_debug_flag(p)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, generate, print the counts; bad input ends in one line on stderr and exit status 2."""
-    args = parser().parse_args(argv)
-    cli.setup_logging()
-    record = cli.guarded(generate)(
+def run(args: argparse.Namespace) -> str:
+    """Generate the fake set and return the line of counts."""
+    record = generate(
         args.out, workdir=args.workdir, export=args.export, config=args.config, step=args.step, n=args.n,
         split=args.split, seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite,
         kinds=[k.strip() for k in args.kinds.split(",") if k.strip()], crop_size=args.crop_size,
-        crop_scale=args.crop_scale, command=["python", "-m", "train.generate", *(sys.argv[1:] if argv is None else argv)])
-    print(f"wrote {args.out}: {json.dumps(record['counts'])} ({record['checkpoint']})", flush=True)
-    return 0
+        crop_scale=args.crop_scale, command=["python", "-m", "train.generate", *args.argv])
+    return f"wrote {args.out}: {json.dumps(record['counts'])} ({record['checkpoint']})"
+
+
+main = cli.argparse_main(parser, run)
 
 
 if __name__ == "__main__":

@@ -377,18 +377,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16, help="frames whose faces are swapped in one call")
     p.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 (lossless) .. 51; 18 looks lossless")
     p.add_argument("--fps", type=float, default=25.0, help="frame rate of an MP4 made from a folder of frames")
-    p.add_argument("--debug", action="store_true",
-                   help=f"show the traceback of a bad-input error (or {cli.DEBUG_ENV}=1)")
-    return p
+    return cli.add_debug_flag(p)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, merge, print the summary; bad input ends in one line on stderr and exit status 2."""
-    args = parser().parse_args(argv)
-    cli.setup_logging()
-    written, stats, seconds = cli.guarded(merge)(args)
-    print(summary(written, stats, seconds), flush=True)
-    return 0
+def run(args: argparse.Namespace) -> str:
+    """Merge and return the summary line."""
+    return summary(*merge(args))
+
+
+main = cli.argparse_main(parser, run)
 
 
 if __name__ == "__main__":

@@ -110,8 +110,8 @@ def figure(workdir: str, *, step: int | None = None, pairs: int = 3, frames: int
     meta = {"Kind": "reenactment animation grid", "Run": str(workdir), "Step": str(step), "Mode": mode,
             "Layout": "per pair: rows " + ", ".join(dict(rows)) + "; column 0 the source frame, then "
                       f"{frames} driving frames evenly spaced",
-            "Pairs": "; ".join(f"video {clips[i].video} (person {clips[i].label}) by video {clips[j].video} "
-                               f"(person {clips[j].label})" for i, j in chosen)}
+            "Pairs": "; ".join(f"video {clips[i].video} (label {clips[i].label}) by video {clips[j].video} "
+                               f"(label {clips[j].label})" for i, j in chosen)}
     return labelled(rows), meta
 
 
@@ -132,20 +132,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=3, help="cross-identity pairs, one block of rows each")
     p.add_argument("--frames", type=int, default=8, help="driving frames per row, evenly spaced")
     p.add_argument("--mode", choices=MODES, default="relative", help="motion transfer (train.animate's --mode)")
-    p.add_argument("--debug", action="store_true",
-                   help=f"show the traceback of a bad-input error (or {cli.DEBUG_ENV}=1)")
-    return p
+    return cli.add_debug_flag(p)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, draw, write; bad input ends in one line on stderr and exit status 2."""
-    args = parser().parse_args(argv)
-    cli.setup_logging()
-    image, meta = cli.guarded(figure)(args.workdir, step=args.step, pairs=args.pairs, frames=args.frames,
-                                      mode=args.mode)
-    path = cli.guarded(write)(args.out, image, meta)
-    print(f"wrote {path} ({image.shape[1]}x{image.shape[0]} px): {meta['Pairs']}")
-    return 0
+def run(args: argparse.Namespace) -> str:
+    """Draw and write the grid; return the line that says where and which pairs."""
+    image, meta = figure(args.workdir, step=args.step, pairs=args.pairs, frames=args.frames, mode=args.mode)
+    path = write(args.out, image, meta)
+    return f"wrote {path} ({image.shape[1]}x{image.shape[0]} px): {meta['Pairs']}"
+
+
+main = cli.argparse_main(parser, run)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from benchmarks.common import emit, entry, machine
+from zoo.errors import ConfigError
 
 
 def _l1(a: Any, b: Any) -> float:
@@ -50,16 +51,13 @@ def probe_split(model: Any, variables: dict[str, Any], batch: dict[str, np.ndarr
 
 def probe(workdir: str, step: int | None = None, pairs: int = 16) -> dict[str, Any]:
     """Every row for the run's checkpoint (the newest by default), on its training and evaluation splits."""
-    import jax
-
-    from train import evaluators, runs
+    from train import evaluators
     from train.families import reenact
 
-    setup, step, state = runs.load_run(workdir, step)
-    if setup.config.family != "reenact":
-        raise SystemExit(f"reenact_probe: {workdir} is a {setup.config.family!r} run; give a reenact run's workdir")
-    state = jax.device_get(state)
-    model = reenact.build_model(setup.config, tuple(setup.train_source.info.image_shape))
+    try:
+        setup, step, state, model = reenact.load_run(workdir, step)
+    except ConfigError as error:
+        raise SystemExit(f"reenact_probe: {error}") from None
     variables = reenact.eval_variables(bool(setup.config.reenact.ema_decay), state)
     out: dict[str, Any] = {"step": int(step), "pairs": pairs}
     for name, source in (("train", setup.train_source), ("eval", setup.eval_source)):

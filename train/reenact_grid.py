@@ -89,16 +89,10 @@ def labelled(rows: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
 def figure(workdir: str, *, step: int | None = None, pairs: int = 3, frames: int = 8, mode: str = "relative"
            ) -> tuple[np.ndarray, dict[str, Any]]:
     """The grid image (uint8) for a reenact run's checkpoint (the newest by default) and its provenance fields."""
-    import jax
-
-    from train import runs
     from train.families import reenact
 
-    setup, step, state = runs.load_run(workdir, step)
-    if setup.config.family != "reenact":
-        raise ConfigError(f"train.reenact_grid: {workdir} is a {setup.config.family!r} run; give a reenact run's workdir")
-    model = reenact.build_model(setup.config, tuple(setup.train_source.info.image_shape))
-    animate = reenact.animate_callable(model, bool(setup.config.reenact.ema_decay), jax.device_get(state))
+    setup, step, state, model = reenact.load_run(workdir, step)
+    animate = reenact.animate_callable(model, bool(setup.config.reenact.ema_decay), state)
     source = setup.eval_source
     clips = reenact_metrics.clips_of(source)
     inner = reenact_metrics.frame_source(source)

@@ -44,6 +44,8 @@ def run_metrics(
 ) -> dict[str, float]:
     """Mean of each evaluator's per-example values over the source (or its first `num_examples`).
 
+    `names` go through `metric_names`: comma lists split, unknown names a ConfigError, none the family's defaults.
+
     Host evaluators (family.host_evaluators) run after the compiled ones and add their own means. The
     driver's own metrics serve every family they apply to: `detectability` (any family with `generate`)
     scores the family's fakes with the pinned `detector` (the config's eval.detector).

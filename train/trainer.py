@@ -180,11 +180,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, hooks:
 
 def _evaluate(setup: runs.Setup, state: Any, writer: MetricWriter, step: int) -> None:
     config = setup.config
-    names = evaluators.metric_names(setup.family, config.eval.metrics)
     results = evaluators.run_metrics(
-        setup.family, state, setup.eval_source, names=names, batch_size=config.eval.batch_size, seed=config.seed,
-        num_examples=config.eval.num_examples, mesh=setup.runner.mesh if config.parallel.strategy == "jit" else None,
-        detector=config.eval.detector,
+        setup.family, state, setup.eval_source, names=config.eval.metrics, batch_size=config.eval.batch_size,
+        seed=config.seed, num_examples=config.eval.num_examples,
+        mesh=setup.runner.mesh if config.parallel.strategy == "jit" else None, detector=config.eval.detector,
     )
     writer.write(step, results, prefix="eval")
 

@@ -51,13 +51,16 @@ def probe_split(model: Any, variables: dict[str, Any], batch: dict[str, np.ndarr
 
 def probe(workdir: str, step: int | None = None, pairs: int = 16) -> dict[str, Any]:
     """Every row for the run's checkpoint (the newest by default), on its training and evaluation splits."""
-    from train import evaluators
+    import jax
+
+    from train import evaluators, runs
     from train.families import reenact
 
     try:
-        setup, step, state, model = reenact.load_run(workdir, step)
+        setup, step, state = runs.load_run(workdir, step, family="reenact")
     except ConfigError as error:
         raise SystemExit(f"reenact_probe: {error}") from None
+    model, state = reenact.run_model(setup), jax.device_get(state)
     variables = reenact.eval_variables(bool(setup.config.reenact.ema_decay), state)
     out: dict[str, Any] = {"step": int(step), "pairs": pairs}
     for name, source in (("train", setup.train_source), ("eval", setup.eval_source)):

@@ -205,3 +205,14 @@ def test_a_damaged_frozen_config_names_the_file_and_where_a_copy_is(run_dir, mod
     (run_dir / "config.json").write_text(text)
     proc = _run(module, "--workdir", str(run_dir))
     _assert_message(proc, "workdir error", str(run_dir / "config.json"), expected, "checkpoints/<step>/meta/metadata")
+
+
+def test_a_tool_for_one_family_names_a_workdir_of_another_before_building_it(tmp_path):
+    """`reenact_grid`/`reenact_probe` given a VAE run: one ConfigError naming both families, nothing built."""
+    from train import runs
+    from zoo.errors import ConfigError
+
+    (tmp_path / "config.json").write_text(json.dumps({"family": "vae"}))
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(ConfigError, match=f"{tmp_path} is a 'vae' run; give a reenact run's workdir"):
+        runs.load_run(tmp_path, family="reenact")

@@ -89,9 +89,13 @@ def labelled(rows: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
 def figure(workdir: str, *, step: int | None = None, pairs: int = 3, frames: int = 8, mode: str = "relative"
            ) -> tuple[np.ndarray, dict[str, Any]]:
     """The grid image (uint8) for a reenact run's checkpoint (the newest by default) and its provenance fields."""
+    import jax
+
+    from train import runs
     from train.families import reenact
 
-    setup, step, state, model = reenact.load_run(workdir, step)
+    setup, step, state = runs.load_run(workdir, step, family="reenact")
+    model, state = reenact.run_model(setup), jax.device_get(state)
     animate = reenact.animate_callable(model, bool(setup.config.reenact.ema_decay), state)
     source = setup.eval_source
     clips = reenact_metrics.clips_of(source)

@@ -109,8 +109,12 @@ def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
     return config_lib.merge(config, frozen)
 
 
-def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Setup, int, Any]:
-    """A finished or running workdir's setup, checkpoint step (newest by default) and state."""
+def load_run(workdir: str | pathlib.Path, step: int | None = None, *, family: str | None = None
+             ) -> tuple[Setup, int, Any]:
+    """A finished or running workdir's setup, checkpoint step (newest by default) and state.
+
+    `family`, where a tool reads one family's runs, is checked against the run's before anything is built.
+    """
     from train import cli
 
     workdir = pathlib.Path(workdir)
@@ -118,7 +122,10 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Setu
     no_checkpoint = f"no complete checkpoint in {workdir / 'checkpoints'}; train until the first one is saved"
     if not (workdir / "checkpoints").is_dir():
         raise CheckpointError(no_checkpoint)
-    setup = build(load_config(workdir))
+    config = load_config(workdir)
+    if family is not None and config.family != family:
+        raise ConfigError(f"{workdir} is a {config.family!r} run; give a {family} run's workdir")
+    setup = build(config)
     checkpointer = checkpoint.Checkpointer(workdir)
     steps = checkpointer.steps()
     if not steps or (step is not None and step not in steps):

@@ -107,18 +107,9 @@ def build_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, 
     return registry.create_model(config.model.name, **_model_fields(config, image_shape))
 
 
-def load_run(workdir: str, step: int | None = None) -> tuple[Any, int, State, Any]:
-    """A reenact run's setup, checkpoint step (the newest by default), state on the host and reenactor.
-
-    What the tools that read a finished run share (`train.reenact_grid`, `benchmarks/reenact_probe.py`); a
-    ConfigError names a workdir of another family.
-    """
-    from train import runs  # runs imports the families
-
-    setup, step, state = runs.load_run(workdir, step)
-    if setup.config.family != "reenact":
-        raise ConfigError(f"{workdir} is a {setup.config.family!r} run; give a reenact run's workdir")
-    return setup, step, jax.device_get(state), build_model(setup.config, tuple(setup.train_source.info.image_shape))
+def run_model(setup: Any) -> Any:
+    """The reenactor a built run (`train.runs.Setup`) trains, for the tools that read a finished run."""
+    return build_model(setup.config, tuple(setup.train_source.info.image_shape))
 
 
 def _model_fields(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Sample quality of a trained GAN beside the floor the same protocol gives real data.
 
     python -m benchmarks.gan_quality --workdir runs/dcgan_fashion_mnist [--json out.json]
+    python -m benchmarks.gan_quality --export dcgan_fashion_mnist       # a bundled (or any exported) generator
 
 Runs the family's `fid` evaluator (FID, KID, precision/recall, IS through the config's extractor,
 `gan.eval_samples` samples against the evaluation split) on the run's newest checkpoint, and scores
@@ -33,11 +34,20 @@ def floor(setup: runs.Setup) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True)
+    run = parser.add_mutually_exclusive_group(required=True)
+    run.add_argument("--workdir", help="a GAN run; its newest checkpoint unless --step")
+    run.add_argument("--export", help="an export file or a catalogue name; its card's config, or --config")
     parser.add_argument("--step", type=int, default=None)
+    parser.add_argument("--config", default=None, help="configs/<file>.py[:variant] an --export was trained with")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    setup, step, state = runs.load_run(args.workdir, args.step)
+    if args.workdir:
+        setup, step, state = runs.load_run(args.workdir, args.step, family="gan")
+        where = {"workdir": args.workdir, "step": step}
+    else:
+        exported = runs.load_export(args.export, args.config)
+        setup, state = exported.setup, exported.state
+        where = {"export": args.export, "sha256": exported.sha256, "config": exported.config_spec}
     config = setup.config
     start = time.time()
     model = evaluators.run_metrics(setup.family, state, setup.eval_source, names=("fid",),
@@ -46,7 +56,7 @@ def main() -> None:
     model_seconds = time.time() - start
     start = time.time()
     real = floor(setup)
-    emit({"benchmark": "gan_quality", "machine": machine(), "workdir": args.workdir, "step": step,
+    emit({"benchmark": "gan_quality", "machine": machine(), **where,
           "model": config.model.name, "discriminator": config.gan.discriminator.name, "loss": config.gan.loss,
           "samples": model, "training_images_floor": real,
           "seconds": {"samples": round(model_seconds, 1), "floor": round(time.time() - start, 1)}}, args.json)

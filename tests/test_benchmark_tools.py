@@ -175,3 +175,27 @@ def test_the_reenact_probe_reads_a_pair_of_equal_frames_as_the_identity_case():
     assert rows["prediction_train_mode"] != rows["prediction"]  # batch statistics, not the initial running ones
     assert 0 < rows["blur_2x"] < rows["blur_4x"]
     assert all(0 <= v <= 1 for v in rows.values())
+
+
+@pytest.mark.slow  # 10,000 samples and the floor: about 40 s
+def test_gan_quality_measures_a_bundled_generator_as_its_card_states(tmp_path, monkeypatch):
+    """`--export NAME` re-measures the README's GAN row from the bundled file, under the card's own protocol."""
+    import json
+    import sys
+
+    from conftest import FASHION_MNIST
+
+    from benchmarks import gan_quality
+    from zoo import catalogue
+
+    if not FASHION_MNIST.is_dir():
+        pytest.skip(f"Fashion-MNIST not found at {FASHION_MNIST} (apt-get install -y dataset-fashion-mnist)")
+    out = tmp_path / "gq.json"
+    monkeypatch.setattr(sys, "argv", ["gan_quality", "--export", "sngan_fashion_mnist", "--json", str(out)])
+    gan_quality.main()
+    report = json.loads(out.read_text())
+    card = {m.name: m for m in catalogue.REGISTRY["sngan_fashion_mnist"].card.metrics if m.slow}
+    for name, metric in card.items():
+        assert abs(report["samples"][name] - metric.value) <= metric.tolerance, (name, report["samples"][name])
+    assert report["training_images_floor"]["fid"] < 0.5 < report["samples"]["fid"]
+    assert report["sha256"] == catalogue.REGISTRY["sngan_fashion_mnist"].sha256

@@ -106,6 +106,15 @@ def test_every_entry_has_a_full_card_matching_its_file(name):
         assert tuple(loaded.config["input_shape"]) == card.input_shape
 
 
+def test_feature_figures_name_the_bundled_extractor_they_were_measured_with():
+    """A card re-measured with another extractor file would be another figure; the card pins the file's hash."""
+    from train.metrics import domain
+
+    named = [m for n in catalogue.list_pretrained() for m in catalogue.REGISTRY[n].card.metrics
+             if "domain_fashion_mnist" in m.protocol]
+    assert named and all(f"domain_fashion_mnist@{domain.BUNDLED['fashion_mnist'][:12]}" in m.protocol for m in named)
+
+
 def test_create_model_pretrained_computes_what_load_gives():
     module, variables = zoo.create_model("vae_digits", pretrained=True)
     loaded = pretrained.load("vae_digits")

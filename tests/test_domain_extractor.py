@@ -1,4 +1,5 @@
-"""The domain extractor: trains on first use, caches with provenance, reloads identically, refuses bad files."""
+"""The domain extractor: trains into a cache with provenance, reloads identically, refuses bad files; the metrics
+read the bundled, pinned files."""
 import json
 import pathlib
 
@@ -12,6 +13,8 @@ from safetensors.numpy import load_file, save_file
 from data import sources
 from train.metrics import domain
 from train.metrics.extractors import get_extractor
+from zoo import pretrained
+from zoo.errors import WeightsError
 from zoo.pretrained import sha256
 
 STEPS = 50
@@ -51,7 +54,7 @@ def test_reload_gives_identical_features_without_training(trained, test_set, mon
     extractor, path = trained
     monkeypatch.setattr(domain, "train_domain_classifier", lambda *a, **k: pytest.fail("retrained"))
     images = test_set[0][:100]
-    for again in (get_extractor("domain_mnist", cache=path.parent),
+    for again in (get_extractor("domain_mnist", weights=str(path)),
                   domain.domain_extractor("mnist", pathlib.Path("/nonexistent"), str(path))):
         assert again.name == extractor.name
         chex.assert_trees_all_equal(again(images), extractor(images))
@@ -122,6 +125,46 @@ def test_few_step_features_separate_classes(trained, test_set):
     learned = centroid_accuracy(features)
     assert learned > pixels + 0.03, (learned, pixels)
     assert np.mean(out["probs"].argmax(-1) == labels) > 0.8
+
+
+def test_the_metrics_read_the_bundled_file_not_a_cache(trained, monkeypatch):
+    """A cache holding another training of the same extractor changes nothing: figures match across machines."""
+    _, path = trained
+    monkeypatch.setattr(domain, "train_domain_classifier", lambda *a, **k: pytest.fail("retrained"))
+    extractor = get_extractor("domain_mnist", cache=path.parent)
+    assert extractor.name == f"domain_mnist@{domain.BUNDLED['mnist'][:12]}" != f"domain_mnist@{sha256(path)[:12]}"
+    assert sha256(domain.bundled_weights("mnist")) == domain.BUNDLED["mnist"]
+
+
+def test_a_changed_or_missing_bundled_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(WeightsError, match=r"bundled domain_fashion_mnist extractor is missing.*reinstall"):
+        get_extractor("domain_fashion_mnist")
+    original = pathlib.Path(pretrained.__file__).with_name("weights") / "domain_fashion_mnist-v1.safetensors"
+    data = bytearray(original.read_bytes())
+    data[-1] ^= 1
+    (tmp_path / original.name).write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match=r"sha256 mismatch for the bundled domain_fashion_mnist extractor.*reinstall"):
+        get_extractor("domain_fashion_mnist")
+
+
+@pytest.mark.parametrize("dataset, floor", [("mnist", 0.99), ("fashion_mnist", 0.90)])
+def test_each_bundled_file_is_the_default_recipe_and_scores_its_recorded_accuracy(dataset, floor, request):
+    """The header's provenance is the default training, and its test accuracy is re-measured from the tensors."""
+    from conftest import FASHION_MNIST
+
+    if dataset == "mnist":
+        request.getfixturevalue("shared_data")
+    elif not FASHION_MNIST.is_dir():
+        pytest.skip(f"Fashion-MNIST not found at {FASHION_MNIST} (apt-get install -y dataset-fashion-mnist)")
+    path = domain.bundled_weights(dataset)
+    params, header = domain.load_weights(path, dataset)
+    assert (json.loads(header["seed"]), json.loads(header["steps"])) == (0, domain.DEFAULT_STEPS[dataset])
+    assert json.loads(header["batch_size"]) == domain.DEFAULT_BATCH_SIZE
+    images, labels = domain.load_data(dataset)[1]["test"]
+    measured = domain.accuracy(params, images, labels)
+    assert abs(measured - json.loads(header["test_accuracy"])) <= 2 / len(labels)
+    assert measured >= floor
 
 
 def test_missing_data_error_names_places_and_fix(tmp_path, monkeypatch):

@@ -120,8 +120,8 @@ _FASHION_DATA = ("Fashion-MNIST from Debian's dataset-fashion-mnist idx files: t
 _FASHION_LICENCE = "weights Apache-2.0 (this project); Fashion-MNIST MIT (Zalando Research)"
 _GAN_RANGE = "a standard-normal latent; the output is 32x32x1 in [-1, 1] (tanh), shown as (x + 1) / 2"
 _GAN_PROTOCOL = ("{n} samples (fixed seed) vs the first {n} test images, both quantised to uint8, through "
-                 "domain_fashion_mnist (README: GANs and sample quality); KID's subsets of 1,000 (at 1,000 samples "
-                 "the whole set); precision/recall k = 3")
+                 "domain_fashion_mnist@30639353a9b1 (the bundled file; README: GANs and sample quality); KID's "
+                 "subsets of 1,000 (at 1,000 samples the whole set); precision/recall k = 3")
 _GAN_UNITS = {"fid": "FID (domain features)", "kid": "KID (domain features)", "precision": "fraction",
               "recall": "fraction", "inception_score": "IS (domain classifier)"}
 _GAN_TOLERANCES = {"fid": 0.1, "kid": 0.01, "precision": 0.01, "recall": 0.01, "inception_score": 0.05}
@@ -245,12 +245,12 @@ REGISTRY: dict[str, Entry] = {
         "443b9accaf0938d9c3f1f0ef4134d65459f251386d45ea41953b85893bb27d0f",
         "DCGAN generator (ngf 64, 1.07M params, batch-norm statistics included), Fashion-MNIST at 32 px",
         "configs/dcgan_fashion_mnist.py", steps=4000, latent_dim=100,
-        fast=(8.98, 0.208, 0.645, 0.698, 4.51), full=(9.43, 0.300, 0.511, 0.619, 4.57)),
+        fast=(8.98, 0.215, 0.651, 0.698, 4.51), full=(9.54, 0.314, 0.520, 0.624, 4.58)),
     "sngan_fashion_mnist": _fashion_gan(
         "c75572a213f9f89b3c31c9a188662af3d2e5fb9717b6dc05945c8e1eeadb0748",
         "SNGAN ResNet generator (ngf 32, 125k params; hinge loss), Fashion-MNIST at 32 px",
         "configs/sngan_fashion_mnist.py", steps=1800, latent_dim=128,
-        fast=(32.15, 1.091, 0.542, 0.243, 3.60), full=(33.41, 1.217, 0.408, 0.189, 3.62)),
+        fast=(32.57, 1.116, 0.551, 0.242, 3.63), full=(33.59, 1.241, 0.415, 0.179, 3.66)),
     "swap_df_synthetic_narrow": Entry(
         sha256="ca4e40f88912f3b7e8612189cb7cc1cc04075301c9c86eadea3da99a47a52c30",
         bundled="swap_df_synthetic_narrow.safetensors",

@@ -1,11 +1,17 @@
-"""The offline "domain" feature extractor: a small CNN trained on MNIST or Fashion-MNIST on first use.
+"""The offline "domain" feature extractor: a small CNN trained on MNIST or Fashion-MNIST, shipped with the zoo.
 
 FID/KID/precision-recall/IS on 28x28 grey data need a feature network; Inception-v3 needs a
 download and is a poor fit for digits. This module trains a compact classifier (about two minutes
-on two CPU cores) from a local copy of the data, caches it as one safetensors file with its
+on two CPU cores) from a local copy of the data, writes it as one safetensors file with its
 provenance in the header, and serves its penultimate ReLU activations as features and its softmax
 as class probabilities. The extractor's name carries the sha256 prefix of the weights file, so
-statistics computed with different weights are never compared. Those pieces (`save_weights`,
+statistics computed with different weights are never compared.
+
+The files the metrics use are bundled in zoo/weights with pinned sha256s (`bundled_weights`), not
+trained on each machine: the training is seeded, but its floats depend on the CPU and XLA's flags,
+and two machines' extractors (weights up to 0.38 apart) moved one GAN's FID from 32.2 to 34.1, so
+figures made on one machine could not be re-measured on another. `domain_extractor` still trains
+into a cache, which is how the bundled files were made and what a user with other data does. Those pieces (`save_weights`,
 `read_weights`, `match_params`, `cached_weights`, `weights_name`, `as_extractor`) also serve the
 other domain extractors (`domain_faces`), so every such file is written, checked and named alike.
 
@@ -36,9 +42,8 @@ from safetensors.numpy import load_file, save_file
 
 from data import provenance, sources
 from train.metrics.features import Extractor
-from zoo import files
+from zoo import files, pretrained
 from zoo.errors import WeightsError
-from zoo.pretrained import sha256
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,10 @@ DEFAULT_STEPS = {"mnist": 2000, "fashion_mnist": 2000}
 DEFAULT_BATCH_SIZE = 64
 LEARNING_RATE = 2e-3
 EXTRACTOR_BATCH_SIZE = 500
+BUNDLED = {  # zoo/weights/domain_<dataset>-v1.safetensors, made by `domain_extractor` with the defaults
+    "mnist": "d7a7d8f7f6704d580203c4fea67840bf08d02de5bb7d2f09388a35c168ec0420",
+    "fashion_mnist": "30639353a9b1c150f390034914fdb58d1734e8f3622bb5f2c985969caa8c4524",
+}
 
 Params = dict[str, Any]
 
@@ -277,7 +286,7 @@ def cached_weights(name: str, cache: pathlib.Path, weights: str | None,
 
 def weights_name(name: str, path: pathlib.Path) -> str:
     """`name@<sha256 prefix of the weights file>`: statistics from different weights never share a name."""
-    return f"{name}@{sha256(path)[:12]}"
+    return f"{name}@{pretrained.sha256(path)[:12]}"
 
 
 def _train_with_provenance(dataset: str, seed: int, steps: int) -> tuple[Params, dict[str, Any]]:
@@ -291,10 +300,23 @@ def _train_with_provenance(dataset: str, seed: int, steps: int) -> tuple[Params,
     }
 
 
+def bundled_weights(dataset: str) -> pathlib.Path:
+    """The domain_<dataset> weights file shipped in zoo/weights, checked against its pinned sha256."""
+    path = pretrained.WEIGHTS_DIR / f"domain_{dataset}-v{VERSION}.safetensors"
+    what, fix = f"the bundled domain_{dataset} extractor", "the bundled file was changed: reinstall deepfake-zoo"
+    if not path.is_file():
+        raise WeightsError(f"{what} is missing: no {path}; reinstall deepfake-zoo (its package data include it)")
+    pretrained.verify_sha256(path, BUNDLED[dataset], what=what, fix=fix)
+    return path
+
+
 def domain_extractor(
     dataset: str, cache: pathlib.Path, weights: str | None, *, seed: int = 0, steps: int | None = None
 ) -> Extractor:
-    """The domain_<dataset> extractor: weights from `weights` or the cache, trained and cached on first use."""
+    """The domain_<dataset> extractor: weights from `weights`, else the cache's, trained and cached on first use.
+
+    `get_extractor("domain_<dataset>")` passes the bundled file; training here is how that file was made.
+    """
     if dataset not in DATASETS:
         raise ValueError(f"no domain extractor for dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     steps = DEFAULT_STEPS[dataset] if steps is None else steps

@@ -22,7 +22,7 @@ def _domain(dataset: str) -> Callable[[pathlib.Path, str | None], Extractor]:
     def build(cache: pathlib.Path, weights: str | None) -> Extractor:
         from train.metrics import domain
 
-        return domain.domain_extractor(dataset, cache, weights)
+        return domain.domain_extractor(dataset, cache, weights or str(domain.bundled_weights(dataset)))
 
     return build
 

@@ -108,11 +108,11 @@ def test_every_entry_has_a_full_card_matching_its_file(name):
 
 def test_feature_figures_name_the_bundled_extractor_they_were_measured_with():
     """A card re-measured with another extractor file would be another figure; the card pins the file's hash."""
-    from train.metrics import domain
+    from train.metrics.extractors import BUNDLED
 
     named = [m for n in catalogue.list_pretrained() for m in catalogue.REGISTRY[n].card.metrics
              if "domain_fashion_mnist" in m.protocol]
-    assert named and all(f"domain_fashion_mnist@{domain.BUNDLED['fashion_mnist'][:12]}" in m.protocol for m in named)
+    assert named and all(f"domain_fashion_mnist@{BUNDLED['domain_fashion_mnist'][:12]}" in m.protocol for m in named)
 
 
 def test_create_model_pretrained_computes_what_load_gives():

@@ -12,7 +12,7 @@ from safetensors.numpy import load_file, save_file
 
 from data import sources
 from train.metrics import domain
-from train.metrics.extractors import get_extractor
+from train.metrics.extractors import BUNDLED, bundled_weights, get_extractor
 from zoo import pretrained
 from zoo.errors import WeightsError
 from zoo.pretrained import sha256
@@ -132,8 +132,8 @@ def test_the_metrics_read_the_bundled_file_not_a_cache(trained, monkeypatch):
     _, path = trained
     monkeypatch.setattr(domain, "train_domain_classifier", lambda *a, **k: pytest.fail("retrained"))
     extractor = get_extractor("domain_mnist", cache=path.parent)
-    assert extractor.name == f"domain_mnist@{domain.BUNDLED['mnist'][:12]}" != f"domain_mnist@{sha256(path)[:12]}"
-    assert sha256(domain.bundled_weights("mnist")) == domain.BUNDLED["mnist"]
+    assert extractor.name == f"domain_mnist@{BUNDLED['domain_mnist'][:12]}" != f"domain_mnist@{sha256(path)[:12]}"
+    assert sha256(bundled_weights("domain_mnist")) == BUNDLED["domain_mnist"]
 
 
 def test_a_changed_or_missing_bundled_file_is_refused(tmp_path, monkeypatch):
@@ -157,7 +157,7 @@ def test_each_bundled_file_is_the_default_recipe_and_scores_its_recorded_accurac
         request.getfixturevalue("shared_data")
     elif not FASHION_MNIST.is_dir():
         pytest.skip(f"Fashion-MNIST not found at {FASHION_MNIST} (apt-get install -y dataset-fashion-mnist)")
-    path = domain.bundled_weights(dataset)
+    path = pathlib.Path(bundled_weights(f"domain_{dataset}"))
     params, header = domain.load_weights(path, dataset)
     assert (json.loads(header["seed"]), json.loads(header["steps"])) == (0, domain.DEFAULT_STEPS[dataset])
     assert json.loads(header["batch_size"]) == domain.DEFAULT_BATCH_SIZE

@@ -5,15 +5,13 @@ download and is a poor fit for digits. This module trains a compact classifier (
 on two CPU cores) from a local copy of the data, writes it as one safetensors file with its
 provenance in the header, and serves its penultimate ReLU activations as features and its softmax
 as class probabilities. The extractor's name carries the sha256 prefix of the weights file, so
-statistics computed with different weights are never compared.
-
-The files the metrics use are bundled in zoo/weights with pinned sha256s (`bundled_weights`), not
-trained on each machine: the training is seeded, but its floats depend on the CPU and XLA's flags,
-and two machines' extractors (weights up to 0.38 apart) moved one GAN's FID from 32.2 to 34.1, so
-figures made on one machine could not be re-measured on another. `domain_extractor` still trains
-into a cache, which is how the bundled files were made and what a user with other data does. Those pieces (`save_weights`,
+statistics computed with different weights are never compared. Those pieces (`save_weights`,
 `read_weights`, `match_params`, `cached_weights`, `weights_name`, `as_extractor`) also serve the
 other domain extractors (`domain_faces`), so every such file is written, checked and named alike.
+
+The metrics read the files bundled in zoo/weights (`extractors.BUNDLED`, which says why);
+`domain_extractor` trains into a cache, which is how those files were made and what a user with other
+data does.
 
 Input handling (`resize = "linear_aa_28"`, a fixed function of the input size): uint8 values are
 scaled to float [0, 1]; RGB is converted to grey by ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B);
@@ -58,10 +56,6 @@ DEFAULT_STEPS = {"mnist": 2000, "fashion_mnist": 2000}
 DEFAULT_BATCH_SIZE = 64
 LEARNING_RATE = 2e-3
 EXTRACTOR_BATCH_SIZE = 500
-BUNDLED = {  # zoo/weights/domain_<dataset>-v1.safetensors, made by `domain_extractor` with the defaults
-    "mnist": "d7a7d8f7f6704d580203c4fea67840bf08d02de5bb7d2f09388a35c168ec0420",
-    "fashion_mnist": "30639353a9b1c150f390034914fdb58d1734e8f3622bb5f2c985969caa8c4524",
-}
 
 Params = dict[str, Any]
 
@@ -298,16 +292,6 @@ def _train_with_provenance(dataset: str, seed: int, steps: int) -> tuple[Params,
         "batch_size": DEFAULT_BATCH_SIZE, "learning_rate": LEARNING_RATE, "test_accuracy": test_accuracy,
         "model": {"widths": list(model.widths), "features_dim": model.features_dim, "num_classes": model.num_classes},
     }
-
-
-def bundled_weights(dataset: str) -> pathlib.Path:
-    """The domain_<dataset> weights file shipped in zoo/weights, checked against its pinned sha256."""
-    path = pretrained.WEIGHTS_DIR / f"domain_{dataset}-v{VERSION}.safetensors"
-    what, fix = f"the bundled domain_{dataset} extractor", "the bundled file was changed: reinstall deepfake-zoo"
-    if not path.is_file():
-        raise WeightsError(f"{what} is missing: no {path}; reinstall deepfake-zoo (its package data include it)")
-    pretrained.verify_sha256(path, BUNDLED[dataset], what=what, fix=fix)
-    return path
 
 
 def domain_extractor(

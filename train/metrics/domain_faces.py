@@ -1,4 +1,4 @@
-"""The offline domain extractor for synthetic faces: a small CNN trained on first use on the renderer's known attributes.
+"""The offline domain extractor for synthetic faces: a small CNN trained on the renderer's known attributes.
 
 FID/KID/precision-recall of generators of the zoo's synthetic faces (the StyleGAN2 CPU-budget run)
 need a feature network that sees what makes those images differ, and Inception-v3 needs a download.
@@ -13,8 +13,10 @@ the 200 people and R^2 0.83-0.96 for mouth_open, eye_open, roll, yaw, shifts, sc
 but only 0.07-0.08 for smile and 0.05-0.07 for brow_raise (each moves a curve or edge by under two
 pixels at 64 px), so the features barely see those two. Training is deterministic in the recipe
 for one XLA set-up; those two runs (one process plain, one with 8 simulated CPU devices) differed
-in the third decimal, as float reductions split differently. The file format, the cache, the errors and the
-name (the weights' sha256 prefix) are the MNIST extractor's (`train.metrics.domain`).
+in the third decimal, as float reductions split differently, which is why the metrics read a bundled
+file (`extractors.BUNDLED`, trained by `Recipe()` in 123 s: R^2 0.82-0.96 and 0.07-0.08). The file
+format, the cache, the errors and the name (the weights' sha256 prefix) are the MNIST extractor's
+(`train.metrics.domain`).
 
 `probs` is the identity softmax, so the Inception Score computed from it says how confidently each
 sample is recognised as one of the training identities (by default ids 0-199, the people
@@ -245,8 +247,9 @@ def load_weights(path: pathlib.Path) -> tuple[FaceAttributeNet, Params, dict[str
 
 
 def faces_extractor(cache: pathlib.Path, weights: str | None, recipe: Recipe = Recipe()) -> Extractor:
-    """The domain_synthetic_faces extractor: weights from `weights` or the cache, trained and cached on first use.
+    """The domain_synthetic_faces extractor: weights from `weights`, else the cache's, trained and cached on first use.
 
+    `get_extractor("domain_synthetic_faces")` passes the bundled file; training here is how that file was made.
     `recipe` only matters when training; a loaded file keeps the network it was trained as.
     """
     path = domain.cached_weights(NAME, cache, weights, lambda: train_faces_classifier(recipe),

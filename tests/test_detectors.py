@@ -230,6 +230,25 @@ def test_resnet18_fields_give_torchvision_parameter_count_less_the_imagenet_head
     assert _n_params(shapes["params"]) == 11_689_512 - (512 * 1000 + 1000) + (512 + 1)
 
 
+def test_the_resnet_detector_and_tpsmms_encoder_share_one_trunk():
+    """Same parameters under the same names; the detector's logit is its head on the encoder's pooled features of
+    the image mapped to [-1, 1]."""
+    from zoo.reenact import ResNetEncoder
+
+    x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3))
+    detector = create_model("resnet_detector", stages=(1, 2), widths=(4, 8))
+    variables = detector.init(jax.random.key(1), x)
+    trunk = {k: v for k, v in variables["params"].items() if k != "head"}
+    encoder_vars = ResNetEncoder(widths=(4, 8), stages=(1, 2)).init(jax.random.key(1), x)
+    chex.assert_trees_all_equal_shapes(encoder_vars["params"], trunk)
+    assert set(trunk) == {"stem", "stem_bn", "stage0_block0", "stage1_block0", "stage1_block1"}
+    features = ResNetEncoder(widths=(4, 8), stages=(1, 2)).apply(
+        {"params": trunk, "batch_stats": variables["batch_stats"]}, 2 * x - 1)
+    head = variables["params"]["head"]
+    expected = (features @ head["kernel"] + head["bias"])[:, 0]
+    np.testing.assert_allclose(detector.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", [pytest.param("xception_detector", marks=pytest.mark.slow), "resnet_detector"])
 def test_cnn_logits_are_one_float32_per_image_at_32_64_and_299_px(name):
     """At input_size 32 no resize runs; 64 and 299 px images are resized to 32 inside the module."""

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from einops import rearrange, reduce
 from flax.linen.dtypes import promote_dtype
 
-from zoo import layers, spectral
+from zoo import layers, resnet, spectral
 from zoo.errors import ConfigError, DataError
 from zoo.registry import register
 
@@ -52,16 +52,8 @@ __all__ = [
 BATCH_STATS = "batch_stats"
 STATS = "stats"
 
-_BN_MOMENTUM = 0.9  # PyTorch's 0.1 update rate, as the FF++ (Cadene) Xception and torchvision's ResNets
-_BN_EPS = 1e-5
 _XCEPTION_BASE = 32  # the published first conv's width: `width` scales every width by width / 32
 _XCEPTION_WIDTHS = (32, 64, 128, 256, 728, 1024, 1536, 2048)
-
-
-def _batch_norm(train: bool, name: str, dtype: Dtype, param_dtype: Dtype) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS,
-                        axis_name=layers.bound_data_axis() if train else None, dtype=dtype, param_dtype=param_dtype,
-                        name=name)
 
 
 def _check_images(model: str, x: Array) -> None:
@@ -180,12 +172,12 @@ class _XceptionBlock(nn.Module):
             if i > 0 or self.relu_first:
                 h = nn.relu(h)
             h = SeparableConv(width, name=f"sep{i}", **kw)(h)
-            h = _batch_norm(train, f"sep{i}_bn", **kw)(h)
+            h = layers.batch_norm(train, f"sep{i}_bn", **kw)(h)
         if not self.downsample:
             return h + x
         h = nn.max_pool(h, (3, 3), strides=(2, 2), padding="SAME")
         skip = layers.Conv(self.widths[-1], (1, 1), strides=(2, 2), use_bias=False, name="shortcut", **kw)(x)
-        return h + _batch_norm(train, "shortcut_bn", **kw)(skip)
+        return h + layers.batch_norm(train, "shortcut_bn", **kw)(skip)
 
 
 @register("xception_detector")
@@ -233,9 +225,9 @@ class XceptionDetector(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = _to_signed(_resize(x, self.input_size), self.dtype)
         h = layers.Conv(stem1, (3, 3), strides=(2, 2), padding="VALID", use_bias=False, name="stem1", **kw)(h)
-        h = nn.relu(_batch_norm(train, "stem1_bn", **kw)(h))
+        h = nn.relu(layers.batch_norm(train, "stem1_bn", **kw)(h))
         h = layers.Conv(stem2, (3, 3), padding="VALID", use_bias=False, name="stem2", **kw)(h)
-        h = nn.relu(_batch_norm(train, "stem2_bn", **kw)(h))
+        h = nn.relu(layers.batch_norm(train, "stem2_bn", **kw)(h))
         h = _XceptionBlock((entry1, entry1), True, relu_first=False, name="entry1", **kw)(h, train)
         h = _XceptionBlock((entry2, entry2), True, name="entry2", **kw)(h, train)
         h = _XceptionBlock((middle, middle), True, name="entry3", **kw)(h, train)
@@ -244,35 +236,12 @@ class XceptionDetector(nn.Module):
         h = _XceptionBlock((middle, exit1), True, name="exit", **kw)(h, train)
         for i, width in enumerate((exit2, exit3)):
             h = SeparableConv(width, name=f"exit_sep{i}", **kw)(h)
-            h = nn.relu(_batch_norm(train, f"exit_sep{i}_bn", **kw)(h))
+            h = nn.relu(layers.batch_norm(train, f"exit_sep{i}_bn", **kw)(h))
         return _logits(reduce(h, "b h w c -> b c", "mean"), **kw)
 
 
 # ---------------------------------------------------------------------------------------------------
 # ResNet
-
-
-class _BasicBlock(nn.Module):
-    """3x3 conv, BN, ReLU, 3x3 conv, BN, plus the input (1x1 strided conv + BN where the shape changes), ReLU."""
-
-    features: int
-    stride: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array, train: bool) -> Array:
-        kw = dict(use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
-        bn = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        s = (self.stride, self.stride)
-        h = layers.Conv(self.features, (3, 3), strides=s, padding=1, name="conv1", **kw)(x)
-        h = nn.relu(_batch_norm(train, "bn1", **bn)(h))
-        h = layers.Conv(self.features, (3, 3), padding=1, name="conv2", **kw)(h)
-        h = _batch_norm(train, "bn2", **bn)(h)
-        if self.stride != 1 or x.shape[-1] != self.features:
-            x = layers.Conv(self.features, (1, 1), strides=s, name="shortcut", **kw)(x)
-            x = _batch_norm(train, "shortcut_bn", **bn)(x)
-        return nn.relu(h + x)
 
 
 @register("resnet_detector")
@@ -312,14 +281,7 @@ class ResNetDetector(nn.Module):
             raise ConfigError(f"resnet_detector input_size = {self.input_size}: set model.input_size to a size in "
                               "pixels, or 0 to use the images as they come")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = _to_signed(_resize(x, self.input_size), self.dtype)
-        h = layers.Conv(self.widths[0], (7, 7), strides=(2, 2), padding=3, use_bias=False, name="stem", **kw)(h)
-        h = nn.relu(_batch_norm(train, "stem_bn", **kw)(h))
-        h = nn.max_pool(h, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        for i, (blocks, width) in enumerate(zip(self.stages, self.widths)):
-            for j in range(blocks):
-                stride = 2 if i > 0 and j == 0 else 1
-                h = _BasicBlock(width, stride, name=f"stage{i}_block{j}", **kw)(h, train)
+        h = resnet.trunk(_to_signed(_resize(x, self.input_size), self.dtype), self.stages, self.widths, train, **kw)
         return _logits(reduce(h, "b h w c -> b c", "mean"), **kw)
 
 

@@ -66,8 +66,6 @@ DCGAN_NORMS = ("batch", "layer", "none")
 DCGAN_SIZES = (32, 64)
 SNGAN_SIZES = (32,)
 
-_BN_MOMENTUM = 0.9  # PyTorch's/chainer's 0.1 update rate of the running statistics
-_BN_EPS = 1e-5
 _LEAK = 0.2
 _DCGAN_INIT = nn.initializers.normal(0.02)
 
@@ -228,12 +226,6 @@ class SNEmbed(nn.Module):
         return jnp.take(table, ids, axis=0)
 
 
-def _batch_norm(train: bool, name: str, dtype: Dtype, param_dtype: Dtype, affine: bool = True) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS, use_scale=affine,
-                        use_bias=affine, axis_name=layers.bound_data_axis() if train else None, dtype=dtype,
-                        param_dtype=param_dtype, name=name)
-
-
 # ---------------------------------------------------------------------------------------------------
 # DCGAN.
 
@@ -281,11 +273,11 @@ class DCGANGenerator(nn.Module):
         widths = [self.ngf * 2 ** (n - 1 - i) for i in range(n)]
         h = layers.Dense(16 * widths[0], use_bias=False, kernel_init=_DCGAN_INIT, name="project", **kw)(z)
         h = rearrange(h, "b (h w c) -> b h w c", h=4, w=4)
-        h = nn.relu(_batch_norm(train, "project_bn", **kw)(h))
+        h = nn.relu(layers.batch_norm(train, "project_bn", **kw)(h))
         for i, width in enumerate(widths[1:]):
             h = layers.ConvTranspose(width, (4, 4), strides=(2, 2), use_bias=False, kernel_init=_DCGAN_INIT,
                                      name=f"up_{i}", **kw)(h)
-            h = nn.relu(_batch_norm(train, f"up_{i}_bn", **kw)(h))
+            h = nn.relu(layers.batch_norm(train, f"up_{i}_bn", **kw)(h))
         h = layers.ConvTranspose(channels, (4, 4), strides=(2, 2), use_bias=False, kernel_init=_DCGAN_INIT,
                                  name="out", **kw)(h)
         return jnp.tanh(h.astype(jnp.float32))
@@ -329,9 +321,9 @@ class DCGANDiscriminator(nn.Module):
     def _norm(self, h: Array, train: bool, name: str) -> Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         if self.norm == "batch":
-            return _batch_norm(train, name, **kw)(h)
+            return layers.batch_norm(train, name, **kw)(h)
         if self.norm == "layer":
-            return nn.LayerNorm(epsilon=_BN_EPS, reduction_axes=(1, 2, 3), feature_axes=-1, name=name, **kw)(h)
+            return nn.LayerNorm(epsilon=layers.TORCH_NORM_EPS, reduction_axes=(1, 2, 3), feature_axes=-1, name=name, **kw)(h)
         return h
 
     @nn.compact
@@ -375,8 +367,8 @@ class ConditionalBatchNorm(nn.Module):
     def __call__(self, x: Array, labels: Array | None, train: bool) -> Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         if self.num_classes == 0:
-            return _batch_norm(train, "bn", **kw)(x)
-        h = _batch_norm(train, "bn", affine=False, **kw)(x)
+            return layers.batch_norm(train, "bn", **kw)(x)
+        h = layers.batch_norm(train, "bn", affine=False, **kw)(x)
         ch = x.shape[-1]
         gamma = nn.Embed(self.num_classes, ch, embedding_init=nn.initializers.ones, name="gamma", **kw)(labels)
         beta = nn.Embed(self.num_classes, ch, embedding_init=nn.initializers.zeros, name="beta", **kw)(labels)
@@ -484,7 +476,7 @@ class SNGANGenerator(nn.Module):
         h = rearrange(h, "b (h w c) -> b h w c", h=4, w=4)
         for i in range(3):
             h = _GBlock(self.ngf, self.num_classes, name=f"block_{i}", **kw)(h, labels, train)
-        h = nn.relu(_batch_norm(train, "out_bn", **kw)(h))
+        h = nn.relu(layers.batch_norm(train, "out_bn", **kw)(h))
         h = layers.Conv(channels, (3, 3), kernel_init=_xavier(), name="out", **kw)(h)
         return jnp.tanh(h.astype(jnp.float32))
 

@@ -43,10 +43,12 @@ PaddingLike = str | int | Sequence[int | tuple[int, int]]
 
 _DN = ("NHWC", "HWIO", "NHWC")
 DATA_AXIS = "data"
+TORCH_BN_MOMENTUM = 0.9  # PyTorch's 0.1 update rate of BatchNorm's running statistics, in flax's convention
+TORCH_NORM_EPS = 1e-5  # PyTorch's epsilon of BatchNorm2d, InstanceNorm2d and LayerNorm
 _FILTER_GRAD_DN = ("CHWN", "IHWO", "HWNC")
 
-__all__ = ["Conv", "ConvTranspose", "Dense", "FORMS_ENV", "conv_transpose", "dense_matmul", "fast_forms_enabled",
-           "pixel_shuffle", "strided_conv", "use_forms"]
+__all__ = ["Conv", "ConvTranspose", "Dense", "FORMS_ENV", "batch_norm", "conv_transpose", "dense_matmul",
+           "fast_forms_enabled", "pixel_shuffle", "strided_conv", "use_forms"]
 
 FORMS_ENV = "ZOO_LAYER_FORMS"
 FORMS = ("auto", "fast", "plain")
@@ -427,3 +429,14 @@ def bound_data_axis() -> str | None:
     except NameError:
         return None
     return DATA_AXIS
+
+
+def batch_norm(train: bool, name: str, *, dtype: Dtype, param_dtype: Dtype, affine: bool = True) -> nn.BatchNorm:
+    """BatchNorm as PyTorch's (momentum, epsilon), over the global batch under pmap (`bound_data_axis`).
+
+    The zoo's networks follow published PyTorch (and chainer) models, so their normalisation does too;
+    `affine=False` drops the scale and bias (a conditional BN supplies its own).
+    """
+    return nn.BatchNorm(use_running_average=not train, momentum=TORCH_BN_MOMENTUM, epsilon=TORCH_NORM_EPS,
+                        use_scale=affine, use_bias=affine, axis_name=bound_data_axis() if train else None,
+                        dtype=dtype, param_dtype=param_dtype, name=name)

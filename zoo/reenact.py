@@ -68,7 +68,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange, reduce, repeat
 
-from zoo import layers, warp
+from zoo import layers, resnet, warp
 from zoo.errors import ConfigError, DataError
 from zoo.registry import register
 
@@ -84,19 +84,15 @@ BATCH_STATS = "batch_stats"
 MOTIONS = ("fomm", "tps")
 NORMS = ("batch", "instance")
 PADDING_MODES = ("zeros", "circular")
-_BN_MOMENTUM = 0.9  # PyTorch's 0.1 update rate of the running statistics
-_EPS = 1e-5  # PyTorch's BatchNorm2d / InstanceNorm2d epsilon
 _TPS_POINTS = 5
 
 
 def _norm(kind: str, train: bool, name: str, dtype: Dtype, param_dtype: Dtype) -> nn.Module:
     """BatchNorm (global-batch statistics under pmap) or affine InstanceNorm, PyTorch's epsilon and momentum."""
     if kind == "batch":
-        return nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_EPS,
-                            axis_name=layers.bound_data_axis() if train else None, dtype=dtype,
-                            param_dtype=param_dtype, name=name)
+        return layers.batch_norm(train, name, dtype=dtype, param_dtype=param_dtype)
     if kind == "instance":
-        return nn.InstanceNorm(epsilon=_EPS, dtype=dtype, param_dtype=param_dtype, name=name)
+        return nn.InstanceNorm(epsilon=layers.TORCH_NORM_EPS, dtype=dtype, param_dtype=param_dtype, name=name)
     raise ConfigError(f"norm {kind!r} is not one of {', '.join(NORMS)}; set model.norm")
 
 
@@ -400,11 +396,9 @@ class Generator(nn.Module):
 
 
 class ResNetEncoder(nn.Module):
-    """A ResNet of basic blocks (torchvision's ResNet-18 at the defaults) ending in a global average pool.
+    """`zoo.resnet.trunk` (torchvision's ResNet-18 at the defaults) and a global average pool.
 
-    7x7/2 conv (no bias), BN, ReLU, 3x3/2 max pool, `stages[i]` basic blocks of width `widths[i]`
-    (stride 2 and a 1x1 conv + BN shortcut where a stage starts, but the first), mean over space.
-    BatchNorm as torchvision (TPSMM builds its detectors from `torchvision.models.resnet18`).
+    TPSMM builds its keypoint and background networks from `torchvision.models.resnet18`.
     """
 
     widths: Sequence[int] = (64, 128, 256, 512)
@@ -415,23 +409,8 @@ class ResNetEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         """[B, H, W, C] -> [B, widths[-1]]."""
-        kw = dict(use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
-        bn = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = layers.Conv(self.widths[0], (7, 7), strides=(2, 2), padding=3, name="stem", **kw)(x.astype(self.dtype))
-        h = nn.relu(_norm("batch", train, "stem_bn", **bn)(h))
-        h = nn.max_pool(h, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        for i, (blocks, width) in enumerate(zip(self.stages, self.widths)):
-            for j in range(blocks):
-                stride = (2, 2) if i > 0 and j == 0 else (1, 1)
-                name = f"stage{i}_block{j}"
-                r = layers.Conv(width, (3, 3), strides=stride, padding=1, name=f"{name}_conv1", **kw)(h)
-                r = nn.relu(_norm("batch", train, f"{name}_bn1", **bn)(r))
-                r = layers.Conv(width, (3, 3), padding=1, name=f"{name}_conv2", **kw)(r)
-                r = _norm("batch", train, f"{name}_bn2", **bn)(r)
-                if stride != (1, 1) or h.shape[-1] != width:
-                    h = layers.Conv(width, (1, 1), strides=stride, name=f"{name}_shortcut", **kw)(h)
-                    h = _norm("batch", train, f"{name}_shortcut_bn", **bn)(h)
-                h = nn.relu(h + r)
+        h = resnet.trunk(x.astype(self.dtype), self.stages, self.widths, train, dtype=self.dtype,
+                         param_dtype=self.param_dtype)
         return reduce(h, "b h w c -> b c", "mean")
 
 

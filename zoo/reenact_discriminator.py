@@ -31,7 +31,6 @@ Dtype = Any
 
 __all__ = ["MultiScaleDiscriminator", "PatchDiscriminator"]
 
-_EPS = 1e-5  # PyTorch's InstanceNorm2d epsilon
 
 
 class PatchDiscriminator(nn.Module):
@@ -67,7 +66,7 @@ class PatchDiscriminator(nn.Module):
         for i in range(self.num_blocks):
             h = self._conv(h, min(self.max_features, self.block_expansion * 2 ** (i + 1)), 4, f"down{i}", train)
             if i != 0:
-                h = nn.InstanceNorm(epsilon=_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name=f"norm{i}")(h)
+                h = nn.InstanceNorm(epsilon=layers.TORCH_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name=f"norm{i}")(h)
             h = nn.leaky_relu(h, 0.2)
             if i != self.num_blocks - 1:
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))

@@ -42,6 +42,7 @@ from data import provenance, sources
 from train.metrics.features import Extractor
 from zoo import files, pretrained
 from zoo.errors import WeightsError
+from zoo.spectral import LUMA_601
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ FORMAT = "deepfake-zoo.domain-extractor"
 VERSION = 1
 SIZE = 28
 RESIZE = "linear_aa_28"
-LUMA_601 = (0.299, 0.587, 0.114)
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 DATASETS = ("mnist", "fashion_mnist")
 DEFAULT_STEPS = {"mnist": 2000, "fashion_mnist": 2000}

@@ -19,6 +19,14 @@ SPLITS = ("train", "test", "all")
 MASK_FIELDS = ("mask", "em_mask")
 """Per-pixel masks a face source may carry beside "image" (uint8 [H, W, 1], 255 = inside): the face, eyes and mouth."""
 
+FRAME_FIELDS = ("video", "frame")
+"""What a source of video frames carries per item (int64): its video and its frame number there (`video_pairs:`)."""
+
+
+def frame_index_file(version_dir: str | os.PathLike[str], split: str) -> pathlib.Path:
+    """Where `data.local_tfds` keeps a split's (video, frame) rows, [N, 2] int64, beside its records."""
+    return pathlib.Path(version_dir) / f"{split}.frame_index.npy"
+
 
 class DataNotFoundError(DataError, FileNotFoundError):
     """A file or directory a spec names is missing; also a FileNotFoundError, which callers may catch."""
@@ -116,10 +124,14 @@ class ArraySource:
 
 
 class TfdsSource:
-    """A TFDS array_record data source mapped to {"image", "label"} and any `MASK_FIELDS` it has, without TensorFlow.
+    """A TFDS array_record data source mapped to {"image", "label"} and any `MASK_FIELDS` and `FRAME_FIELDS` it has,
+    without TensorFlow.
 
-    The masks are what `data.local_tfds` writes for a face source that has them (aligned:, synthetic_faces
-    with masks=1), so `masked_training` reads a packed set as it reads the original.
+    The masks and frame fields are what `data.local_tfds` writes for a source that has them (aligned:,
+    synthetic_faces with masks=1; video:, aligned:, synthetic_clips:), so `masked_training` and
+    `video_pairs:` read a packed set as they read the original. `frame_index` ([N, 2] (video, frame)) is
+    the split's rows file that `local_tfds` writes when this is one whole built split, else None (then
+    `video_pairs` reads the fields item by item).
     """
 
     def __init__(self, name: str, data_source: Any, dataset_info: Any):
@@ -132,6 +144,8 @@ class TfdsSource:
             )
         self._has_label = "label" in features
         self._masks = tuple(k for k in MASK_FIELDS if k in features)
+        self._frames = all(k in features for k in FRAME_FIELDS)
+        self.frame_index = self._frame_rows(getattr(dataset_info, "data_dir", None), getattr(data_source, "split", None))
         shape = tuple(features["image"].shape)
         if len(shape) == 2:
             shape = (*shape, 1)
@@ -154,7 +168,19 @@ class TfdsSource:
         for key in self._masks:
             mask = np.asarray(record[key], dtype=np.uint8)
             example[key] = mask[..., None] if mask.ndim == 2 else mask
+        if self._frames:
+            example.update({key: np.int64(record[key]) for key in FRAME_FIELDS})
         return example
+
+    def _frame_rows(self, version_dir: str | None, split: str | None) -> np.ndarray | None:
+        """The split's (video, frame) rows file when there is one of this source's length, read-only."""
+        if not (self._frames and version_dir and split) or not frame_index_file(version_dir, split).is_file():
+            return None
+        rows = np.load(frame_index_file(version_dir, split), allow_pickle=False)
+        if rows.dtype != np.int64 or rows.shape != (len(self._source), 2):
+            return None
+        rows.flags.writeable = False
+        return rows
 
     def __repr__(self) -> str:
         return f"TfdsSource({self.info})"

@@ -10,8 +10,11 @@ features `image: Tensor((H, W, C), uint8)` (not `tfds.features.Image`, whose PNG
 TensorFlow), when the source has labels `label: ClassLabel(num_classes)` (int64), and when it has masks
 (an `aligned:` extraction, `synthetic_faces` with masks=1) `mask` and `em_mask: Tensor((H, W, 1), uint8)`,
 so an extraction written once is read back, as `tfds:<name>`, with the masks `masked_training` and
-`eyes_mouth_prio` need. Examples keep the source's order (`disable_shuffling=True`), so record i of a
-split is item i of that split's source. Files: <data_dir>/<name>/1.0.0/<name>-<split>.array_record-*,
+`eyes_mouth_prio` need; and when it is video frames (`video:`, `aligned:`, `facecrop:`, `synthetic_clips:`)
+`video` and `frame: Tensor((), int64)`, with each split's (video, frame) rows also in
+`<split>.frame_index.npy`, so `video_pairs:tfds:<name>` pairs the frames of one video as it pairs the
+original's without opening every record. Examples keep the source's order (`disable_shuffling=True`),
+so record i of a split is item i of that split's source. Files: <data_dir>/<name>/1.0.0/<name>-<split>.array_record-*,
 dataset_info.json, features.json and metadata.json (which records the builder, the source spec, the
 fields written and a fingerprint).
 
@@ -26,9 +29,9 @@ video: specs, every input file's path, size and mtime (for a spec naming a file 
 included, every file under it; for other Source objects, the content of up to 16 evenly spaced items per
 split, masks included). When the fingerprint differs, `build` refuses with FileExistsError unless
 `overwrite=True` (`--overwrite`), which deletes that version directory and writes it again; the same
-input gives the same records. A dataset written before masks were kept (its metadata names no fields)
-from a source that has masks is refused the same way, since it lacks them. A directory not written by
-this module is never deleted.
+input gives the same records. A dataset written before masks or frame fields were kept (its metadata's
+`fields` lack them) from a source that has them is refused the same way, since it lacks them. A
+directory not written by this module is never deleted.
 
 Needs tensorflow-datasets, array_record and importlib_resources (etils.epath imports it lazily when a
 builder class is created); TensorFlow is not needed.
@@ -50,8 +53,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from data import media
-from data.base import MASK_FIELDS, Source, SourceInfo, TfdsSource, check_index, tfds_data_dir
+from data import media, video_pairs
+from data.base import (
+    FRAME_FIELDS,
+    MASK_FIELDS,
+    Source,
+    SourceInfo,
+    TfdsSource,
+    check_index,
+    frame_index_file,
+    tfds_data_dir,
+)
+from zoo import files
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +79,8 @@ class _Subset:
 
     def __init__(self, source: Source, rows: np.ndarray, split: str):
         self._source, self._rows = source, rows
+        index = getattr(source, "frame_index", None)
+        self.frame_index = None if index is None else np.asarray(index, np.int64)[rows]
         self.info = SourceInfo(
             name=f"{source.info.name}[{split}]",
             image_shape=source.info.image_shape,
@@ -124,9 +139,18 @@ def _mask_fields(example: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(k for k in MASK_FIELDS if k in example)
 
 
-def _has_masks(factories: Mapping[str, Callable[[], Source]]) -> bool:
-    """Whether the first item of any split carries masks (opens each split's source)."""
-    return any(len(src) and _mask_fields(src[0]) for src in (make() for make in factories.values()))
+def _has_frames(source: Source) -> bool:
+    """Whether `source` holds video frames: a `frame_index`, or "video" and "frame" fields on its first item."""
+    return getattr(source, "frame_index", None) is not None or bool(len(source) and set(FRAME_FIELDS) <= set(source[0]))
+
+
+def _optional_fields(factories: Mapping[str, Callable[[], Source]]) -> set[str]:
+    """The masks and frame fields any split's source has (opens each split's source)."""
+    found: set[str] = set()
+    for src in (make() for make in factories.values()):
+        found |= set(_mask_fields(src[0])) if len(src) else set()
+        found |= set(FRAME_FIELDS) if _has_frames(src) else set()
+    return found
 
 
 def _resolve(
@@ -184,8 +208,11 @@ def _read_metadata(version_dir: pathlib.Path) -> dict[str, Any]:
 
 
 def _builder_class(name: str, sources: dict[str, Source], info: SourceInfo, has_label: bool,
-                   masks: tuple[str, ...], metadata: dict):
-    """A GeneratorBasedBuilder subclass for these sources (unregistered: read back from files)."""
+                   masks: tuple[str, ...], frames: dict[str, np.ndarray] | None, metadata: dict):
+    """A GeneratorBasedBuilder subclass for these sources (unregistered: read back from files).
+
+    `frames`, for video frames, maps each split to its (video, frame) rows, written as int64 fields.
+    """
     import tensorflow_datasets as tfds
 
     shape = tuple(int(d) for d in info.image_shape)
@@ -201,6 +228,8 @@ def _builder_class(name: str, sources: dict[str, Source], info: SourceInfo, has_
             )
         for key in masks:
             features[key] = tfds.features.Tensor(shape=mask_shape, dtype=np.uint8)
+        for key in FRAME_FIELDS if frames is not None else ():
+            features[key] = tfds.features.Tensor(shape=(), dtype=np.int64)
         return tfds.core.DatasetInfo(
             builder=self,
             description=f"Built by {BUILT_BY} from {metadata['source']}.",
@@ -237,6 +266,8 @@ def _builder_class(name: str, sources: dict[str, Source], info: SourceInfo, has_
                     raise ValueError(f"{split} item {i}: {key} {mask.dtype} {mask.shape}, but the dataset's masks are "
                                      f"uint8 {mask_shape} (255 = inside), the image's height and width")
                 record[key] = mask
+            if frames is not None:
+                record["video"], record["frame"] = (int(v) for v in frames[split][i])
             yield i, record
 
     def body(ns: dict[str, Any]) -> None:
@@ -283,13 +314,13 @@ def build(
                 f"{version_dir} holds a dataset not written by {BUILT_BY}; choose another name or data_dir"
             )
         same = existing.get("fingerprint") == fingerprint
-        lacks_masks = same and "fields" not in existing and _has_masks(factories)
-        if same and not lacks_masks:
+        lacks = sorted(_optional_fields(factories) - set(existing.get("fields", ()))) if same else []
+        if same and not lacks:
             log.info("%s is already built from %s (fingerprint %s); not rewriting", version_dir, description,
                      fingerprint)
             return version_dir
         if not overwrite:
-            why = ("was built from this input before masks were kept, so it lacks the source's masks" if lacks_masks
+            why = (f"was built from this input before its {', '.join(lacks)} fields were kept, so it lacks them" if lacks
                    else f"was built from different input ({existing.get('source')!r}, fingerprint "
                    f"{existing.get('fingerprint')}; now {description!r}, {fingerprint})")
             raise FileExistsError(f"{version_dir} {why}. Pass overwrite=True (--overwrite) to replace it, or choose "
@@ -312,6 +343,11 @@ def build(
     masks = {_mask_fields(ex) for ex in first.values()}
     if len(masks) > 1:
         raise ValueError(f"the splits' first items carry different masks ({sorted(masks)}); give every split the same")
+    has_frames = {_has_frames(src) for src in sources.values()}
+    if len(has_frames) > 1:
+        raise ValueError("some splits are video frames (video and frame fields) and some are not; give every split "
+                         "the same kind of source")
+    frames = {split: video_pairs.video_frames(src) for split, src in sources.items()} if has_frames == {True} else None
     num_classes = max((i.num_classes or 0 for i in infos), default=0) or None
     info = SourceInfo(name=name, image_shape=next(iter(shapes)), num_classes=num_classes,
                       num_examples=sum(len(s) for s in sources.values()))
@@ -320,9 +356,10 @@ def build(
         "source": description,
         "fingerprint": fingerprint,
         "num_examples": {split: len(src) for split, src in sources.items()},
-        "fields": ["image", *(["label"] if has_label == {True} else []), *next(iter(masks))],
+        "fields": ["image", *(["label"] if has_label == {True} else []), *next(iter(masks)),
+                   *(FRAME_FIELDS if frames is not None else ())],
     }
-    builder_cls = _builder_class(name, sources, info, has_label == {True}, next(iter(masks)), metadata)
+    builder_cls = _builder_class(name, sources, info, has_label == {True}, next(iter(masks)), frames, metadata)
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="local_tfds_") as downloads:
         builder = builder_cls(data_dir=str(data_dir), file_format="array_record")
@@ -331,6 +368,10 @@ def build(
         written = builder.info.splits[split].num_examples
         if written != len(src):
             raise RuntimeError(f"{name}/{split}: wrote {written} examples but the source has {len(src)}")
+        if frames is not None:  # what video_pairs reads without opening a record; without it, it reads the fields
+            with files.atomic_write(frame_index_file(builder.data_dir, split)) as tmp:
+                with open(tmp, "wb") as out:
+                    np.save(out, frames[split])
         skipped = getattr(src, "skipped", None)
         if skipped:
             log.warning("%s/%s: the source skipped %d unreadable file(s)/video tail(s); see its .skipped",

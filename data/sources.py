@@ -104,7 +104,7 @@ def get_source(spec: str, split: str = "train", *, data_dir: str | None = None) 
     if kind == "video_pairs":
         from data import video_pairs
 
-        return video_pairs.from_spec(rest, split, get_source)
+        return video_pairs.from_spec(rest, split, lambda spec, split: get_source(spec, split, data_dir=data_dir))
     if kind == "aligned" and rest:
         from data.faces import aligned
 

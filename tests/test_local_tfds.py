@@ -132,6 +132,9 @@ def test_grid_video_dataset(shared_data, tmp_path):
         read_back = local_tfds.load("grid_small", tmp_path, split)
         assert read_back.info.num_classes == 6
         _assert_same(read_back, original)
+        np.testing.assert_array_equal(read_back.frame_index, original.frame_index)  # the video tells no item its frame
+        assert [(int(read_back[i]["video"]), int(read_back[i]["frame"])) for i in range(len(read_back))] == \
+            [tuple(row) for row in original.frame_index.tolist()]
 
 
 @pytest.fixture(scope="module")
@@ -155,16 +158,16 @@ def test_an_aligned_extraction_is_read_back_with_its_masks(grid_extraction, tmp_
     spec = f"aligned:{grid_extraction}" + (f";size={size}" if size else "")
     side = size or 48
     path = local_tfds.build(spec, "grid_faces", tmp_path)
-    assert json.loads((path / "metadata.json").read_text())["fields"] == ["image", "label", "mask", "em_mask"]
+    assert json.loads((path / "metadata.json").read_text())["fields"] == ["image", "label", "mask", "em_mask", "video",
+                                                                          "frame"]
     for split in ("train", "test"):
         original = get_source(spec, split)
         packed = get_source("tfds:grid_faces", split, data_dir=str(tmp_path))
         assert len(packed) == len(original) == {"train": 9, "test": 1}[split]
         for i in range(len(original)):
             want, got = original[i], packed[i]
-            # a pack keeps the image, label and masks; the clip and frame ids of the extraction are not packed
-            assert sorted(got) == ["em_mask", "image", "label", "mask"]
-            assert sorted(want) == ["em_mask", "frame", "image", "label", "mask", "video"]
+            assert sorted(got) == sorted(want) == ["em_mask", "frame", "image", "label", "mask", "video"]
+            assert (got["video"], got["frame"]) == (want["video"], want["frame"]) and got["frame"].dtype == np.int64
             chex.assert_shape([got["mask"], got["em_mask"]], (side, side, 1))
             for key in ("image", "mask", "em_mask"):
                 assert got[key].dtype == np.uint8 and np.array_equal(got[key], want[key]), (split, i, key)
@@ -183,7 +186,7 @@ def test_a_dataset_written_before_masks_were_kept_is_not_reused(grid_extraction,
     metadata = json.loads((path / "metadata.json").read_text())
     del metadata["fields"]  # what a build before masks were kept wrote
     (path / "metadata.json").write_text(json.dumps(metadata))
-    with pytest.raises(FileExistsError, match="before masks were kept"):
+    with pytest.raises(FileExistsError, match="before its em_mask, frame, mask, video fields were kept"):
         local_tfds.build(spec, "grid_faces", tmp_path, splits=("test",))
     local_tfds.build(spec, "grid_faces", tmp_path, splits=("test",), overwrite=True)
     assert "mask" in get_source("tfds:grid_faces", "test", data_dir=str(tmp_path))[0]
@@ -194,6 +197,33 @@ def test_a_dataset_written_before_masks_were_kept_is_not_reused(grid_extraction,
     del metadata["fields"]
     (plain / "metadata.json").write_text(json.dumps(metadata))
     assert local_tfds.build(f"folder:{folder};size=8", "plain_faces", tmp_path, splits=("train",)) == plain
+
+
+def test_video_pairs_read_a_packed_clip_set_as_they_read_the_original(tmp_path):
+    """The same pairs, frame numbers and pixels from `tfds:<name>` as from the clips it was packed from; without the
+    rows file the pairs come from the records' own fields, unchanged."""
+    spec = "synthetic_clips:ids=0-2;clips=2;frames=5;size=16"
+    path = local_tfds.build(spec, "clips_small", tmp_path)
+    packs = {"data_dir": str(tmp_path)}
+    for split in ("train", "test"):
+        original, packed = get_source(spec, split), get_source("tfds:clips_small", split, **packs)
+        np.testing.assert_array_equal(packed.frame_index, original.frame_index)
+        want = get_source(f"video_pairs:num_repeats=3@{spec}", split)
+        got = get_source("video_pairs:num_repeats=3@tfds:clips_small", split, **packs)
+        assert len(got) == len(want) > 0
+        every = np.arange(len(want))
+        batch_want, batch_got = want.gather(every), got.gather(every)
+        assert set(batch_got) == set(batch_want)
+        for key in batch_want:
+            np.testing.assert_array_equal(batch_got[key], batch_want[key], err_msg=f"{split} {key}")
+    (path / "train.frame_index.npy").unlink()
+    packed = get_source("tfds:clips_small", "train", **packs)
+    assert packed.frame_index is None and get_source("tfds:clips_small", "test", **packs).frame_index is not None
+    fields_only = get_source("video_pairs:num_repeats=3@tfds:clips_small", "train", **packs)
+    original = get_source(f"video_pairs:num_repeats=3@{spec}", "train")
+    np.testing.assert_array_equal(fields_only.gather(np.arange(10))["driving_image"],
+                                  original.gather(np.arange(10))["driving_image"])
+    assert get_source("tfds:clips_small", "all", **packs).frame_index is None  # not one built split: no rows file stands for it
 
 
 def test_synthetic_faces_keep_their_masks_and_the_fingerprint_covers_them(tmp_path):

@@ -6,9 +6,9 @@
 Radford et al.'s recipe and widths (ngf = ndf = 64, z 100, Adam 2e-4 with beta1 0.5, batch norm in G
 and D, the non-saturating loss), 4,000 steps of batch 64 (4.3 epochs, about 14 min on 2 CPU cores);
 digits are resized from 28 to 32 px, the smallest size DCGAN's stride-2 stack takes. Evaluation:
-10,000 samples against the 10,000 test digits through `domain_mnist`, a classifier the zoo trains on
-first use (two minutes on 2 cores) and caches; ImageNet Inception features say little about digits, and
-need a download. The README's results table gives the run's figures beside the floor: the training
+10,000 samples against the 10,000 test digits through `domain_mnist`, a classifier the zoo ships
+(trained on MNIST, sha256 pinned); ImageNet Inception features say little about digits, and need a
+download. The README's results table gives the run's figures beside the floor: the training
 set itself scored the same way. `:tfds` reads TFDS's mnist instead of ../shared/data/mnist.
 """
 from train import sections

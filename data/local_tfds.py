@@ -14,9 +14,9 @@ so an extraction written once is read back, as `tfds:<name>`, with the masks `ma
 `video` and `frame: Tensor((), int64)`, with each split's (video, frame) rows also in
 `<split>.frame_index.npy`, so `video_pairs:tfds:<name>` pairs the frames of one video as it pairs the
 original's without opening every record. Examples keep the source's order (`disable_shuffling=True`),
-so record i of a split is item i of that split's source. Files: <data_dir>/<name>/1.0.0/<name>-<split>.array_record-*,
-dataset_info.json, features.json and metadata.json (which records the builder, the source spec, the
-fields written and a fingerprint).
+so record i of a split is item i of that split's source. Files: <data_dir>/<name>/1.0.0/
+<name>-<split>.array_record-*, dataset_info.json, features.json, metadata.json (which records the builder,
+the source spec, the fields written and a fingerprint) and, for video frames, <split>.frame_index.npy.
 
 Splits: a spec string is opened once per split (`get_source(spec, split)`; folder:/video: specs through
 `data.media.from_spec`): train = all but every 10th item, test = every 10th. A Source object is divided
@@ -53,7 +53,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from data import media, video_pairs
+from data import media
 from data.base import (
     FRAME_FIELDS,
     MASK_FIELDS,
@@ -211,7 +211,8 @@ def _builder_class(name: str, sources: dict[str, Source], info: SourceInfo, has_
                    masks: tuple[str, ...], frames: dict[str, np.ndarray] | None, metadata: dict):
     """A GeneratorBasedBuilder subclass for these sources (unregistered: read back from files).
 
-    `frames`, for video frames, maps each split to its (video, frame) rows, written as int64 fields.
+    `frames`, for video frames, maps each split to a list the (video, frame) rows are appended to as they are
+    written as int64 fields: from the source's `frame_index` where it has one, else from each item's fields.
     """
     import tensorflow_datasets as tfds
 
@@ -267,7 +268,10 @@ def _builder_class(name: str, sources: dict[str, Source], info: SourceInfo, has_
                                      f"uint8 {mask_shape} (255 = inside), the image's height and width")
                 record[key] = mask
             if frames is not None:
-                record["video"], record["frame"] = (int(v) for v in frames[split][i])
+                index = getattr(source, "frame_index", None)
+                row = index[i] if index is not None else (example["video"], example["frame"])
+                record["video"], record["frame"] = int(row[0]), int(row[1])
+                frames[split].append((record["video"], record["frame"]))
             yield i, record
 
     def body(ns: dict[str, Any]) -> None:
@@ -347,7 +351,7 @@ def build(
     if len(has_frames) > 1:
         raise ValueError("some splits are video frames (video and frame fields) and some are not; give every split "
                          "the same kind of source")
-    frames = {split: video_pairs.video_frames(src) for split, src in sources.items()} if has_frames == {True} else None
+    frames: dict[str, list] | None = {split: [] for split in sources} if has_frames == {True} else None
     num_classes = max((i.num_classes or 0 for i in infos), default=0) or None
     info = SourceInfo(name=name, image_shape=next(iter(shapes)), num_classes=num_classes,
                       num_examples=sum(len(s) for s in sources.values()))
@@ -369,9 +373,12 @@ def build(
         if written != len(src):
             raise RuntimeError(f"{name}/{split}: wrote {written} examples but the source has {len(src)}")
         if frames is not None:  # what video_pairs reads without opening a record; without it, it reads the fields
+            rows = np.asarray(frames[split], np.int64).reshape(-1, 2)
+            if len(rows) != len(src):
+                raise RuntimeError(f"{name}/{split}: wrote {len(rows)} frame numbers for {len(src)} examples")
             with files.atomic_write(frame_index_file(builder.data_dir, split)) as tmp:
                 with open(tmp, "wb") as out:
-                    np.save(out, frames[split])
+                    np.save(out, rows)
         skipped = getattr(src, "skipped", None)
         if skipped:
             log.warning("%s/%s: the source skipped %d unreadable file(s)/video tail(s); see its .skipped",

@@ -226,6 +226,24 @@ def test_video_pairs_read_a_packed_clip_set_as_they_read_the_original(tmp_path):
     assert get_source("tfds:clips_small", "all", **packs).frame_index is None  # not one built split: no rows file stands for it
 
 
+def test_frame_numbers_come_from_the_items_where_a_source_has_no_frame_index(tmp_path):
+    """A frame source whose items carry video and frame (as facecrop: does) packs the same rows as its index."""
+    clips = get_source("synthetic_clips:ids=0-1;clips=2;frames=4;size=16", "train")
+
+    class FieldsOnly:
+        info = clips.info
+
+        def __len__(self):
+            return len(clips)
+
+        def __getitem__(self, i):
+            return clips[i]
+
+    local_tfds.build({"train": FieldsOnly()}, "fields_only", tmp_path, splits=("train",))
+    packed = local_tfds.load("fields_only", tmp_path)
+    np.testing.assert_array_equal(packed.frame_index, clips.frame_index)
+
+
 def test_synthetic_faces_keep_their_masks_and_the_fingerprint_covers_them(tmp_path):
     spec = "synthetic_faces:ids=0-1;n=3;size=16;masks=1"
     source = get_source(spec, "train")

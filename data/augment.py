@@ -37,6 +37,7 @@ __all__ = [
     "color_transfer",
     "displacement_field",
     "expected_node_displacement",
+    "from_unit_float",
     "lab_to_srgb",
     "lct",
     "random_flip",
@@ -44,6 +45,7 @@ __all__ = [
     "rct",
     "sot",
     "srgb_to_lab",
+    "to_unit_float",
     "warp_params",
 ]
 
@@ -79,14 +81,14 @@ def _check_rng(rng: np.random.Generator) -> None:
         raise TypeError(f"rng must be a np.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
 
 
-def _to_unit_float(image: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+def to_unit_float(image: np.ndarray, dtype: type = np.float32) -> np.ndarray:
     """The image as float in [0, 1], so colour maths never depends on the storage dtype."""
     if image.dtype == np.uint8:
         return image.astype(dtype) / dtype(255.0)
     return image.astype(dtype, copy=False)
 
 
-def _from_unit_float(x: np.ndarray, like: np.ndarray) -> np.ndarray:
+def from_unit_float(x: np.ndarray, like: np.ndarray) -> np.ndarray:
     """`x` (float, [0, 1]) clipped and cast back to `like`'s dtype, so functions return what they were given."""
     x = np.clip(x, 0.0, 1.0)
     if like.dtype == np.uint8:
@@ -360,7 +362,7 @@ def _colour_pixels(image: np.ndarray, name: str) -> np.ndarray:
     _check_image(image, name)
     if image.shape[2] != 3:
         raise ValueError(f"{name} must have 3 (RGB) channels for colour transfer, got {image.shape[2]}")
-    return _to_unit_float(image, np.float64).reshape(-1, 3)
+    return to_unit_float(image, np.float64).reshape(-1, 3)
 
 
 def _flat_mask(mask: np.ndarray, image: np.ndarray, name: str) -> np.ndarray:
@@ -401,7 +403,7 @@ def rct(
     t = _masked(tgt_lab, target_mask, target, "target_mask")
     gain = t.std(axis=0) / np.maximum(s.std(axis=0), eps)
     out = (src_lab - s.mean(axis=0)) * gain + t.mean(axis=0)
-    return _from_unit_float(lab_to_srgb(out).reshape(source.shape), source)
+    return from_unit_float(lab_to_srgb(out).reshape(source.shape), source)
 
 
 def _psd_power(cov: np.ndarray, power: float) -> np.ndarray:
@@ -445,7 +447,7 @@ def lct(
     else:
         raise ValueError(f"lct mode={mode!r} is not one of 'pca', 'chol', 'sym'")
     out = (src - mu_s) @ gain.T + mu_t
-    return _from_unit_float(out.reshape(source.shape), source)
+    return from_unit_float(out.reshape(source.shape), source)
 
 
 def sot(
@@ -492,7 +494,7 @@ def sot(
         step = np.empty_like(proj)
         np.put_along_axis(step, order, step_sorted, axis=0)
         x = x + step @ directions / batch_size
-    return _from_unit_float(x.reshape(source.shape), source)
+    return from_unit_float(x.reshape(source.shape), source)
 
 
 def _resample_sorted(values: np.ndarray, n: int) -> np.ndarray:
@@ -562,10 +564,10 @@ def augment_pair(
         raise ValueError(f"color={mode!r} needs a color_reference image to recolour towards")
     if mode == "none" and color_reference is not None:
         raise ValueError("color_reference was given but color is None/'none'; pass color='rct', 'lct' or 'sot'")
-    x = _to_unit_float(image)
+    x = to_unit_float(image)
     channels = x.shape[-1]
     if masks is not None:
-        x = np.concatenate([x, _to_unit_float(masks)], axis=-1)
+        x = np.concatenate([x, to_unit_float(masks)], axis=-1)
     if flip:
         x = random_flip(x, rng, p=flip_p)
     if mode != "none":

@@ -19,6 +19,7 @@ import dataclasses
 import grain
 import numpy as np
 
+from data import augment
 from zoo.errors import ConfigError, DataError
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -112,7 +113,6 @@ class PairAugment(grain.transforms.RandomMap):
         if any(self.jitter):
             strengths = np.asarray(self.jitter, np.float32)
             factors = np.concatenate([1.0 + strengths[:3] * draws[:3], strengths[3:] * draws[3:]]).astype(np.float32)
-            unit = jitter(pair.astype(np.float32) / 255.0, factors, order)
-            pair = np.round(unit * 255.0).astype(np.uint8)
+            pair = augment.from_unit_float(jitter(augment.to_unit_float(pair), factors, order), pair)
         return {**example, "source_image": np.ascontiguousarray(pair[0]),
                 "driving_image": np.ascontiguousarray(pair[1])}

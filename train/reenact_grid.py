@@ -28,9 +28,9 @@ from PIL import Image, ImageDraw, ImageFont
 from data import provenance
 from train import cli
 from train.metrics import reenact as reenact_metrics
+from zoo.animate import MODES
 from zoo.errors import ConfigError, DataError
 
-MODES = ("relative", "absolute")
 LABEL_PX = 48  # width of the white strip left of each row that names it
 PAD = 1
 
@@ -49,13 +49,6 @@ def pairs_of(clips: Sequence[reenact_metrics.Clip], count: int) -> list[tuple[in
     return [pairs[i] for i in reenact_metrics.turns(labels)[:count]]
 
 
-def truth_clip(synth: Any, x: reenact_metrics.Clip, y: reenact_metrics.Clip, mode: str) -> np.ndarray:
-    """uint8 [T,S,S,3]: what X animated by Y's clip should be, rendered (`train.metrics.reenact.truth`'s references)."""
-    if mode == "relative":
-        return reenact_metrics.relative_truth(synth, x.label, x.video, y.video)
-    return synth.truth(x.label, y.video, lighting=synth.clip(x.video)[1][:1])
-
-
 def pair_rows(animate: reenact_metrics.Animate, x: reenact_metrics.Clip, y: reenact_metrics.Clip, frames: int,
               mode: str, synth: Any = None) -> dict[str, np.ndarray]:
     """Rows {name: uint8 [frames + 1, H, W, C]} for X animated by Y: column 0 the source in `model`, white elsewhere."""
@@ -67,7 +60,7 @@ def pair_rows(animate: reenact_metrics.Animate, x: reenact_metrics.Clip, y: reen
     take = frame_positions(len(driving), frames)
     clips = {"driving": driving}
     if synth is not None:
-        clips["truth"] = truth_clip(synth, x, y, mode)
+        clips["truth"] = reenact_metrics.truth_frames(synth, x.label, x.video, y.video, mode)
     clips["model"] = reenact_metrics.animated(animate, source, driving, mode)
     white = np.full_like(source, 255)
     return {name: np.concatenate([(source if name == "model" else white)[None], clip[take]])

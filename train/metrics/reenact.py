@@ -440,6 +440,17 @@ def relative_truth(source: Any, label_x: int, video_x: int, video_y: int) -> np.
                          source.size)
 
 
+def truth_frames(source: Any, label_x: int, video_x: int, video_y: int, mode: str) -> np.ndarray:
+    """uint8 [T, S, S, 3]: what person `label_x` animated by clip `video_y` from clip `video_x`'s first frame should be.
+
+    Absolute mode: X rendered with Y's expression and pose per frame, in the light of X's source frame;
+    relative mode: `relative_truth`. The references of `truth` and the grid's truth row.
+    """
+    if mode == "relative":
+        return relative_truth(source, label_x, video_x, video_y)
+    return source.truth(label_x, video_y, lighting=source.clip(video_x)[1][:1])
+
+
 def is_synthetic(source: Any) -> bool:
     """Whether `source` (or the frame source inside a VideoPairs) is synthetic people, whose truth can be rendered."""
     from data.synthetic.clips import SyntheticClips
@@ -505,9 +516,8 @@ def truth(animate: Animate, source: Any, pairs: Sequence[tuple[int, int]] | None
             raise DataError(f"reenact_truth: max_frames={max_frames}; need at least 2 frames (frame 0 drives nothing)")
         source_frame = _read(synth, synth.clip_indices(vx)[:1])[0]
         driving = _read(synth, take_y)[0]
-        lighting = synth.clip(vx)[1][:1]
-        references = {"": synth.truth(x, vy, lighting=lighting)[:len(take_y)],
-                      "rel_": relative_truth(synth, x, vx, vy)[:len(take_y)]}
+        references = {tag: truth_frames(synth, x, vx, vy, mode)[:len(take_y)]
+                      for tag, mode in (("", "absolute"), ("rel_", "relative"))}
         outputs = {"model": animated(animate, source_frame[0], driving, "relative"),
                    COPY: np.broadcast_to(source_frame, driving.shape), DRIVING: driving}
         for name, output in outputs.items():

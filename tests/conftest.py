@@ -62,3 +62,19 @@ def set_fields(config, overrides: dict):
             node = node[p]
         node[leaf] = tuple(value) if isinstance(value, list) else value
     return config
+
+
+class ItemsOnly:
+    """`source` seen only through info, len and item access: no `gather`, no `frame_index`, nothing else it has.
+
+    What the slow paths of a reader see, so a test can check they equal the fast ones.
+    """
+
+    def __init__(self, source):
+        self.info, self._source = source.info, source
+
+    def __len__(self):
+        return len(self._source)
+
+    def __getitem__(self, i):
+        return self._source[i]

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import ItemsOnly
 from PIL import Image
 
 from data import local_tfds
@@ -229,17 +230,7 @@ def test_video_pairs_read_a_packed_clip_set_as_they_read_the_original(tmp_path):
 def test_frame_numbers_come_from_the_items_where_a_source_has_no_frame_index(tmp_path):
     """A frame source whose items carry video and frame (as facecrop: does) packs the same rows as its index."""
     clips = get_source("synthetic_clips:ids=0-1;clips=2;frames=4;size=16", "train")
-
-    class FieldsOnly:
-        info = clips.info
-
-        def __len__(self):
-            return len(clips)
-
-        def __getitem__(self, i):
-            return clips[i]
-
-    local_tfds.build({"train": FieldsOnly()}, "fields_only", tmp_path, splits=("train",))
+    local_tfds.build({"train": ItemsOnly(clips)}, "fields_only", tmp_path, splits=("train",))
     packed = local_tfds.load("fields_only", tmp_path)
     np.testing.assert_array_equal(packed.frame_index, clips.frame_index)
 

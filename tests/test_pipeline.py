@@ -4,6 +4,7 @@ import itertools
 import grain
 import numpy as np
 import pytest
+from conftest import ItemsOnly
 
 from data.pipeline import VALID, eval_batches, make_dataset
 from data.sources import ArraySource, get_source
@@ -191,18 +192,8 @@ def test_eval_batches_on_the_whole_mnist_test_set(shared_data):
 def test_batch_gather_fast_path_yields_exactly_the_per_example_batches():
     """ArraySource.gather reads whole batches; the stream must equal per-example reading."""
     src = get_source("digits")
-
-    class PerExample:
-        info = src.info
-
-        def __len__(self):
-            return len(src)
-
-        def __getitem__(self, i):
-            return src[i]
-
     fast = iter(make_dataset(src, global_batch_size=64, seed=3))
-    slow = iter(make_dataset(PerExample(), global_batch_size=64, seed=3))
+    slow = iter(make_dataset(ItemsOnly(src), global_batch_size=64, seed=3))
     for _ in range(60):  # > 2 epochs of 1,500 digits
         a, b = next(fast), next(slow)
         assert a.keys() == b.keys()
